@@ -1,0 +1,70 @@
+"""Labelled examples, reading them, and the errors raised for bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input. ``field`` names what is wrong (``pool``, ``queries[3].output``, ``k`` ...)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    input: str
+    output: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def examples_from_records(records: list[dict], field: str) -> list[Example]:
+    """Validate raw records ({"id"?, "input", "output"}) into Examples; ids default to the position."""
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for position, record in enumerate(records):
+        where = f"{field}[{position}]"
+        if not isinstance(record, dict):
+            raise InputError(where, "must be an object with 'input' and 'output'")
+        for key in ("input", "output"):
+            if not isinstance(record.get(key), str):
+                raise InputError(f"{where}.{key}", "is required and must be a string")
+        if not record["output"].strip():
+            raise InputError(f"{where}.output", "must not be empty")
+        raw_id = record.get("id", position)
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise InputError(f"{where}.id", "must be a string or an integer")
+        example_id = str(raw_id)
+        if example_id in seen:
+            raise InputError(f"{where}.id", f"duplicate id {example_id!r}")
+        seen.add(example_id)
+        examples.append(Example(id=example_id, input=record["input"], output=record["output"]))
+    return examples
+
+
+def read_jsonl(path: str | Path, field: str) -> list[Example]:
+    """Read one JSON object per line; blank lines are skipped; ids default to the line number (0-based)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(field, f"cannot read {path}: {error}") from error
+    records = []
+    for line_number, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(field, f"{path} line {line_number + 1} is not valid JSON: {error.msg}") from error
+        if isinstance(record, dict):
+            record.setdefault("id", line_number)
+        records.append(record)
+    return examples_from_records(records, field)
