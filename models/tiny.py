@@ -1,0 +1,47 @@
+"""A tiny randomly initialised Llama with a byte-level BPE trained on the spot: for tests and demos.
+
+Builds in well under a second and is saved as an ordinary Hugging Face folder, so it goes through
+the same loading path as a real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY_CORPUS = [
+    "Input: a wonderful, moving film with great acting\nLabel: positive",
+    "Input: boring plot and terrible dialogue, a waste of time\nLabel: negative",
+    "Input: I loved every minute, brilliant and funny\nLabel: positive",
+    "Input: awful, dull, the worst movie this year\nLabel: negative",
+    "Input: the market rallied as shares rose\nLabel: business",
+    "Input: the team won the cup final\nLabel: sport",
+]
+
+
+def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 300, hidden: int = 32,
+                     layers: int = 2, heads: int = 4, max_positions: int = 2048) -> Path:
+    """Train a byte-level BPE on TINY_CORPUS and save it with a random LlamaForCausalLM in ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(TINY_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return folder
