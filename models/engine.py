@@ -20,6 +20,15 @@ CONTRACT (other packages rely on it):
     model:      {"name", "fingerprint", "device", "dtype"}
     method, k, seed, options, params: echo of what ran
 Errors: InputError(field, message) for bad input; Cancelled when should_cancel() turned true.
+
+Also (for benchmarks and exact checks):
+    engine.evaluate(demos, queries, options=None, template=..., separator=...) -> dict
+        demos: list[Example] shared by all queries (prefix-shared inference), or list[list[Example]]
+        one demo list per query (e.g. per-query retrieval). Returns {"accuracy", "macro_f1", "loss",
+        "predictions": [option per query], "passes": {...}, "seconds"}.
+    engine.retrieve_per_query(pool, queries, k, method)  -> list[list[Example]]
+        method "bm25" or "topk-embed": the k nearest pool demos for each query, as retrieval users do.
+    engine.model.fingerprint -> str (content hash of model id/revision/file hash and dtype)
 """
 
 from __future__ import annotations
