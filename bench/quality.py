@@ -1,0 +1,305 @@
+"""Quality benchmark: held-out accuracy of each selection method, per dataset and seed.
+
+    python -m bench.quality                 # the full protocol (hours on a CPU)
+    python -m bench.quality --quick         # a smoke run in minutes; says so everywhere it writes
+    python -m bench.quality --datasets bbc --seeds 0 --methods random gradient --test-size 50
+
+Writes, after every finished (dataset, seed, method):
+    bench/results/quality_runs.jsonl   the journal, one record per line (resume reads it)
+    bench/results/quality.json         dataset -> method -> {accuracy_mean, accuracy_std, macro_f1_mean,
+                                       passes_mean, seconds_mean, seeds: [...], diagnostics_mean?}
+and at the end (and after each seed) bench/RESULTS.md and bench/results/*.png.
+
+An interrupted run keeps what it finished; the same command resumes (records whose dataset, split,
+sizes, template, options, model fingerprint and method parameters all match are reused; --fresh
+ignores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: python bench/quality.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from iclsel.models.data import Example
+
+from . import data as bench_data
+from . import report
+from .protocol import (DATASET_SPECS, SEPARATOR, MethodSpec, Sizes, Split, builtin_methods, label_options,
+                       load_examples, make_split, parse_variant, record_key, sizes_dict)
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+FULL_SIZES = Sizes(pool=100, select=32, test=200)
+QUICK_SIZES = Sizes(pool=100, select=16, test=40)
+FULL_SEEDS = [0, 1, 2]
+QUICK_SEEDS = [0]
+FULL_RANDOM_DRAWS = 5
+QUICK_RANDOM_DRAWS = 3
+
+EngineFactory = Callable[[], Any]  # a fresh engine (own cache) sharing one loaded model
+
+
+def _examples(items: list[dict]) -> list[Example]:
+    return [Example(id=str(d["id"]), input=d["input"], output=d["output"]) for d in items]
+
+
+def _passes(result_passes: dict | None) -> float | None:
+    if not result_passes:
+        return None
+    return result_passes.get("forward_equivalent")
+
+
+def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str]) -> dict:
+    ev = engine.evaluate(demos, split.test, options=options, template=spec_template, separator=SEPARATOR)
+    return {
+        "accuracy": ev["accuracy"],
+        "macro_f1": ev["macro_f1"],
+        "loss": ev.get("loss"),
+        "eval_passes": _passes(ev.get("passes")),
+        "eval_seconds": ev.get("seconds"),
+        "prediction_counts": dict(sorted(Counter(ev.get("predictions") or []).items())),
+    }
+
+
+def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template: str, k: int,
+            options: list[str], seed: int) -> dict:
+    """Select with ``spec`` and score the selection on the held-out test queries -> one record."""
+    from iclsel.models.engine import SelectionRequest
+
+    if spec.kind == "per-query":
+        engine = new_engine()
+        start = time.perf_counter()
+        per_query = engine.retrieve_per_query(split.pool, split.test, k, spec.method)
+        seconds = time.perf_counter() - start
+        record = {"passes": 0, "seconds": seconds, "timings": {"retrieve": seconds},
+                  "selected": None, "diagnostics": None}
+        record.update(_evaluate(engine, per_query, split, template, options))
+        record["distinct_demos"] = len({d.id for demos in per_query for d in demos})
+        return record
+
+    draws = spec.draws if spec.kind == "random" else 1
+    runs = []
+    for draw in range(draws):
+        engine = new_engine()
+        request = SelectionRequest(pool=split.pool, queries=split.select, k=k, method=spec.method, options=options,
+                                   template=template, separator=SEPARATOR,
+                                   seed=seed * 1000 + draw if spec.kind == "random" else seed,
+                                   params=dict(spec.params))
+        start = time.perf_counter()
+        result = engine.select(request)
+        seconds = time.perf_counter() - start
+        demos = _examples(result["selected"])
+        run = {"passes": _passes(result.get("passes")), "passes_detail": result.get("passes"), "seconds": seconds,
+               "timings": result.get("timings"), "selected": [d.id for d in demos],
+               "selected_labels": [d.output for d in demos], "diagnostics": result.get("diagnostics"),
+               "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache")}
+        run.update(_evaluate(engine, demos, split, template, options))
+        runs.append(run)
+    if draws == 1:
+        return runs[0]
+    record = {"draws": runs}
+    for name in ("accuracy", "macro_f1", "loss", "passes", "seconds", "eval_passes", "eval_seconds"):
+        values = [r[name] for r in runs if r.get(name) is not None]
+        record[name] = sum(values) / len(values) if values else None
+    record["prediction_counts"] = dict(sum((Counter(r["prediction_counts"]) for r in runs), Counter()))
+    record["diagnostics"] = None
+    return record
+
+
+def read_journal(path: Path) -> dict[str, dict]:
+    """key -> record; a torn last line (interrupted write) is ignored."""
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "key" in record:
+            records[record["key"]] = record
+    return records
+
+
+def append_journal(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def sizes_text(per_dataset: dict[str, dict], seeds: list[int], draws: int) -> str:
+    parts = [f"{name}: pool {info['sizes']['pool']}, {info['sizes']['select']} selection queries, "
+             f"{info['sizes']['test']} test queries, k={info['k']}" for name, info in per_dataset.items()]
+    return "; ".join(parts) + f"; seeds {' '.join(map(str, seeds))}; random: mean of {draws} draws per seed"
+
+
+def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fingerprint: str,
+                  log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the benchmark described by ``args``; returns quality.json's content."""
+    out_dir: Path = args.out_dir
+    journal_path = out_dir / "quality_runs.jsonl"
+    journal = {} if args.fresh else read_journal(journal_path)
+    specs = builtin_methods(args.random_draws)
+    for text in args.variant or []:
+        variant = parse_variant(text)
+        specs[variant.name] = variant
+    unknown = [m for m in args.methods if m not in specs]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; known: {sorted(specs)}")
+    methods = [specs[m] for m in args.methods]
+    sizes = Sizes(pool=args.pool_size, select=args.select_size, test=args.test_size)
+    per_dataset: dict[str, dict] = {}
+    collected: dict[str, dict[str, list[dict]]] = {}
+    run_info = {
+        "quick": args.quick, "command": args.command, "model": args.model, "model_fingerprint": model_fingerprint,
+        "machine": report.machine_info(), "datasets": per_dataset, "sizes_text": "", "incomplete": True,
+    }
+
+    def publish(final: bool = False) -> dict:
+        quality = {}
+        for dataset, by_method in collected.items():
+            quality[dataset] = {name: report.summarize(recs, args.quick, per_dataset[dataset]["sizes"])
+                                for name, recs in by_method.items() if recs}
+        report.write_json(out_dir / "quality.json", quality)
+        run_info["sizes_text"] = sizes_text(per_dataset, args.seeds, args.random_draws)
+        run_info["incomplete"] = not final
+        plots = []
+        if not args.no_plots:
+            plots = [os.path.relpath(p, args.results_md.parent) for p in report.write_plots(quality, out_dir, args.quick)]
+        notes = {spec.name: spec.note for spec in methods}
+        report.write_results_md(args.results_md, quality, run_info, notes, plots)
+        return quality
+
+    banner = "QUICK RUN (smoke test, not the full protocol)" if args.quick else "full protocol"
+    for dataset in args.datasets:
+        spec_ds = DATASET_SPECS[dataset]
+        k = args.k or spec_ds.k
+        path = bench_data.ensure(dataset, args.data_dir)
+        examples = load_examples(path)
+        data_hash = bench_data.sha256_file(path)
+        options = label_options(examples)
+        per_dataset[dataset] = {"template": spec_ds.template, "k": k, "options": options,
+                                "sizes": sizes_dict(sizes), "seeds": list(args.seeds), "data_sha256": data_hash}
+        collected[dataset] = {spec.name: [] for spec in methods}
+        log(f"[{banner}] {dataset}: {len(examples)} examples, pool {sizes.pool}, select {sizes.select}, "
+            f"test {sizes.test}, k={k}, seeds {args.seeds}")
+        for seed in args.seeds:
+            split = make_split(examples, seed, sizes)
+            for spec in methods:
+                key = record_key({"dataset": dataset, "data": data_hash, "seed": seed, "sizes": sizes_dict(sizes),
+                                  "k": k, "template": spec_ds.template, "separator": SEPARATOR, "options": options,
+                                  "model": model_fingerprint, "spec": spec.key_data()})
+                if key in journal:
+                    record = journal[key]
+                    log(f"  {dataset} seed {seed} {spec.name}: reused from the journal (acc {record['accuracy']:.3f})")
+                else:
+                    start = time.perf_counter()
+                    record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed)
+                    record.update({"key": key, "dataset": dataset, "method": spec.name, "seed": seed,
+                                   "engine_method": spec.method, "params": spec.params, "kind": spec.kind,
+                                   "sizes": sizes_dict(sizes), "k": k, "quick": args.quick,
+                                   "wall_seconds": time.perf_counter() - start,
+                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                    append_journal(journal_path, record)
+                    journal[key] = record
+                    log(f"  {dataset} seed {seed} {spec.name}: acc {record['accuracy']:.3f} "
+                        f"F1 {record['macro_f1']:.3f} passes {record['passes']} select {record['seconds']:.1f}s "
+                        f"(total {record['wall_seconds']:.1f}s) preds {record['prediction_counts']}")
+                collected[dataset][spec.name].append(record)
+            publish()
+    return publish(final=True)
+
+
+def print_summary(quality: dict, quick: bool, log: Callable[[str], None] = print) -> None:
+    if quick:
+        log("\nQUICK RUN: smoke-test sizes, not the full protocol; do not quote these as the benchmark result.")
+    for dataset in quality:
+        log(f"\n{dataset}")
+        log(report.results_table(quality, dataset))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: seeds {QUICK_SEEDS}, {QUICK_SIZES.select} selection and {QUICK_SIZES.test} "
+                             f"test queries, {QUICK_RANDOM_DRAWS} random draws (explicit flags still win)")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASET_SPECS), default=["imdb", "bbc"])
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--methods", nargs="+", help="method names (see --list-methods)")
+    parser.add_argument("--variant", action="append",
+                        help="extra method NAME=METHOD[:key=value,...] (engine params), e.g. g2=gradient:anchors=2")
+    parser.add_argument("--list-methods", action="store_true")
+    parser.add_argument("--pool-size", type=int)
+    parser.add_argument("--select-size", type=int)
+    parser.add_argument("--test-size", type=int)
+    parser.add_argument("--k", type=int, help="override the per-dataset k (imdb 4, bbc 5)")
+    parser.add_argument("--random-draws", type=int)
+    parser.add_argument("--model", default="default", help='"default" or a Hugging Face model folder')
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--results-md", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--data-dir", type=Path, default=bench_data.DATA_DIR)
+    parser.add_argument("--fresh", action="store_true", help="ignore the journal (do not resume)")
+    parser.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def resolve_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    base_sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    args.seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)
+    args.pool_size = args.pool_size or base_sizes.pool
+    args.select_size = args.select_size or base_sizes.select
+    args.test_size = args.test_size or base_sizes.test
+    args.random_draws = args.random_draws or (QUICK_RANDOM_DRAWS if args.quick else FULL_RANDOM_DRAWS)
+    extra = [parse_variant(v).name for v in args.variant or []]
+    args.methods = args.methods or (list(builtin_methods()) + extra)
+    shown = argv if argv is not None else sys.argv[1:]
+    args.command = "python -m bench.quality" + ("" if not shown else " " + shlex.join(shown))
+    return args
+
+
+def default_engine_factory(model: str, threads: int | None) -> tuple[EngineFactory, str]:
+    import torch
+
+    from iclsel.models.cache import MemoryCache
+    from iclsel.models.engine import Engine
+    from iclsel.models.loading import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model)
+    fingerprint = getattr(loaded, "fingerprint", None) or model
+    return (lambda: Engine(loaded, cache=MemoryCache())), fingerprint
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = resolve_args(argv)
+    if args.list_methods:
+        for name, spec in builtin_methods(args.random_draws).items():
+            print(f"{name:22s} {spec.kind:9s} {spec.note}")
+        return 0
+    new_engine, fingerprint = default_engine_factory(args.model, args.threads)
+    quality = run_benchmark(args, new_engine, fingerprint)
+    print_summary(quality, args.quick)
+    print(f"\nwrote {args.out_dir / 'quality.json'}, {args.results_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

