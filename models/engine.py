@@ -60,3 +60,154 @@ class SelectionRequest:
     separator: str = DEFAULT_SEPARATOR
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)  # method parameters (see selectors)
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
+class Engine:
+    """Holds a loaded model and an anchor cache; runs selections and evaluations."""
+
+    def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32):
+        from .cache import MemoryCache
+
+        self.model = model  # LoadedModel
+        self.cache = cache if cache is not None else MemoryCache()
+        self.batch_size = batch_size
+        self.anchor_chunk = anchor_chunk
+
+    def layout(self, pool, queries, k, options, template, separator, params=None):
+        from .layout import build_layout
+
+        params = params or {}
+        return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
+                            self.model.max_positions, filler=params.get("filler", "\n"),
+                            max_slot_tokens=params.get("max_slot_tokens"))
+
+    def _runner(self, layout, checkpoint=lambda: None):
+        from .inference import ModelRunner
+
+        return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint)
+
+    def select(self, request: SelectionRequest, progress: ProgressFn | None = None,
+               should_cancel: Callable[[], bool] | None = None) -> dict:
+        import time
+
+        from .context import SelectionContext
+        from .data import InputError
+        from .diagnostics import diagnose
+        from .outcome import summarize
+        from .selectors import SELECTORS
+
+        progress = progress or _no_progress
+        if request.method not in SELECTORS:
+            raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
+        if not isinstance(request.params, dict):
+            raise InputError("params", "must be an object")
+
+        def checkpoint() -> None:
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("selection cancelled")
+
+        started = time.perf_counter()
+        progress("layout", 0, 1)
+        layout = self.layout(request.pool, request.queries, request.k, request.options, request.template,
+                             request.separator, request.params)
+        runner = self._runner(layout, checkpoint)
+        ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k, request.seed,
+                               request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
+                               lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
+                               anchor_chunk=self.anchor_chunk)
+        ctx.timings["layout"] = time.perf_counter() - started
+        with ctx.phase("select"):
+            choice = SELECTORS[request.method](ctx)
+        exact_outcome = None
+        if request.params.get("evaluate_selected", True):
+            exact_outcome = summarize(ctx.exact(choice.selected), layout.gold)
+        diagnostics = None
+        if choice.checks:
+            with ctx.phase("diagnostics"):
+                diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
+        ctx.timings["total"] = time.perf_counter() - started
+        progress("done", 1, 1)
+
+        prefix = layout.prefix_ids(choice.selected)
+        estimate = None
+        if choice.estimated_loss is not None:
+            estimate = {"loss": choice.estimated_loss, "accuracy": choice.estimated_accuracy}
+        return {
+            "method": request.method,
+            "k": request.k,
+            "seed": request.seed,
+            "options": layout.options,
+            "params": request.params,
+            "selected": [request.pool[i].to_dict() for i in choice.selected],
+            "prompt": {"text": self.model.tokenizer.decode(prefix.tolist()), "token_ids": prefix.tolist(),
+                       "slot_width": layout.slot_width,
+                       "query_template": layout.template.split("{output}")[0].rstrip()},
+            "scores": {demo.id: float(score) for demo, score in zip(request.pool, choice.scores)},
+            "estimate": estimate,
+            "exact": exact_outcome,
+            "diagnostics": diagnostics,
+            "explored_subsets": ctx.explored,
+            "notes": choice.notes,
+            "passes": runner.counter.as_dict(),
+            "timings": {name: round(seconds, 4) for name, seconds in ctx.timings.items()},
+            "cache": {"hits": ctx.cache_hits, "misses": ctx.cache_misses},
+            "model": self.model.describe(),
+        }
+
+    def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
+                 separator: str = DEFAULT_SEPARATOR) -> dict:
+        """Exact held-out scores of fixed demos (shared) or one demo list per query."""
+        import time
+
+        import torch
+
+        from .outcome import macro_f1, query_losses
+
+        started = time.perf_counter()
+        per_query = bool(demos) and isinstance(demos[0], (list, tuple))
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for q in range(len(queries)):
+            chosen = demos[q] if per_query else demos
+            groups.setdefault(tuple(d.id for d in chosen), []).append(q)
+        pool_by_id = {d.id: d for group in (demos if per_query else [demos]) for d in group}
+        pool = list(pool_by_id.values())
+        position = {d.id: i for i, d in enumerate(pool)}
+        k = len(next(iter(groups)))
+        layout = self.layout(pool, queries, k, options, template, separator)
+        runner = self._runner(layout)
+        scores = torch.zeros((len(queries), layout.n_options))
+        for ids, members in groups.items():
+            scores[members] = runner.exact_scores([position[i] for i in ids], members)
+        predictions = scores.argmax(-1)
+        return {
+            "accuracy": float((predictions == layout.gold).float().mean()),
+            "macro_f1": macro_f1(predictions, layout.gold, layout.n_options),
+            "loss": float(query_losses(scores, layout.gold).mean()),
+            "predictions": [layout.options[int(p)] for p in predictions],
+            "passes": runner.counter.as_dict(),
+            "seconds": time.perf_counter() - started,
+        }
+
+    def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:
+        """The k most similar pool demos for each query (best last), by "bm25" or "topk-embed"."""
+        from .data import InputError
+        from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
+
+        if k < 1 or k > len(pool):
+            raise InputError("k", f"must be between 1 and the pool size {len(pool)}")
+        pool_texts, query_texts = [d.input for d in pool], [q.input for q in queries]
+        if method == "bm25":
+            similarity = bm25_similarity(pool_texts, query_texts)
+        elif method == "topk-embed":
+            layout = self.layout(pool, queries, k, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
+            runner = self._runner(layout)
+            encode = lambda texts: runner.text_embeddings(
+                [self.model.tokenizer(t, add_special_tokens=False)["input_ids"] or [layout.filler_id] for t in texts])
+            similarity = cosine_similarity(encode(pool_texts), encode(query_texts))
+        else:
+            raise InputError("method", "must be 'bm25' or 'topk-embed'")
+        return [[pool[i] for i in top_k_ascending(row, k)] for row in similarity]

@@ -1,0 +1,134 @@
+"""What one selection job holds: the layout, the model runner, cached anchors, memoised exact runs, timers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .cache import TensorCache
+from .data import Example
+from .estimate import AnchorEstimator
+from .inference import ModelRunner
+from .layout import Layout
+
+ANCHOR_MODES = ("mean-loss", "per-query")
+
+
+class SelectionContext:
+    def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
+                 seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
+                 progress: Callable[[str, int, int], None], anchor_chunk: int = 32):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.pool_inputs = [example.input for example in pool]
+        self.query_inputs = [example.input for example in queries]
+        self.layout = layout
+        self.k = k
+        self.n = layout.demo_ids.shape[0]
+        self.queries = list(range(len(layout.query_ids)))
+        self.rng = np.random.default_rng(seed)
+        self.params = params
+        self.cache = cache
+        self.model_fingerprint = model_fingerprint
+        self.progress = progress
+        self.anchor_chunk = anchor_chunk
+        self.timings: dict[str, float] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.explored = 0  # subsets whose outcome was estimated or run
+        self._exact: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    # ---------- exact inference (memoised per subset) ----------
+    def exact(self, subset: list[int]) -> torch.Tensor:
+        """Exact option scores [Q, O] of ``subset`` on the query set."""
+        key = tuple(int(i) for i in subset)
+        if key not in self._exact:
+            with self.phase("exact"):
+                self._exact[key] = self.runner.exact_scores(list(key), self.queries)
+        return self._exact[key]
+
+    def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
+        results = []
+        for done, subset in enumerate(subsets):
+            self.progress(label, done, len(subsets))
+            results.append(self.exact(subset))
+        self.progress(label, len(subsets), len(subsets))
+        return results
+
+    # ---------- anchors (cached by content) ----------
+    def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
+        content = {
+            "v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), "mode": mode,
+            "anchor": [self.layout.demo_ids[i].tolist() for i in subset],
+            "queries": [self.layout.query_ids[q] for q in queries],
+            "gold": [int(self.layout.gold[q]) for q in queries],
+        }
+        return "anchor:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+    def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
+        """Anchor quantities at ``subset`` (from the cache when present), in query chunks."""
+        if mode not in ANCHOR_MODES:
+            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}")
+        chunks = [self.queries[i:i + self.anchor_chunk] for i in range(0, len(self.queries), self.anchor_chunk)]
+        parts = []
+        for done, chunk in enumerate(chunks):
+            self.progress("anchor", done, len(chunks))
+            key = self.anchor_key(subset, chunk, mode)
+            tensors = self.cache.get(key)
+            if tensors is None:
+                self.cache_misses += 1
+                with self.phase("anchor"):
+                    compute = self.runner.anchor_per_query if mode == "per-query" else self.runner.anchor_mean_loss
+                    tensors = compute(list(subset), chunk)
+                self.cache.put(key, tensors)
+            else:
+                self.cache_hits += 1
+            parts.append(tensors)
+        self.progress("anchor", len(chunks), len(chunks))
+        merged = {"scores": torch.cat([p["scores"] for p in parts])}
+        if mode == "per-query":
+            merged["grad_margins"] = torch.cat([p["grad_margins"] for p in parts])
+        else:
+            merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
+        self._exact.setdefault(tuple(int(i) for i in subset), merged["scores"])  # the anchor pass ran it exactly
+        with self.phase("estimate"):
+            return AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight, self.layout.gold)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """[N, d] mean-pooled hidden states of the model for each text."""
+        return self.runner.text_embeddings([self.tokenizer(t, add_special_tokens=False)["input_ids"] or [self.layout.filler_id]
+                                            for t in texts])
+
+    # ---------- sampling ----------
+    def random_subsets(self, count: int) -> torch.Tensor:
+        """[count, k] distinct demos per row, in random slot order."""
+        return torch.from_numpy(np.stack([self.rng.choice(self.n, self.k, replace=False) for _ in range(count)])).long()
+
+    def balanced_subset(self) -> list[int]:
+        """k demos cycling over the labels (shuffled within and across labels), in random slot order."""
+        outputs = [self.layout.demo_outputs[i] for i in range(self.n)]
+        by_label: dict[str, list[int]] = {}
+        for index in self.rng.permutation(self.n):
+            by_label.setdefault(outputs[index], []).append(int(index))
+        labels = sorted(by_label)
+        self.rng.shuffle(labels)
+        chosen: list[int] = []
+        while len(chosen) < self.k:
+            for label in labels:
+                if by_label[label] and len(chosen) < self.k:
+                    chosen.append(by_label[label].pop())
+        return [chosen[i] for i in self.rng.permutation(self.k)]

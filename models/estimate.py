@@ -1,0 +1,101 @@
+"""First-order estimates of subsets from cached anchor quantities: gathers and sums, no model call.
+
+For an anchor S0 = (a_1..a_k) with gradient G = df/dE over the demo slots ([.., k, W, d]) and any
+subset S = (i_1..i_k) in slot order:
+    f(S) ~ f(S0) + sum_s <G[s], E(i_s) - E(a_s)> = f(S0) + sum_s c[s, i_s] - c[s, a_s]
+with the per-slot, per-demo contributions c[.., s, i] = <G[s], E(i)> (one matrix product per anchor).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .outcome import query_losses
+
+
+def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
+                       chunk: int = 256) -> torch.Tensor:
+    """grad [..., k, W, d], demo_ids [n, W], embedding [V, d] -> c [..., k, n] = <grad[.., s], E(demo i)>."""
+    embedding = embedding.detach().float().cpu()
+    parts = []
+    for start in range(0, demo_ids.shape[0], chunk):
+        demo_embeds = embedding[demo_ids[start:start + chunk]]  # [m, W, d]
+        parts.append(torch.einsum("...swd,mwd->...sm", grad, demo_embeds))
+    return torch.cat(parts, dim=-1)
+
+
+def subset_deltas(contrib: torch.Tensor, subsets: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """contrib [..., k, n], subsets [S, k], anchor [k] -> [S, ...]: sum_s c[.., s, i_s] - c[.., s, a_s]."""
+    by_slot = contrib.movedim(-2, 0).movedim(-1, 1)  # [k, n, ...]
+    slots = torch.arange(subsets.shape[1])
+    at_subsets = by_slot[slots, subsets].sum(1)  # [S, ...]
+    at_anchor = by_slot[slots, anchor].sum(0)  # [...]
+    return at_subsets - at_anchor
+
+
+class AnchorEstimator:
+    """Estimates around one anchor. Two kinds of anchor quantities (see inference.ModelRunner):
+    - per-query: scores [Q, O] and grad_margins [Q, O, k, W, d]: per-query, per-option estimates,
+      hence estimated loss, predicted labels and accuracy;
+    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: the estimated mean loss only."""
+
+    def __init__(self, anchor: list[int], tensors: dict[str, torch.Tensor], demo_ids: torch.Tensor,
+                 embedding: torch.Tensor, gold: torch.Tensor):
+        self.anchor = torch.tensor(anchor, dtype=torch.long)
+        self.scores = tensors["scores"]  # [Q, O]
+        self.gold = gold
+        self.losses = query_losses(self.scores, gold)  # [Q]
+        self.per_query = "grad_margins" in tensors
+        grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
+        self.contrib = slot_contributions(grad, demo_ids, embedding)  # [Q, O, k, n] or [k, n]
+        self.margins = self.scores - self.scores[:, :1]  # [Q, O]
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses.mean())
+
+    def estimate(self, subsets: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor | None]:
+        """subsets [S, k] -> {"loss": [S], "accuracy": [S] or None, "predictions": [S, Q] or None}."""
+        losses, accuracies, predictions = [], [], []
+        for start in range(0, subsets.shape[0], chunk):
+            part = subsets[start:start + chunk]
+            delta = subset_deltas(self.contrib, part, self.anchor)
+            if self.per_query:
+                margins = self.margins + delta  # [s, Q, O]
+                losses.append(query_losses(margins, self.gold).mean(-1))
+                predicted = margins.argmax(-1)
+                predictions.append(predicted)
+                accuracies.append((predicted == self.gold).float().mean(-1))
+            else:
+                losses.append(self.loss + delta / self.gold.shape[0])
+        return {"loss": torch.cat(losses),
+                "accuracy": torch.cat(accuracies) if self.per_query else None,
+                "predictions": torch.cat(predictions) if self.per_query else None}
+
+
+def nearest_anchor(subsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """subsets [S, k], anchors [A, k] -> [S] index of the anchor sharing most slot-aligned demos."""
+    overlap = (subsets[:, None, :] == anchors[None, :, :]).sum(-1)  # [S, A]
+    return overlap.argmax(-1)
+
+
+def estimate_with_anchors(estimators: list[AnchorEstimator], subsets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Estimate each subset from its nearest anchor; also return that anchor's own loss (zero-order)."""
+    anchors = torch.stack([e.anchor for e in estimators])
+    assignment = nearest_anchor(subsets, anchors)
+    loss = torch.empty(subsets.shape[0])
+    zero_order = torch.empty(subsets.shape[0])
+    per_query = all(e.per_query for e in estimators)
+    accuracy = torch.empty(subsets.shape[0]) if per_query else None
+    predictions = torch.empty((subsets.shape[0], estimators[0].gold.shape[0]), dtype=torch.long) if per_query else None
+    for a, estimator in enumerate(estimators):
+        chosen = (assignment == a).nonzero().squeeze(-1)
+        if chosen.numel() == 0:
+            continue
+        result = estimator.estimate(subsets[chosen])
+        loss[chosen] = result["loss"]
+        zero_order[chosen] = estimator.loss
+        if per_query:
+            accuracy[chosen] = result["accuracy"]
+            predictions[chosen] = result["predictions"]
+    return {"loss": loss, "accuracy": accuracy, "predictions": predictions, "zero_order": zero_order, "anchor": assignment}

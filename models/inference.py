@@ -1,0 +1,219 @@
+"""Running the model on slot-layout prompts: exact option scores, anchor gradients, hidden-state embeddings.
+
+Every prompt is  prefix (specials + k demo slots, P tokens)  +  continuation (query [+ option]).
+When all options are single tokens one row per query scores every option from one logit vector;
+otherwise there is one row per (query, option) and an option's score is the sum of its tokens'
+log-probabilities. The prefix is shared: run once, its key/value cache expanded over a batch of
+continuations. Passes are counted in prompts (rows) and in tokens actually computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers import DynamicCache
+
+from .layout import Layout
+from .outcome import query_losses
+
+
+@dataclass
+class PassCounter:
+    forward: int = 0  # prompts run forward
+    backward: int = 0  # prompts back-propagated (one per output differentiated)
+    tokens_forward: int = 0
+    tokens_backward: int = 0
+
+    def as_dict(self) -> dict:
+        return {"forward": self.forward, "backward": self.backward,
+                "forward_equivalent": self.forward + 2 * self.backward,
+                "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward}
+
+
+@dataclass
+class Rows:
+    """Continuations for a set of queries. targets[r] = [(position, token, option)]: the logits at
+    ``position`` of row r predict ``token``, which counts towards ``option``'s score."""
+    tokens: list[list[int]] = field(default_factory=list)
+    query: list[int] = field(default_factory=list)  # local query index of each row
+    targets: list[list[tuple[int, int, int]]] = field(default_factory=list)
+
+
+def build_rows(layout: Layout, queries: list[int]) -> Rows:
+    rows = Rows()
+    single_token = all(len(ids) == 1 for ids in layout.option_ids)
+    for local, q in enumerate(queries):
+        query_ids = layout.query_ids[q]
+        if single_token:
+            last = len(query_ids) - 1
+            rows.tokens.append(query_ids)
+            rows.query.append(local)
+            rows.targets.append([(last, ids[0], o) for o, ids in enumerate(layout.option_ids)])
+            continue
+        for o, ids in enumerate(layout.option_ids):
+            rows.tokens.append(query_ids + ids[:-1])
+            rows.query.append(local)
+            rows.targets.append([(len(query_ids) - 1 + j, token, o) for j, token in enumerate(ids)])
+    return rows
+
+
+class ModelRunner:
+    """Runs one model on one layout; ``checkpoint()`` is called between batches (it may raise to cancel)."""
+
+    def __init__(self, model: torch.nn.Module, layout: Layout, batch_size: int = 8,
+                 checkpoint: Callable[[], None] = lambda: None, counter: PassCounter | None = None):
+        self.model = model
+        self.base = model.base_model  # the decoder without the LM head: [B, L] -> hidden [B, L, d]
+        self.head = model.get_output_embeddings()  # hidden [.., d] -> logits [.., V]
+        self.embed = model.get_input_embeddings()
+        self.layout = layout
+        self.batch_size = batch_size
+        self.checkpoint = checkpoint
+        self.counter = counter or PassCounter()
+        self.device = self.embed.weight.device
+        self.pad_id = layout.filler_id
+
+    # ---------- batching helpers ----------
+    def _query_batches(self, queries: list[int]):
+        rows_per_query = 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else self.layout.n_options
+        step = max(1, self.batch_size // rows_per_query)
+        for start in range(0, len(queries), step):
+            self.checkpoint()
+            yield start, queries[start:start + step]
+
+    def _pad(self, token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad with attention mask 0 (pads come after every real token, so they change nothing)."""
+        width = max(len(tokens) for tokens in token_lists)
+        ids = torch.full((len(token_lists), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+        for row, tokens in enumerate(token_lists):
+            ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, :len(tokens)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _scores(self, hidden: torch.Tensor, rows: Rows, offset: int, n_queries: int) -> torch.Tensor:
+        """hidden [B, L, d] of the continuation rows -> option scores [n_queries, O]."""
+        scores = hidden.new_zeros((n_queries, self.layout.n_options))
+        positions = [(r, offset + pos, token, rows.query[r], o)
+                     for r, targets in enumerate(rows.targets) for pos, token, o in targets]
+        row_index = torch.tensor([p[0] for p in positions], device=hidden.device)
+        pos_index = torch.tensor([p[1] for p in positions], device=hidden.device)
+        log_probs = torch.log_softmax(self.head(hidden[row_index, pos_index]).float(), dim=-1)  # [T, V]
+        token_lp = log_probs[torch.arange(len(positions), device=hidden.device),
+                             torch.tensor([p[2] for p in positions], device=hidden.device)]
+        flat = torch.tensor([p[3] * self.layout.n_options + p[4] for p in positions], device=hidden.device)
+        return scores.view(-1).index_add(0, flat, token_lp).view(n_queries, -1)
+
+    def _prefix_cache(self, prefix_ids: torch.Tensor | None = None, prefix_embeds: torch.Tensor | None = None):
+        """Run the prefix once; return its per-layer (keys, values), each [1, heads, P, head_dim]."""
+        out = self.base(input_ids=prefix_ids, inputs_embeds=prefix_embeds, use_cache=True)
+        size = prefix_ids.shape[-1] if prefix_ids is not None else prefix_embeds.shape[1]
+        self.counter.tokens_forward += size
+        return [(layer.keys, layer.values) for layer in out.cache.layers], size
+
+    def _continue(self, prefix_kv, prefix_len: int, rows: Rows) -> torch.Tensor:
+        """Hidden states [B, L, d] of continuation rows after a shared prefix."""
+        ids, mask = self._pad(rows.tokens)
+        batch = ids.shape[0]
+        cache = DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_kv])
+        full_mask = torch.cat([torch.ones((batch, prefix_len), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        self.counter.forward += batch
+        self.counter.tokens_forward += int(mask.sum())
+        return self.base(input_ids=ids, attention_mask=full_mask, cache=cache, use_cache=True).last_hidden_state
+
+    # ---------- exact inference ----------
+    @torch.no_grad()
+    def exact_scores(self, subset: list[int], queries: list[int], share_prefix: bool = True) -> torch.Tensor:
+        """Option scores [len(queries), O] of the prompts with demos ``subset`` (slot order)."""
+        prefix = self.layout.prefix_ids(subset).to(self.device)
+        parts = []
+        if share_prefix:
+            prefix_kv, prefix_len = self._prefix_cache(prefix_ids=prefix[None])
+        for _, batch in self._query_batches(queries):
+            rows = build_rows(self.layout, batch)
+            if share_prefix:
+                hidden = self._continue(prefix_kv, prefix_len, rows)
+                parts.append(self._scores(hidden, rows, 0, len(batch)))
+            else:
+                full = Rows([prefix.tolist() + tokens for tokens in rows.tokens], rows.query, rows.targets)
+                ids, mask = self._pad(full.tokens)
+                self.counter.forward += ids.shape[0]
+                self.counter.tokens_forward += int(mask.sum())
+                hidden = self.base(input_ids=ids, attention_mask=mask).last_hidden_state
+                parts.append(self._scores(hidden, rows, len(prefix), len(batch)))
+        return torch.cat(parts).cpu()
+
+    # ---------- anchor gradients ----------
+    def _slots(self, grad: torch.Tensor, k: int) -> torch.Tensor:
+        """[..., P, d] gradient over the whole prefix -> [..., k, W, d] over the demo slots."""
+        start, width = self.layout.slot_start(), self.layout.slot_width
+        return grad[..., start:start + k * width, :].unflatten(-2, (k, width))
+
+    def anchor_mean_loss(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+        """Scores [Q, O] at the anchor and the gradient [k, W, d] of the SUMMED loss over the queries
+        with respect to the demo-slot input embeddings; one shared prefix, one backward per batch."""
+        prefix = self.layout.prefix_ids(subset).to(self.device)
+        prefix_embeds = self.embed(prefix)[None].detach().requires_grad_(True)  # [1, P, d] leaf
+        prefix_kv, prefix_len = self._prefix_cache(prefix_embeds=prefix_embeds)
+        gold = self.layout.gold[queries].to(self.device)
+        parts = []
+        for start, batch in self._query_batches(queries):
+            rows = build_rows(self.layout, batch)
+            with torch.enable_grad():
+                scores = self._scores(self._continue(prefix_kv, prefix_len, rows), rows, 0, len(batch))
+                loss_sum = query_losses(scores, gold[start:start + len(batch)]).sum()
+                loss_sum.backward(retain_graph=True)
+            self.counter.backward += len(rows.tokens)
+            self.counter.tokens_backward += sum(len(t) for t in rows.tokens)
+            parts.append(scores.detach())
+        self.counter.tokens_backward += prefix_len
+        grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
+        return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": grad.detach().float().cpu()}
+
+    def anchor_per_query(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+        """Scores [Q, O] and per-query gradients [Q, O, k, W, d] of the option margins
+        d[q, o] = score[q, o] - score[q, 0] (d[:, 0] = 0) w.r.t. the demo-slot embeddings.
+        A per-query gradient through the prefix needs the prefix in every row: rows are unshared."""
+        prefix = self.layout.prefix_ids(subset).to(self.device)
+        n_opt = self.layout.n_options
+        score_parts, grad_parts = [], []
+        for _, batch in self._query_batches(queries):
+            rows = build_rows(self.layout, batch)
+            cont_ids, cont_mask = self._pad(rows.tokens)
+            n_rows = cont_ids.shape[0]
+            prefix_rows = self.embed(prefix)[None].expand(n_rows, -1, -1).detach().clone().requires_grad_(True)  # [B, P, d]
+            with torch.enable_grad():
+                inputs = torch.cat([prefix_rows, self.embed(cont_ids).detach()], dim=1)
+                mask = torch.cat([torch.ones((n_rows, len(prefix)), dtype=cont_mask.dtype, device=self.device), cont_mask], dim=1)
+                hidden = self.base(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
+                scores = self._scores(hidden, rows, len(prefix), len(batch))
+                margins = scores - scores[:, :1]  # [b, O]
+                row_query = torch.tensor(rows.query, device=self.device)
+                grads = torch.zeros((len(batch), n_opt) + prefix_rows.shape[1:], device=self.device)
+                for o in range(1, n_opt):
+                    (row_grad,) = torch.autograd.grad(margins[:, o].sum(), prefix_rows, retain_graph=o < n_opt - 1)
+                    grads[:, o].index_add_(0, row_query, row_grad)
+            self.counter.forward += n_rows
+            self.counter.tokens_forward += int(mask.sum())
+            self.counter.backward += n_rows * (n_opt - 1)
+            self.counter.tokens_backward += int(mask.sum()) * (n_opt - 1)
+            score_parts.append(scores.detach())
+            grad_parts.append(self._slots(grads, len(subset)).float().cpu())
+        return {"scores": torch.cat(score_parts).cpu(), "grad_margins": torch.cat(grad_parts)}
+
+    # ---------- embeddings for retrieval ----------
+    @torch.no_grad()
+    def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:
+        """Mean-pooled last hidden state [N, d] of each token list (no prefix)."""
+        parts = []
+        for start in range(0, len(token_lists), self.batch_size):
+            self.checkpoint()
+            ids, mask = self._pad(token_lists[start:start + self.batch_size])
+            hidden = self.base(input_ids=ids, attention_mask=mask).last_hidden_state
+            self.counter.forward += ids.shape[0]
+            self.counter.tokens_forward += int(mask.sum())
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            parts.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())
+        return torch.cat(parts)

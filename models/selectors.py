@@ -1,0 +1,201 @@
+"""Selectors, one interface: select_<name>(ctx) -> Choice.
+
+- gradient: trust-region search. Anchor at the current set, estimate every single swap (slot s <- demo i)
+  to first order, run the few best exactly, move to the best if it lowers the exact loss, repeat.
+  Estimates stay local (one demo differs from the anchor), where DESIGN.md section 2 found them informative,
+  and exact runs confirm every move, so the query-set loss never goes up.
+- gradre: the paper's random ensemble: random k-subsets, a few random anchors, score = mean estimated
+  outcome of the subsets containing a demo.
+- exact: the same sampling with exact inference for every subset (the reference, and the cost saved).
+- random, bm25, topk-embed: baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .context import SelectionContext
+from .data import InputError
+from .diagnostics import Check
+from .estimate import estimate_with_anchors, subset_deltas
+from .outcome import query_losses
+from .retrieval import bm25_similarity, cosine_similarity, set_scores, top_k_ascending
+
+
+@dataclass
+class Choice:
+    selected: list[int]  # pool indices in slot (prompt) order
+    scores: np.ndarray  # [n] influence score per demo, higher = better
+    estimated_loss: float | None = None
+    estimated_accuracy: float | None = None
+    checks: list[Check] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)
+
+
+def _param(ctx: SelectionContext, name: str, default, kind=int):
+    value = ctx.params.get(name, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"params.{name}", f"must be {kind.__name__}, got {value!r}") from None
+
+
+def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor) -> np.ndarray:
+    """Paper aggregation: score[i] = mean outcome of the sampled subsets containing demo i
+    (demos never sampled get the lowest observed score)."""
+    total = torch.zeros(n).index_add_(0, subsets.reshape(-1), outcome.repeat_interleave(subsets.shape[1]))
+    count = torch.zeros(n).index_add_(0, subsets.reshape(-1), torch.ones(subsets.numel()))
+    mean = total / count.clamp_min(1)
+    floor = float(mean[count > 0].min()) if bool((count > 0).any()) else 0.0
+    return torch.where(count > 0, mean, torch.full_like(mean, floor)).numpy()
+
+
+def _single_swaps(anchor: list[int], n: int) -> torch.Tensor:
+    """[k * (n - k), k]: every subset that replaces one slot of ``anchor`` by a demo not in it."""
+    outside = torch.tensor([i for i in range(n) if i not in set(anchor)], dtype=torch.long)
+    base = torch.tensor(anchor, dtype=torch.long)
+    swaps = []
+    for slot in range(len(anchor)):
+        block = base.repeat(len(outside), 1)
+        block[:, slot] = outside
+        swaps.append(block)
+    return torch.cat(swaps)
+
+
+def select_gradient(ctx: SelectionContext) -> Choice:
+    rounds = _param(ctx, "rounds", 4)
+    candidates = _param(ctx, "candidates", 4)
+    mode = _param(ctx, "anchor_mode", "mean-loss", str)
+    current = ctx.balanced_subset() if _param(ctx, "init", "balanced", str) == "balanced" else \
+        [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+    checks: list[Check] = []
+    proposed_by: dict[tuple, Check] = {}
+    moves = 0
+    rounds_run = 0
+    for round_index in range(rounds):
+        ctx.progress("search", round_index, rounds)
+        rounds_run += 1
+        estimator = ctx.anchor(current, mode)
+        with ctx.phase("estimate"):
+            swaps = _single_swaps(current, ctx.n)
+            estimate = estimator.estimate(swaps)
+            ctx.explored += swaps.shape[0]
+            best = torch.argsort(estimate["loss"])[:candidates]
+        exact_runs = ctx.exact_many([swaps[i].tolist() for i in best], label="confirm")
+        for index, scores in zip(best.tolist(), exact_runs):
+            subset = swaps[index].tolist()
+            check = Check(subset, float(estimate["loss"][index]), estimator.loss, scores,
+                          _margins(estimator, swaps[index]))
+            checks.append(check)
+            proposed_by[tuple(subset)] = check
+        exact_losses = [_loss(ctx, s) for s in exact_runs]
+        winner = int(np.argmin(exact_losses))
+        if exact_losses[winner] >= estimator.loss:
+            break  # no confirmed improvement around this anchor: a local optimum of the search
+        current = swaps[best[winner]].tolist()
+        moves += 1
+    ctx.progress("search", rounds, rounds)
+
+    final = ctx.anchor(current, mode)  # cached when the loop ended on it; else one more anchor pass
+    with ctx.phase("estimate"):
+        swaps = _single_swaps(current, ctx.n)
+        swap_loss = final.estimate(swaps)["loss"].view(ctx.k, ctx.n - ctx.k)  # [k, n-k]
+        outside = [i for i in range(ctx.n) if i not in set(current)]
+        # score[i] = mean over slots of (mean estimated loss of a swap in that slot - estimated loss with i there)
+        slot_mean = swap_loss.mean(1, keepdim=True)
+        scores = np.zeros(ctx.n)
+        scores[outside] = (slot_mean - swap_loss).mean(0).numpy()
+        for slot, member in enumerate(current):
+            scores[member] = float(slot_mean[slot] - final.loss) / ctx.k
+    returned = proposed_by.get(tuple(current)) or Check(current, final.loss, final.loss, ctx.exact(current),
+                                                        _margins(final, torch.tensor(current)), is_anchor=True)
+    if not any(check is returned for check in checks):
+        checks.append(returned)
+    return Choice(current, scores, estimated_loss=returned.estimated_loss, checks=checks,
+                  notes={"moves": moves, "anchor_mode": mode, "rounds_run": rounds_run})
+
+
+def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
+    """Estimated per-query margins [Q, O] of one subset (per-query anchors only)."""
+    if not estimator.per_query:
+        return None
+    return estimator.margins + subset_deltas(estimator.contrib, subset[None], estimator.anchor)[0]
+
+
+def _loss(ctx: SelectionContext, scores: torch.Tensor) -> float:
+    return float(query_losses(scores, ctx.layout.gold).mean())
+
+
+def select_gradre(ctx: SelectionContext) -> Choice:
+    n_anchors = _param(ctx, "anchors", 2)
+    n_subsets = _param(ctx, "subsets", 64)
+    n_checks = _param(ctx, "checks", 8)
+    mode = _param(ctx, "anchor_mode", "per-query", str)
+    anchors = ctx.random_subsets(n_anchors)
+    estimators = []
+    for a in range(n_anchors):
+        ctx.progress("anchors", a, n_anchors)
+        estimators.append(ctx.anchor(anchors[a].tolist(), mode))
+    subsets = ctx.random_subsets(n_subsets)
+    with ctx.phase("estimate"):
+        estimate = estimate_with_anchors(estimators, subsets)
+        ctx.explored += n_subsets
+        scores = influence_from_subsets(ctx.n, subsets, -estimate["loss"])
+    selected = top_k_ascending(scores, ctx.k)
+    to_check = [subsets[i].tolist() for i in range(min(n_checks, n_subsets))]
+    checks = []
+    for subset, exact in zip(to_check, ctx.exact_many(to_check, label="diagnostics")):
+        row = subsets.tolist().index(subset)
+        estimator = estimators[int(estimate["anchor"][row])]
+        checks.append(Check(subset, float(estimate["loss"][row]), float(estimate["zero_order"][row]), exact,
+                            _margins(estimator, subsets[row])))
+    final = estimate_with_anchors(estimators, torch.tensor([selected]))
+    chosen = estimators[int(final["anchor"][0])]
+    checks.append(Check(selected, float(final["loss"][0]), float(final["zero_order"][0]), ctx.exact(selected),
+                        _margins(chosen, torch.tensor(selected))))
+    return Choice(selected, scores, estimated_loss=float(final["loss"][0]),
+                  estimated_accuracy=None if final["accuracy"] is None else float(final["accuracy"][0]),
+                  checks=checks, notes={"anchor_mode": mode, "anchors": n_anchors, "subsets": n_subsets})
+
+
+def select_exact(ctx: SelectionContext) -> Choice:
+    n_subsets = _param(ctx, "subsets", 64)
+    subsets = ctx.random_subsets(n_subsets)
+    runs = ctx.exact_many(subsets.tolist(), label="exact")
+    ctx.explored += n_subsets
+    losses = torch.tensor([_loss(ctx, scores) for scores in runs])
+    scores = influence_from_subsets(ctx.n, subsets, -losses)
+    return Choice(top_k_ascending(scores, ctx.k), scores, notes={"subsets": n_subsets})
+
+
+def select_random(ctx: SelectionContext) -> Choice:
+    selected = [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+    scores = np.zeros(ctx.n)
+    scores[selected] = 1.0
+    return Choice(selected, scores)
+
+
+def select_bm25(ctx: SelectionContext) -> Choice:
+    with ctx.phase("retrieve"):
+        scores = set_scores(bm25_similarity(ctx.pool_inputs, ctx.query_inputs))
+    return Choice(top_k_ascending(scores, ctx.k), scores)
+
+
+def select_topk_embed(ctx: SelectionContext) -> Choice:
+    with ctx.phase("retrieve"):
+        similarity = cosine_similarity(ctx.embed_texts(ctx.pool_inputs), ctx.embed_texts(ctx.query_inputs))
+        scores = set_scores(similarity)
+    return Choice(top_k_ascending(scores, ctx.k), scores)
+
+
+SELECTORS = {
+    "gradient": select_gradient,
+    "gradre": select_gradre,
+    "exact": select_exact,
+    "random": select_random,
+    "bm25": select_bm25,
+    "topk-embed": select_topk_embed,
+}
