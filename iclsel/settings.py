@@ -24,6 +24,22 @@ class Settings(BaseSettings):
     redis_prefix: str = "iclsel:"
     api_keys: str = Field(default="", description="comma-separated Bearer tokens; empty disables auth")
     cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    cache_chunk_bytes: int = Field(default=8 << 20, ge=1024, description="Redis cache value chunk size")
+    job_ttl_s: int = Field(default=24 * 3600, ge=1, description="how long finished jobs (and results) are kept")
+    heartbeat_s: float = Field(default=5.0, gt=0, description="worker heartbeat period")
+    claim_idle_s: float = Field(default=60.0, gt=0, description="a job whose worker was silent this long is taken over")
+    max_attempts: int = Field(default=3, ge=1, description="workers a job may kill before it fails")
+
+    # Service limits (HTTP)
+    max_body_bytes: int = Field(default=32 << 20, ge=1, description="request body size (413 above)")
+    max_pool_size: int = Field(default=20_000, ge=1)
+    max_queries: int = Field(default=2_000, ge=1)
+    max_text_chars: int = Field(default=20_000, ge=1, description="per input, output, option and template")
+    max_k: int = Field(default=64, ge=1)
+    max_subsets: int = Field(default=1_000_000, ge=1, description="cap on subset-count method parameters")
+    max_queue: int = Field(default=1_000, ge=1, description="queued + running jobs (429 above)")
+    default_wait_s: float = Field(default=10.0, ge=0)
+    max_wait_s: float = Field(default=60.0, ge=0)
 
     @property
     def api_key_list(self) -> list[str]:

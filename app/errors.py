@@ -1,0 +1,59 @@
+"""One error shape for every failure: {"error": {"code", "message", "field"}}."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status, headers=headers)
+
+
+def field_path(loc) -> str:
+    """("body", "queries", 0, "input") -> "queries[0].input"."""
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path") and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return error_response(error.status, error.code, error.message, error.field, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        problems = [(field_path(e["loc"]), e["msg"]) for e in error.errors()]
+        field = problems[0][0] if problems else "body"
+        message = "; ".join(f"{where}: {what}" for where, what in problems)
+        return error_response(422, "invalid_input", message, field)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return error_response(error.status_code, code.get(error.status_code, "http_error"), str(error.detail),
+                              headers=getattr(error, "headers", None))
+
+    @app.exception_handler(redis.RedisError)
+    async def queue_down(request: Request, error: redis.RedisError):
+        log.warning("redis error: %s", error)
+        return error_response(503, "unavailable", f"queue unavailable: {error}", headers={"Retry-After": "5"})

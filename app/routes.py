@@ -1,0 +1,128 @@
+"""HTTP routes: /v1 (pools, selections, jobs; API keys) and the open /health, /ready, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from iclsel.workers.jobs import FINISHED, QueueFull, job_id, public
+
+from . import limits
+from .auth import require_api_key
+from .errors import ApiError
+from .schemas import ErrorResponse, Job, PoolCreate, PoolOut, SelectionCreate
+
+ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 429, 503)}
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
+ops = APIRouter()
+
+
+def backend(request: Request):
+    return request.app.state.backend
+
+
+def settings(request: Request):
+    return request.app.state.settings
+
+
+@v1.post("/pools", status_code=201, response_model=PoolOut, response_model_exclude_none=True,
+         summary="Store a pool (idempotent: its id is the content hash)")
+def create_pool(body: PoolCreate, request: Request, response: Response):
+    pool_id, records = limits.pool(body.examples, settings(request))
+    if not backend(request).put_pool(pool_id, records):
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/pools/{pool_id}"
+    return PoolOut(id=pool_id, size=len(records))
+
+
+@v1.get("/pools/{pool_id}", response_model=PoolOut)
+def get_pool(pool_id: str, request: Request):
+    records = backend(request).get_pool(pool_id)
+    if records is None:
+        raise ApiError(404, "not_found", f"no pool {pool_id!r}")
+    return PoolOut(id=pool_id, size=len(records), examples=records)
+
+
+@v1.delete("/pools/{pool_id}", status_code=204)
+def delete_pool(pool_id: str, request: Request):
+    if not backend(request).delete_pool(pool_id):
+        raise ApiError(404, "not_found", f"no pool {pool_id!r}")
+
+
+@v1.post("/selections", response_model=Job, responses={202: {"model": Job}},
+         summary="Select demonstrations: 200 with the result if it is ready within wait_s, else 202 and a job")
+async def create_selection(body: SelectionCreate, request: Request):
+    jobs, config = backend(request), settings(request)
+    spec = await run_in_threadpool(limits.selection_spec, body, jobs.get_pool, config)
+    fingerprint = await run_in_threadpool(jobs.fingerprint)
+    if fingerprint is None:
+        raise ApiError(503, "unavailable", "no model is loaded yet", headers={"Retry-After": "5"})
+    try:
+        record, _ = await run_in_threadpool(jobs.submit, job_id(spec, fingerprint), spec)
+    except QueueFull:
+        raise ApiError(429, "queue_full", f"{config.max_queue} jobs are queued; try again later",
+                       headers={"Retry-After": "5"}) from None
+    wait_s = config.default_wait_s if body.wait_s is None else body.wait_s
+    return await job_response(jobs, await wait_for(jobs, record, min(wait_s, config.max_wait_s)))
+
+
+@v1.get("/jobs/{job}", response_model=Job, responses={202: {"model": Job}})
+async def get_job(job: str, request: Request, wait_s: float = Query(0, ge=0, description="long-poll this long")):
+    record = await run_in_threadpool(backend(request).get, job)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job {job!r} (finished jobs expire)")
+    return await job_response(backend(request), await wait_for(backend(request), record,
+                                                               min(wait_s, settings(request).max_wait_s)))
+
+
+@v1.delete("/jobs/{job}", response_model=Job, summary="Cancel a job (a running one stops at its next check)")
+def cancel_job(job: str, request: Request):
+    record = backend(request).cancel(job)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job {job!r}")
+    return public(record)
+
+
+async def wait_for(jobs, record: dict, wait_s: float) -> dict:
+    deadline, delay = time.monotonic() + wait_s, 0.005
+    while record["status"] not in FINISHED and (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.1)
+        record = await run_in_threadpool(jobs.get, record["id"]) or record
+    return record
+
+
+async def job_response(jobs, record: dict) -> JSONResponse:
+    """200 when finished (422 for input errors, 500 for internal ones), 202 while queued or running."""
+    headers = {"Location": f"/v1/jobs/{record['id']}"}
+    if record["status"] not in FINISHED:
+        status, headers["Retry-After"] = 202, "1"
+    elif record["status"] == "failed":
+        status = 422 if (record.get("error") or {}).get("type") == "input" else 500
+    else:
+        status = 200
+    return JSONResponse(Job(**public(record)).model_dump(mode="json"), status, headers=headers)
+
+
+@ops.get("/health", summary="The process is up")
+def health():
+    return {"status": "ok"}
+
+
+@ops.get("/ready", summary="200 when a model is loaded and the queue and cache answer, else 503")
+def ready(request: Request):
+    jobs = backend(request)
+    reason = jobs.not_ready_reason()
+    if reason is not None:
+        return JSONResponse({"status": "not ready", "reason": reason}, 503, headers={"Retry-After": "5"})
+    return {"status": "ready", "model": jobs.fingerprint(), "workers": jobs.live_workers()}
+
+
+@ops.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request):
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,81 @@
+"""Jobs: ids from request content, the record every backend keeps, and running one on the engine.
+
+A job spec is the normalised selection request (JSON-able dict):
+    {"pool_id", "pool": [records], "queries": [records], "k", "method", "options", "template",
+     "separator", "seed", "params"}
+Its id is the content hash of the spec without the pool records (the pool id stands for them) plus
+the model fingerprint, so the same request on the same model is one job, whoever sends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+RESUBMITTABLE = frozenset({"failed", "cancelled"})  # the same request again runs again
+
+
+def content_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def pool_id(records: list[dict]) -> str:
+    return content_hash([[r["id"], r["input"], r["output"]] for r in records])
+
+
+def job_id(spec: dict, fingerprint: str) -> str:
+    return content_hash({"spec": {k: v for k, v in spec.items() if k != "pool"}, "model": fingerprint})
+
+
+def new_record(job: str, spec: dict) -> dict:
+    return {"id": job, "status": "queued", "spec": spec, "progress": {"phase": None, "done": 0, "total": 0},
+            "result": None, "error": None, "created_at": time.time(), "started_at": None,
+            "finished_at": None, "attempts": 0, "worker": None}
+
+
+def public(record: dict) -> dict:
+    """The record as clients see it (without the spec, which can be large)."""
+    return {k: v for k, v in record.items() if k != "spec"}
+
+
+class QueueFull(Exception):
+    """The queue holds settings.max_queue jobs already."""
+
+
+def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
+            should_cancel: Callable[[], bool]) -> tuple[str, dict | None, dict | None]:
+    """Run one selection; returns (status, result, error) with status succeeded|failed|cancelled."""
+    from iclsel.models.data import InputError, examples_from_records
+    from iclsel.models.engine import Cancelled, SelectionRequest
+
+    try:
+        request = SelectionRequest(
+            pool=examples_from_records(spec["pool"], "pool"),
+            queries=examples_from_records(spec["queries"], "queries"),
+            k=spec["k"], method=spec["method"], options=spec["options"], template=spec["template"],
+            separator=spec["separator"], seed=spec["seed"], params=spec["params"])
+        return "succeeded", engine.select(request, progress=progress, should_cancel=should_cancel), None
+    except InputError as error:
+        return "failed", None, {"type": "input", "field": error.field, "message": str(error)}
+    except Cancelled:
+        return "cancelled", None, None
+    except Exception as error:  # a bug or resource problem: the job fails, the worker lives on
+        log.exception("job failed")
+        return "failed", None, {"type": "internal", "field": None, "message": f"{type(error).__name__}: {error}"}
+
+
+def load_engine(settings, cache):
+    """The engine for settings.model (loaded once per worker)."""
+    from iclsel.models.engine import Engine
+    from iclsel.models.loading import load_model
+
+    model = load_model(settings.model, device=settings.device, dtype=settings.dtype, home=settings.home)
+    return Engine(model, cache=cache, batch_size=settings.batch_size)

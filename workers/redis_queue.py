@@ -1,0 +1,280 @@
+"""Jobs through Redis: a stream with a consumer group, job records in hashes (JSON fields, never pickle).
+
+Keys (all under settings.redis_prefix):
+    jobs            stream of {"job": id}; consumer group "workers"; entries are acked and deleted when done,
+                    so its length is the queue depth (queued + running)
+    job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
+                    settings.job_ttl_s after the job finished
+    pool:<id>       JSON list of pool records
+    workers         hash worker name -> JSON {fingerprint, model, expires_at}, refreshed by heartbeats
+    model           the fingerprint the last worker to start announced
+    metrics         see metrics_store.RedisMetrics
+
+A worker that takes a job keeps claiming its stream entry (XCLAIM, resetting its idle time) from a
+heartbeat thread; entries idle longer than settings.claim_idle_s belong to a dead worker and are
+taken over with XAUTOCLAIM, so an accepted job is never lost. Jobs that killed settings.max_attempts
+workers fail instead of killing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+
+from .jobs import RESUBMITTABLE, QueueFull, new_record, run_job
+from .metrics_store import RedisMetrics, count_job, record_finished
+
+log = logging.getLogger(__name__)
+
+GROUP = "workers"
+
+SUBMIT = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'failed' and status ~= 'cancelled' then return 0 end
+if tonumber(ARGV[2]) > 0 and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
+return 1
+"""
+
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return 'cancelled now'
+end
+if status == 'running' then redis.call('HSET', KEYS[1], 'cancel', '1') end
+return status
+"""
+
+START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then return {status or 'missing', 0} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
+return {'running', attempts}
+"""
+
+
+def encode(record: dict) -> dict[str, str]:
+    return {key: value if key == "status" else json.dumps(value) for key, value in record.items()}
+
+
+def decode(fields: dict[str, str]) -> dict:
+    return {key: value if key == "status" else json.loads(value) for key, value in fields.items() if key != "cancel"}
+
+
+class RedisQueue:
+    """What the API and the workers share: keys, submit, read, cancel, pools, workers' registry."""
+
+    def __init__(self, settings, client: redis.Redis | None = None):
+        self.settings = settings
+        self.client = client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.prefix = settings.redis_prefix
+        self.stream = self.prefix + "jobs"
+        self.metrics = RedisMetrics(self.client, self.prefix + "metrics")
+        self._submit = self.client.register_script(SUBMIT)
+        self._cancel = self.client.register_script(CANCEL)
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def start(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        except redis.ConnectionError:
+            log.warning("redis is not reachable yet")
+
+    def stop(self) -> None:
+        self.client.close()
+
+    def not_ready_reason(self) -> str | None:
+        try:
+            self.client.ping()
+        except redis.RedisError as error:
+            return f"redis is not reachable: {error}"
+        return None if self.live_workers() else "no worker has a model loaded"
+
+    def workers(self) -> dict[str, dict]:
+        now = time.time()
+        entries = {name: json.loads(value) for name, value in self.client.hgetall(self.prefix + "workers").items()}
+        stale = [name for name, entry in entries.items() if entry["expires_at"] < now - 3600]
+        if stale:
+            self.client.hdel(self.prefix + "workers", *stale)
+        return {name: entry for name, entry in entries.items() if entry["expires_at"] >= now}
+
+    def live_workers(self) -> int:
+        return len(self.workers())
+
+    def fingerprint(self) -> str | None:
+        live = [entry["fingerprint"] for entry in self.workers().values()]
+        return max(set(live), key=live.count) if live else self.client.get(self.prefix + "model")
+
+    def depth(self) -> int:
+        return self.client.xlen(self.stream)
+
+    def submit(self, job_id: str, spec: dict) -> tuple[dict, bool]:
+        record = new_record(job_id, spec)
+        flat = [item for pair in encode(record).items() for item in pair]
+        outcome = self._submit(keys=[self.job_key(job_id), self.stream],
+                               args=[json.dumps(flat), self.settings.max_queue, job_id])
+        if outcome == -1:
+            raise QueueFull
+        if outcome == 1:
+            count_job(self.metrics, "queued")
+            return record, True
+        return self.get(job_id) or record, False
+
+    def get(self, job_id: str) -> dict | None:
+        fields = self.client.hgetall(self.job_key(job_id))
+        return decode(fields) if fields else None
+
+    def cancel(self, job_id: str) -> dict | None:
+        outcome = self._cancel(keys=[self.job_key(job_id)], args=[json.dumps(time.time()), self.settings.job_ttl_s])
+        if outcome is None:
+            return None
+        if outcome == "cancelled now":
+            record_finished(self.metrics, "cancelled", None)
+        return self.get(job_id)
+
+    def put_pool(self, pool_id: str, records: list[dict]) -> bool:
+        return bool(self.client.set(f"{self.prefix}pool:{pool_id}", json.dumps(records), nx=True))
+
+    def get_pool(self, pool_id: str) -> list[dict] | None:
+        text = self.client.get(f"{self.prefix}pool:{pool_id}")
+        return json.loads(text) if text is not None else None
+
+    def delete_pool(self, pool_id: str) -> bool:
+        return bool(self.client.delete(f"{self.prefix}pool:{pool_id}"))
+
+
+class RedisWorker:
+    """One worker process: takes jobs from the stream and runs them on its engine, one at a time."""
+
+    def __init__(self, queue: RedisQueue, engine, name: str | None = None):
+        self.queue, self.engine = queue, engine
+        self.settings = queue.settings
+        self.client = queue.client
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._start = self.client.register_script(START)
+        self._current: str | None = None  # stream entry id of the job being run
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        self.queue.start()
+        self.client.set(self.queue.prefix + "model", self.engine.model.fingerprint)
+        self._beat()
+        beating = threading.Thread(target=self._heartbeats, name="iclsel-heartbeat", daemon=True)
+        beating.start()
+        log.info("worker %s ready (model %s)", self.name, self.engine.model.fingerprint)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    entry = self._reclaim() or self._read()
+                except redis.ConnectionError:
+                    log.warning("redis connection lost; retrying")
+                    time.sleep(1)
+                    continue
+                if entry is not None:
+                    self._process(*entry)
+        finally:
+            self.client.hdel(self.queue.prefix + "workers", self.name)
+
+    def _reclaim(self) -> tuple[str, str] | None:
+        _, entries, _ = self.client.xautoclaim(self.queue.stream, GROUP, self.name,
+                                               min_idle_time=int(self.settings.claim_idle_s * 1000), count=1)
+        for entry_id, fields in entries:
+            log.info("reclaimed job %s from a dead worker", fields.get("job"))
+            return entry_id, fields["job"]
+        return None
+
+    def _read(self) -> tuple[str, str] | None:
+        reply = self.client.xreadgroup(GROUP, self.name, {self.queue.stream: ">"}, count=1, block=1000)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                return entry_id, fields["job"]
+        return None
+
+    def _process(self, entry_id: str, job_id: str) -> None:
+        key = self.queue.job_key(job_id)
+        status, attempts = self._start(keys=[key], args=[json.dumps(time.time()), json.dumps(self.name)])
+        if status != "running":  # cancelled while queued, finished by another worker, or expired
+            self._done(entry_id)
+            return
+        if attempts > self.settings.max_attempts:
+            error = {"type": "internal", "field": None,
+                     "message": f"gave up after {attempts - 1} attempts: the workers running it died"}
+            self._finish(entry_id, job_id, "failed", None, error)
+            return
+        self._current = entry_id
+        count_job(self.queue.metrics, "running")
+        spec = json.loads(self.client.hget(key, "spec"))
+        try:
+            status, result, error = run_job(self.engine, spec, self._progress_writer(key), self._cancel_checker(key))
+            self._finish(entry_id, job_id, status, result, error)
+        finally:
+            self._current = None
+
+    def _finish(self, entry_id: str, job_id: str, status: str, result, error) -> None:
+        key = self.queue.job_key(job_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, mapping=encode({"status": status, "result": result, "error": error,
+                                       "finished_at": time.time()}))
+        pipe.hdel(key, "cancel")
+        pipe.expire(key, self.settings.job_ttl_s)
+        pipe.execute()
+        record_finished(self.queue.metrics, status, result)
+        self._done(entry_id)
+
+    def _done(self, entry_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.queue.stream, GROUP, entry_id)
+        pipe.xdel(self.queue.stream, entry_id)
+        pipe.execute()
+
+    def _progress_writer(self, key: str):
+        last = [0.0, None]
+
+        def progress(phase: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if phase != last[1] or done >= total or now - last[0] > 0.2:
+                last[:] = [now, phase]
+                self.client.hset(key, "progress", json.dumps({"phase": phase, "done": done, "total": total}))
+        return progress
+
+    def _cancel_checker(self, key: str):
+        last = [0.0, False]
+
+        def should_cancel() -> bool:
+            now = time.monotonic()
+            if not last[1] and now - last[0] > 0.25:
+                last[:] = [now, self.client.hexists(key, "cancel")]
+            return last[1]
+        return should_cancel
+
+    def _beat(self) -> None:
+        entry = {"fingerprint": self.engine.model.fingerprint, "model": self.engine.model.name,
+                 "expires_at": time.time() + 3 * self.settings.heartbeat_s}
+        self.client.hset(self.queue.prefix + "workers", self.name, json.dumps(entry))
+        if self._current is not None:  # still alive: keep the entry from being reclaimed
+            self.client.xclaim(self.queue.stream, GROUP, self.name, 0, [self._current], justid=True)
+
+    def _heartbeats(self) -> None:
+        while not self.stop_event.wait(self.settings.heartbeat_s):
+            try:
+                self._beat()
+            except redis.RedisError:
+                log.warning("heartbeat failed", exc_info=True)
