@@ -8,7 +8,7 @@ from iclsel.workers.jobs import pool_id as content_pool_id
 from .errors import ApiError
 from .schemas import ExampleIn, SelectionCreate
 
-SUBSET_PARAMS = ("subsets", "num_subsets", "n_subsets", "samples", "num_samples")
+SUBSET_PARAMS = ("subsets",)  # method parameters that count sampled subsets (models/selectors.py)
 
 
 def invalid(field: str, message: str) -> ApiError:
