@@ -52,14 +52,18 @@ def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
     return app
 
 
-def serve_main(argv: list[str]) -> None:
+def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclsel serve", description="Serve the HTTP API (docs at /docs).")
     parser.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to listen on all interfaces")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--redis-url", help="default: $REDIS_URL; without it jobs run in this process")
     parser.add_argument("--model", help="default: $ICLSEL_MODEL (embedded mode loads it here)")
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def serve_main(argv: list[str]) -> None:
+    args = serve_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn

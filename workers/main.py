@@ -13,12 +13,17 @@ from .redis_cache import RedisTensorCache
 from .redis_queue import RedisQueue, RedisWorker
 
 
-def worker_main(argv: list[str]) -> None:
+def worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclsel worker", description="Run selection jobs from Redis.")
     parser.add_argument("--redis-url", help="default: $REDIS_URL")
     parser.add_argument("--model", help="default: $ICLSEL_MODEL")
     parser.add_argument("--name", help="consumer name (default: host-pid-random)")
     parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def worker_main(argv: list[str]) -> None:
+    parser = worker_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
