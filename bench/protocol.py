@@ -107,7 +107,9 @@ class MethodSpec:
     note: str = ""
 
     def key_data(self) -> dict:
-        return {"kind": self.kind, "method": self.method, "params": self.params, "draws": self.draws}
+        # bench.quality sends evaluate_selected=False unless params say otherwise (part of what ran)
+        return {"kind": self.kind, "method": self.method, "params": {"evaluate_selected": False, **self.params},
+                "draws": self.draws}
 
 
 def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:

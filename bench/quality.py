@@ -42,7 +42,9 @@ from .protocol import (DATASET_SPECS, SEPARATOR, MethodSpec, Sizes, Split, built
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 FULL_SIZES = Sizes(pool=100, select=32, test=200)
-QUICK_SIZES = Sizes(pool=100, select=16, test=40)
+QUICK_SIZES = Sizes(pool=100, select=8, test=32)
+# Quick runs also shrink the two costliest searches (stated in RESULTS.md with every method's params).
+QUICK_PARAMS = {"exact": {"subsets": 16}, "gradient": {"rounds": 2}}
 FULL_SEEDS = [0, 1, 2]
 QUICK_SEEDS = [0]
 FULL_RANDOM_DRAWS = 5
@@ -83,8 +85,11 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         start = time.perf_counter()
         per_query = engine.retrieve_per_query(split.pool, split.test, k, spec.method)
         seconds = time.perf_counter() - start
-        record = {"passes": 0, "seconds": seconds, "timings": {"retrieve": seconds},
-                  "selected": None, "diagnostics": None}
+        # retrieve_per_query reports no pass counter: bm25 runs no model; topk-embed embeds every pool
+        # demo and every test query with one forward row each (engine.retrieve_per_query).
+        passes = 0 if spec.method == "bm25" else len(split.pool) + len(split.test)
+        record = {"passes": passes, "passes_source": "derived" if passes else "none", "seconds": seconds,
+                  "timings": {"retrieve": seconds}, "selected": None, "diagnostics": None}
         record.update(_evaluate(engine, per_query, split, template, options))
         record["distinct_demos"] = len({d.id for demos in per_query for d in demos})
         return record
@@ -96,7 +101,7 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         request = SelectionRequest(pool=split.pool, queries=split.select, k=k, method=spec.method, options=options,
                                    template=template, separator=SEPARATOR,
                                    seed=seed * 1000 + draw if spec.kind == "random" else seed,
-                                   params=dict(spec.params))
+                                   params={"evaluate_selected": False, **spec.params})
         start = time.perf_counter()
         result = engine.select(request)
         seconds = time.perf_counter() - start
@@ -104,7 +109,8 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         run = {"passes": _passes(result.get("passes")), "passes_detail": result.get("passes"), "seconds": seconds,
                "timings": result.get("timings"), "selected": [d.id for d in demos],
                "selected_labels": [d.output for d in demos], "diagnostics": result.get("diagnostics"),
-               "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache")}
+               "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache"),
+               "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes")}
         run.update(_evaluate(engine, demos, split, template, options))
         runs.append(run)
     if draws == 1:
@@ -154,6 +160,9 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     journal_path = out_dir / "quality_runs.jsonl"
     journal = {} if args.fresh else read_journal(journal_path)
     specs = builtin_methods(args.random_draws)
+    for name, params in (QUICK_PARAMS if args.quick and not args.no_quick_params else {}).items():
+        specs[name] = replace(specs[name], params={**specs[name].params, **params},
+                              note=f"{specs[name].note} (quick run: {params})")
     for text in args.variant or []:
         variant = parse_variant(text)
         specs[variant.name] = variant
@@ -167,6 +176,9 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     run_info = {
         "quick": args.quick, "command": args.command, "model": args.model, "model_fingerprint": model_fingerprint,
         "machine": report.machine_info(), "datasets": per_dataset, "sizes_text": "", "incomplete": True,
+        "full_text": f"pool {FULL_SIZES.pool}, {FULL_SIZES.select} selection queries, {FULL_SIZES.test} test "
+                     f"queries, seeds {' '.join(map(str, FULL_SEEDS))}, {FULL_RANDOM_DRAWS} random draws, "
+                     "the engine's default method params",
     }
 
     def publish(final: bool = False) -> dict:
@@ -180,7 +192,7 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         plots = []
         if not args.no_plots:
             plots = [os.path.relpath(p, args.results_md.parent) for p in report.write_plots(quality, out_dir, args.quick)]
-        notes = {spec.name: spec.note for spec in methods}
+        notes = {spec.name: spec.note + (f"; params {spec.params}" if spec.params else "") for spec in methods}
         report.write_results_md(args.results_md, quality, run_info, notes, plots)
         return quality
 
@@ -236,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: seeds {QUICK_SEEDS}, {QUICK_SIZES.select} selection and {QUICK_SIZES.test} "
-                             f"test queries, {QUICK_RANDOM_DRAWS} random draws (explicit flags still win)")
+                             f"test queries, {QUICK_RANDOM_DRAWS} random draws, params {QUICK_PARAMS} "
+                             "(explicit flags still win)")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASET_SPECS), default=["imdb", "bbc"])
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--methods", nargs="+", help="method names (see --list-methods)")
@@ -255,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=bench_data.DATA_DIR)
     parser.add_argument("--fresh", action="store_true", help="ignore the journal (do not resume)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-quick-params", action="store_true",
+                        help=f"with --quick, keep the engine's default method params instead of {QUICK_PARAMS}")
     return parser
 
 

@@ -15,8 +15,9 @@ from typing import Any
 # Diagnostics shown as table columns when present (engine names first, then common alternatives).
 DIAGNOSTIC_COLUMNS = (
     ("spearman", "Spearman"),
-    ("relative_error", "rel. err"),
-    ("zero_order_error", "zero-order err"),
+    ("mean_relative_error", "rel. err"),
+    ("zero_order_relative_error", "zero-order rel. err"),
+    ("closer_than_zero_order", "closer than zero-order"),
     ("paper_metric", "paper metric"),
 )
 
@@ -172,8 +173,8 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
     if run["quick"]:
         out += ["> **QUICK RUN (smoke test), not the full protocol.** Actual sizes: "
                 + run["sizes_text"] + ". Figures from a quick run are noisy and must not be quoted as the "
-                "benchmark result; run the command without `--quick` for the full protocol (pool 100, "
-                "32 selection queries, 200 test queries, seeds 0 1 2, 5 random draws).", ""]
+                "benchmark result; run the command without `--quick` for the full protocol ("
+                + run.get("full_text", "see bench/quality.py") + ").", ""]
     else:
         out += [f"Sizes: {run['sizes_text']}.", ""]
     out += ["Command:", "", "    " + run["command"], ""]

@@ -26,7 +26,7 @@ class StandInEngine:
         if gradient or request.method == "exact":
             passes = {"forward": len(request.queries), "backward": len(request.queries) if gradient else 0}
             passes["forward_equivalent"] = passes["forward"] + 2 * passes["backward"]
-        diagnostics = {"spearman": 0.3, "relative_error": 0.5, "zero_order_error": 0.4,
+        diagnostics = {"spearman": 0.3, "mean_relative_error": 0.5, "zero_order_relative_error": 0.4,
                        "paper_metric": 0.008} if gradient else None
         return {"selected": [d.to_dict() for d in chosen], "passes": passes, "timings": {"total": 0.0},
                 "diagnostics": diagnostics, "estimate": None, "exact": None, "cache": {"hits": 0, "misses": 0}}
