@@ -51,6 +51,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -180,7 +181,9 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
     out += ["Command:", "", "    " + run["command"], ""]
     out.append(f"Machine: {machine['cpu']}, {machine['cores']} cores (torch {machine['torch']}, "
                f"{machine['torch_threads']} threads), Python {machine['python']}; date {machine['date']}; "
-               f"commit {machine['commit']}.")
+               f"commit {machine['commit']}; 1-minute load average {machine.get('load_average_1m')} when "
+               "this file was written (a load above the core count means other processes shared the CPUs "
+               "and inflated the times).")
     out.append(f"Model: {run['model']} (fingerprint {run.get('model_fingerprint')}).")
     if run.get("interrupted") or run.get("incomplete"):
         out.append("")
