@@ -118,3 +118,17 @@ def test_quick_defaults_are_stated():
     assert args.seeds == quality.QUICK_SEEDS and args.test_size == quality.QUICK_SIZES.test
     full = quality.resolve_args([])
     assert full.seeds == [0, 1, 2] and full.test_size == 200 and full.select_size == 32 and full.random_draws == 5
+
+
+def test_scaling_subset_helpers():
+    import torch
+
+    from bench.scaling import random_subsets, single_swaps
+
+    subsets = random_subsets(6, 4, 500, torch.Generator().manual_seed(0))
+    assert subsets.shape == (500, 4)
+    assert all(len(set(row)) == 4 for row in subsets.tolist())
+    assert int(subsets.max()) < 6
+    swaps = single_swaps([0, 1, 2], 5)
+    assert swaps.shape == (3 * 2, 3)
+    assert all(sum(a != b for a, b in zip(row, [0, 1, 2])) == 1 for row in swaps.tolist())
