@@ -179,9 +179,10 @@ class Engine:
         k = len(next(iter(groups)))
         layout = self.layout(pool, queries, k, options, template, separator)
         runner = self._runner(layout)
-        scores = torch.zeros((len(queries), layout.n_options))
-        for ids, members in groups.items():
-            scores[members] = runner.exact_scores([position[i] for i in ids], members)
+        parts = {tuple(members): runner.exact_scores([position[i] for i in ids], members) for ids, members in groups.items()}
+        scores = torch.zeros((len(queries), layout.n_options), dtype=next(iter(parts.values())).dtype)
+        for members, part in parts.items():
+            scores[list(members)] = part
         predictions = scores.argmax(-1)
         return {
             "accuracy": float((predictions == layout.gold).float().mean()),

@@ -16,7 +16,7 @@ from .outcome import query_losses
 def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
                        chunk: int = 256) -> torch.Tensor:
     """grad [..., k, W, d], demo_ids [n, W], embedding [V, d] -> c [..., k, n] = <grad[.., s], E(demo i)>."""
-    embedding = embedding.detach().float().cpu()
+    embedding = embedding.detach().to(device="cpu", dtype=grad.dtype)
     parts = []
     for start in range(0, demo_ids.shape[0], chunk):
         demo_embeds = embedding[demo_ids[start:start + chunk]]  # [m, W, d]
@@ -42,11 +42,11 @@ class AnchorEstimator:
     def __init__(self, anchor: list[int], tensors: dict[str, torch.Tensor], demo_ids: torch.Tensor,
                  embedding: torch.Tensor, gold: torch.Tensor):
         self.anchor = torch.tensor(anchor, dtype=torch.long)
-        self.scores = tensors["scores"]  # [Q, O]
+        grad = tensors["grad_margins"] if "grad_margins" in tensors else tensors["grad_loss_sum"]
+        self.scores = tensors["scores"].to(grad.dtype)  # [Q, O]
         self.gold = gold
         self.losses = query_losses(self.scores, gold)  # [Q]
         self.per_query = "grad_margins" in tensors
-        grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
         self.contrib = slot_contributions(grad, demo_ids, embedding)  # [Q, O, k, n] or [k, n]
         self.margins = self.scores - self.scores[:, :1]  # [Q, O]
 
@@ -83,8 +83,9 @@ def estimate_with_anchors(estimators: list[AnchorEstimator], subsets: torch.Tens
     """Estimate each subset from its nearest anchor; also return that anchor's own loss (zero-order)."""
     anchors = torch.stack([e.anchor for e in estimators])
     assignment = nearest_anchor(subsets, anchors)
-    loss = torch.empty(subsets.shape[0])
-    zero_order = torch.empty(subsets.shape[0])
+    dtype = estimators[0].scores.dtype
+    loss = torch.empty(subsets.shape[0], dtype=dtype)
+    zero_order = torch.empty(subsets.shape[0], dtype=dtype)
     per_query = all(e.per_query for e in estimators)
     accuracy = torch.empty(subsets.shape[0]) if per_query else None
     predictions = torch.empty((subsets.shape[0], estimators[0].gold.shape[0]), dtype=torch.long) if per_query else None

@@ -19,6 +19,11 @@ from .layout import Layout
 from .outcome import query_losses
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> fp32 for scores and gradients; fp32/fp64 unchanged."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 @dataclass
 class PassCounter:
     forward: int = 0  # prompts run forward
@@ -95,16 +100,16 @@ class ModelRunner:
 
     def _scores(self, hidden: torch.Tensor, rows: Rows, offset: int, n_queries: int) -> torch.Tensor:
         """hidden [B, L, d] of the continuation rows -> option scores [n_queries, O]."""
-        scores = hidden.new_zeros((n_queries, self.layout.n_options))
         positions = [(r, offset + pos, token, rows.query[r], o)
                      for r, targets in enumerate(rows.targets) for pos, token, o in targets]
         row_index = torch.tensor([p[0] for p in positions], device=hidden.device)
         pos_index = torch.tensor([p[1] for p in positions], device=hidden.device)
-        log_probs = torch.log_softmax(self.head(hidden[row_index, pos_index]).float(), dim=-1)  # [T, V]
+        log_probs = torch.log_softmax(_at_least_float32(self.head(hidden[row_index, pos_index])), dim=-1)  # [T, V]
         token_lp = log_probs[torch.arange(len(positions), device=hidden.device),
                              torch.tensor([p[2] for p in positions], device=hidden.device)]
         flat = torch.tensor([p[3] * self.layout.n_options + p[4] for p in positions], device=hidden.device)
-        return scores.view(-1).index_add(0, flat, token_lp).view(n_queries, -1)
+        scores = token_lp.new_zeros(n_queries * self.layout.n_options)
+        return scores.index_add(0, flat, token_lp).view(n_queries, -1)
 
     def _prefix_cache(self, prefix_ids: torch.Tensor | None = None, prefix_embeds: torch.Tensor | None = None):
         """Run the prefix once; return its per-layer (keys, values), each [1, heads, P, head_dim]."""
@@ -170,7 +175,7 @@ class ModelRunner:
             parts.append(scores.detach())
         self.counter.tokens_backward += prefix_len
         grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
-        return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": grad.detach().float().cpu()}
+        return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": _at_least_float32(grad.detach()).cpu()}
 
     def anchor_per_query(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
         """Scores [Q, O] and per-query gradients [Q, O, k, W, d] of the option margins
@@ -191,7 +196,7 @@ class ModelRunner:
                 scores = self._scores(hidden, rows, len(prefix), len(batch))
                 margins = scores - scores[:, :1]  # [b, O]
                 row_query = torch.tensor(rows.query, device=self.device)
-                grads = torch.zeros((len(batch), n_opt) + prefix_rows.shape[1:], device=self.device)
+                grads = prefix_rows.new_zeros((len(batch), n_opt) + prefix_rows.shape[1:])
                 for o in range(1, n_opt):
                     (row_grad,) = torch.autograd.grad(margins[:, o].sum(), prefix_rows, retain_graph=o < n_opt - 1)
                     grads[:, o].index_add_(0, row_query, row_grad)
@@ -200,7 +205,7 @@ class ModelRunner:
             self.counter.backward += n_rows * (n_opt - 1)
             self.counter.tokens_backward += int(mask.sum()) * (n_opt - 1)
             score_parts.append(scores.detach())
-            grad_parts.append(self._slots(grads, len(subset)).float().cpu())
+            grad_parts.append(_at_least_float32(self._slots(grads, len(subset))).cpu())
         return {"scores": torch.cat(score_parts).cpu(), "grad_margins": torch.cat(grad_parts)}
 
     # ---------- embeddings for retrieval ----------

@@ -46,8 +46,9 @@ def _param(ctx: SelectionContext, name: str, default, kind=int):
 def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor) -> np.ndarray:
     """Paper aggregation: score[i] = mean outcome of the sampled subsets containing demo i
     (demos never sampled get the lowest observed score)."""
-    total = torch.zeros(n).index_add_(0, subsets.reshape(-1), outcome.repeat_interleave(subsets.shape[1]))
-    count = torch.zeros(n).index_add_(0, subsets.reshape(-1), torch.ones(subsets.numel()))
+    outcome = outcome.double()
+    total = torch.zeros(n, dtype=torch.float64).index_add_(0, subsets.reshape(-1), outcome.repeat_interleave(subsets.shape[1]))
+    count = torch.zeros(n, dtype=torch.float64).index_add_(0, subsets.reshape(-1), torch.ones(subsets.numel(), dtype=torch.float64))
     mean = total / count.clamp_min(1)
     floor = float(mean[count > 0].min()) if bool((count > 0).any()) else 0.0
     return torch.where(count > 0, mean, torch.full_like(mean, floor)).numpy()

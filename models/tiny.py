@@ -20,7 +20,7 @@ TINY_CORPUS = [
 ]
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 300, hidden: int = 32,
+def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 500, hidden: int = 32,
                      layers: int = 2, heads: int = 4, max_positions: int = 2048) -> Path:
     """Train a byte-level BPE on TINY_CORPUS and save it with a random LlamaForCausalLM in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -1,0 +1,185 @@
+"""The ML core on a tiny random Llama (and a linear model): estimates, gradients, inference, selectors."""
+
+import pytest
+import torch
+
+from iclsel.models.cache import MemoryCache
+from iclsel.models.context import SelectionContext
+from iclsel.models.data import Example
+from iclsel.models.engine import Engine, SelectionRequest
+from iclsel.models.estimate import subset_deltas
+from iclsel.models.inference import ModelRunner
+from iclsel.models.layout import build_layout
+from iclsel.models.loading import load_model
+from iclsel.models.outcome import query_losses
+from iclsel.models.selectors import SELECTORS, _single_swaps
+
+from linear_model import LinearLM
+
+WORDS = ["good", "bad", "great", "awful", "fun", "dull", "film", "plot", "acting", "boring"]
+
+
+def make_examples(count, prefix, seed, labels=("positive", "negative")):
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(count):
+        length = int(torch.randint(2, 9, (1,), generator=generator))
+        words = [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (length,), generator=generator)]
+        examples.append(Example(f"{prefix}{i}", " ".join(words), labels[i % len(labels)]))
+    return examples
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    loaded.model.double()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_examples(10, "d", 0), make_examples(5, "q", 1)
+
+
+def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3):
+    layout = build_layout(loaded.tokenizer, pool, queries, k, options, "Input: {input}\nLabel: {output}", "\n\n",
+                          loaded.max_positions)
+    runner = ModelRunner(model if model is not None else loaded.model, layout, batch_size=batch_size)
+    return SelectionContext(runner, layout, pool, queries, k, 0, {}, MemoryCache(), "test", loaded.tokenizer,
+                            lambda *a: None, anchor_chunk=2)
+
+
+@pytest.mark.parametrize("mode", ["mean-loss", "per-query"])
+def test_estimate_of_anchor_equals_its_exact_outcome(tiny, data, mode):
+    ctx = context(tiny, *data)
+    anchor = [4, 1, 7]
+    estimator = ctx.anchor(anchor, mode)
+    exact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
+    estimate = estimator.estimate(torch.tensor([anchor]))["loss"][0]
+    assert float(estimate) == pytest.approx(float(exact), rel=1e-6)
+
+
+def test_linear_model_makes_first_order_estimates_exact(tiny, data):
+    pool, queries = data
+    model = LinearLM(len(tiny.tokenizer))
+    ctx = context(tiny, pool, queries, model=model)
+    anchor = [0, 5, 2]
+    estimator = ctx.anchor(anchor, "per-query")
+    subsets = torch.tensor([[1, 2, 3], [9, 8, 7], [0, 5, 6], [3, 4, 5]])  # near and far from the anchor
+    estimate = estimator.estimate(subsets)
+    for row, subset in enumerate(subsets.tolist()):
+        exact_scores = ctx.runner.exact_scores(subset, ctx.queries)
+        exact_margins = exact_scores - exact_scores[:, :1]
+        estimated_margins = estimator.margins + subset_deltas(estimator.contrib, subsets[row:row + 1], estimator.anchor)[0]
+        torch.testing.assert_close(estimated_margins, exact_margins, rtol=1e-6, atol=1e-8)
+        assert float(estimate["loss"][row]) == pytest.approx(float(query_losses(exact_scores, ctx.layout.gold).mean()), rel=1e-6)
+        assert torch.equal(estimate["predictions"][row], exact_scores.argmax(-1))
+    # and the estimate really moves: far subsets differ from the anchor's own value
+    assert float((estimate["loss"] - estimator.loss).abs().max()) > 1e-3
+
+
+def _embeds_loss(ctx, subset, perturbation, mode):
+    """Exact outputs with the prompt's demo-slot embeddings moved by ``perturbation`` [k, W, d]."""
+    runner, layout = ctx.runner, ctx.layout
+    prefix = layout.prefix_ids(subset)
+    embeds = runner.embed(prefix).detach().clone()
+    start = layout.slot_start()
+    embeds[start:start + perturbation.numel() // embeds.shape[-1]] += perturbation.reshape(-1, embeds.shape[-1])
+    rows = []
+    for q in ctx.queries:
+        query = torch.tensor(layout.query_ids[q])
+        inputs = torch.cat([embeds, runner.embed(query)])[None]
+        hidden = runner.base(inputs_embeds=inputs).last_hidden_state[0, -1]
+        log_probs = torch.log_softmax(runner.head(hidden), -1)
+        rows.append(torch.stack([log_probs[ids[0]] for ids in layout.option_ids]))
+    scores = torch.stack(rows)
+    if mode == "mean-loss":
+        return query_losses(scores, layout.gold).sum()
+    return scores - scores[:, :1]
+
+
+@pytest.mark.parametrize("mode", ["mean-loss", "per-query"])
+def test_gradients_match_finite_differences(tiny, data, mode):
+    ctx = context(tiny, *data)
+    anchor = [3, 8, 0]
+    computed = ctx.runner.anchor_mean_loss(anchor, ctx.queries) if mode == "mean-loss" else \
+        ctx.runner.anchor_per_query(anchor, ctx.queries)
+    grad = computed["grad_loss_sum" if mode == "mean-loss" else "grad_margins"].double()
+    direction = torch.randn(grad.shape[-3:], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = 1e-3  # LlamaRMSNorm computes in float32 even for a float64 model: smaller steps only add rounding noise
+    numeric = (_embeds_loss(ctx, anchor, eps * direction, mode) - _embeds_loss(ctx, anchor, -eps * direction, mode)) / (2 * eps)
+    analytic = (grad * direction).sum(dim=(-3, -2, -1))
+    torch.testing.assert_close(analytic, numeric.to(analytic.dtype), rtol=1e-3, atol=1e-6)
+
+
+def test_prefix_shared_and_unshared_inference_agree(tiny, data):
+    pool, queries = data
+    for options in (None, ["good film", "bad plot", "dull"]):  # single-token and multi-token options
+        qs = queries if options is None else [Example(q.id, q.input, ["good film", "bad plot", "dull"][i % 3])
+                                              for i, q in enumerate(queries)]
+        ctx = context(tiny, pool, qs, options=options)
+        shared = ctx.runner.exact_scores([2, 6, 9], ctx.queries, share_prefix=True)
+        unshared = ctx.runner.exact_scores([2, 6, 9], ctx.queries, share_prefix=False)
+        torch.testing.assert_close(shared, unshared, rtol=1e-6, atol=1e-6)
+        if options is not None:
+            assert any(len(ids) > 1 for ids in ctx.layout.option_ids)
+
+
+def test_swapping_one_demo_changes_only_its_slot(tiny, data):
+    ctx = context(tiny, *data)
+    a, b = ctx.layout.prefix_ids([1, 2, 3]), ctx.layout.prefix_ids([1, 7, 3])
+    width, start = ctx.layout.slot_width, ctx.layout.slot_start()
+    changed = (a != b).nonzero().squeeze(-1)
+    assert changed.numel() > 0
+    assert int(changed.min()) >= start + width and int(changed.max()) < start + 2 * width
+
+
+@pytest.mark.parametrize("method", sorted(SELECTORS))
+def test_every_selector_returns_k_distinct_ids_deterministically(tiny, data, method):
+    pool, queries = data
+    params = {"subsets": 6, "rounds": 2, "candidates": 2, "checks": 3}
+    results = [Engine(tiny, cache=MemoryCache(), batch_size=4).select(
+        SelectionRequest(pool, queries, k=3, method=method, seed=7, params=params)) for _ in range(2)]
+    ids = [d["id"] for d in results[0]["selected"]]
+    assert len(ids) == 3 and len(set(ids)) == 3 and set(ids) <= {d.id for d in pool}
+    assert ids == [d["id"] for d in results[1]["selected"]]
+    assert results[0]["scores"] == results[1]["scores"] and len(results[0]["scores"]) == len(pool)
+    if method in ("gradient", "gradre"):
+        diagnostics = results[0]["diagnostics"]
+        assert diagnostics["checked_subsets"] >= 2
+        assert ids in [c["ids"] for c in diagnostics["checks"]]  # the returned subset is always checked
+        assert results[0]["passes"]["backward"] > 0
+    other_seed = Engine(tiny).select(SelectionRequest(pool, queries, k=3, method="random", seed=8))
+    assert other_seed["selected"] != results[0]["selected"] or method != "random"
+
+
+def test_gradient_search_never_returns_worse_than_its_start(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"rounds": 3, "candidates": 3}))
+    start = result["diagnostics"]["checks"]
+    assert result["exact"]["loss"] <= min(c["exact_loss"] for c in start) + 1e-6
+    assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * (len(pool) - 3)
+
+
+def test_anchor_cache_reuse_runs_no_gradient_pass(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    request = SelectionRequest(pool, queries, k=3, method="gradre", params={"subsets": 4, "anchors": 2, "checks": 1})
+    first = engine.select(request)
+    second = engine.select(request)
+    assert first["cache"]["misses"] > 0 and first["passes"]["backward"] > 0
+    assert second["cache"]["misses"] == 0 and second["passes"]["backward"] == 0
+    assert second["selected"] == first["selected"]
+
+
+def test_evaluate_shared_and_per_query_demos(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny)
+    shared = engine.evaluate(pool[:3], queries)
+    per_query = engine.evaluate([pool[:3]] * len(queries), queries)
+    assert shared["predictions"] == per_query["predictions"]
+    assert 0.0 <= shared["accuracy"] <= 1.0 and 0.0 <= shared["macro_f1"] <= 1.0
+    retrieved = engine.retrieve_per_query(pool, queries, 2, "bm25")
+    assert len(retrieved) == len(queries) and all(len(r) == 2 for r in retrieved)
+    assert engine.evaluate(retrieved, queries)["passes"]["forward"] == len(queries)
