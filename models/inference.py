@@ -158,21 +158,27 @@ class ModelRunner:
 
     def anchor_mean_loss(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
         """Scores [Q, O] at the anchor and the gradient [k, W, d] of the SUMMED loss over the queries
-        with respect to the demo-slot input embeddings; one shared prefix, one backward per batch."""
+        with respect to the demo-slot input embeddings. The prefix runs forward once; each batch of
+        queries back-propagates into detached copies of the prefix keys/values only, and one backward
+        through the prefix at the end turns their summed gradients into the embedding gradient."""
         prefix = self.layout.prefix_ids(subset).to(self.device)
         prefix_embeds = self.embed(prefix)[None].detach().requires_grad_(True)  # [1, P, d] leaf
-        prefix_kv, prefix_len = self._prefix_cache(prefix_embeds=prefix_embeds)
+        with torch.enable_grad():
+            prefix_kv, prefix_len = self._prefix_cache(prefix_embeds=prefix_embeds)  # in the graph
+        kv_leaves = [(k.detach().requires_grad_(True), v.detach().requires_grad_(True)) for k, v in prefix_kv]
         gold = self.layout.gold[queries].to(self.device)
         parts = []
         for start, batch in self._query_batches(queries):
             rows = build_rows(self.layout, batch)
             with torch.enable_grad():
-                scores = self._scores(self._continue(prefix_kv, prefix_len, rows), rows, 0, len(batch))
-                loss_sum = query_losses(scores, gold[start:start + len(batch)]).sum()
-                loss_sum.backward(retain_graph=True)
+                scores = self._scores(self._continue(kv_leaves, prefix_len, rows), rows, 0, len(batch))
+                query_losses(scores, gold[start:start + len(batch)]).sum().backward()
             self.counter.backward += len(rows.tokens)
             self.counter.tokens_backward += sum(len(t) for t in rows.tokens)
             parts.append(scores.detach())
+        outputs = [t for pair in prefix_kv for t in pair]
+        grads = [t.grad for pair in kv_leaves for t in pair]
+        torch.autograd.backward(outputs, grads)  # one backward through the prefix
         self.counter.tokens_backward += prefix_len
         grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
         return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": _at_least_float32(grad.detach()).cpu()}
