@@ -70,6 +70,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     rounds = _param(ctx, "rounds", 4)
     candidates = _param(ctx, "candidates", 4)
     mode = _param(ctx, "anchor_mode", "mean-loss", str)
+    swap_budget = _param(ctx, "swaps", 0)  # single swaps estimated per round; 0 = all k * (n - k)
     current = ctx.balanced_subset() if _param(ctx, "init", "balanced", str) == "balanced" else \
         [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
     checks: list[Check] = []
@@ -82,6 +83,8 @@ def select_gradient(ctx: SelectionContext) -> Choice:
         estimator = ctx.anchor(current, mode)
         with ctx.phase("estimate"):
             swaps = _single_swaps(current, ctx.n)
+            if 0 < swap_budget < swaps.shape[0]:
+                swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], swap_budget, replace=False))]
             estimate = estimator.estimate(swaps)
             ctx.explored += swaps.shape[0]
             best = torch.argsort(estimate["loss"])[:candidates]
