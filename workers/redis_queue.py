@@ -14,6 +14,13 @@ A worker that takes a job keeps claiming its stream entry (XCLAIM, resetting its
 heartbeat thread; entries idle longer than settings.claim_idle_s belong to a dead worker and are
 taken over with XAUTOCLAIM, so an accepted job is never lost. Jobs that killed settings.max_attempts
 workers fail instead of killing more.
+
+Stream entries carry a "kind" (RedisWorker.handlers). Only "selection" exists today. The seam for
+splitting the anchor pass of a large query set over workers: the engine computes anchors in query
+chunks (Engine(anchor_chunk=...)) and caches each chunk under its own key in the shared Redis cache,
+so a worker could XADD one {"kind": "anchor-chunk", ...} entry per missing chunk to this stream,
+let idle workers compute them into the cache, and then run the selection on cache hits. That needs
+an engine call that lists a request's anchor chunks and computes one; it is not built yet.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ if status and status ~= 'failed' and status ~= 'cancelled' then return 0 end
 if tonumber(ARGV[2]) > 0 and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
-redis.call('XADD', KEYS[2], '*', 'job', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'kind', 'selection', 'job', ARGV[3])
 return 1
 """
 
@@ -171,6 +178,7 @@ class RedisWorker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._start = self.client.register_script(START)
         self._current: str | None = None  # stream entry id of the job being run
+        self.handlers = {"selection": self._run_selection}  # stream entry kind -> handler(entry_id, fields)
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -193,22 +201,31 @@ class RedisWorker:
         finally:
             self.client.hdel(self.queue.prefix + "workers", self.name)
 
-    def _reclaim(self) -> tuple[str, str] | None:
+    def _reclaim(self) -> tuple[str, dict] | None:
         _, entries, _ = self.client.xautoclaim(self.queue.stream, GROUP, self.name,
                                                min_idle_time=int(self.settings.claim_idle_s * 1000), count=1)
         for entry_id, fields in entries:
-            log.info("reclaimed job %s from a dead worker", fields.get("job"))
-            return entry_id, fields["job"]
+            log.info("reclaimed %s from a dead worker", fields)
+            return entry_id, fields
         return None
 
-    def _read(self) -> tuple[str, str] | None:
+    def _read(self) -> tuple[str, dict] | None:
         reply = self.client.xreadgroup(GROUP, self.name, {self.queue.stream: ">"}, count=1, block=1000)
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                return entry_id, fields["job"]
+                return entry_id, fields
         return None
 
-    def _process(self, entry_id: str, job_id: str) -> None:
+    def _process(self, entry_id: str, fields: dict) -> None:
+        handler = self.handlers.get(fields.get("kind", "selection"))
+        if handler is None:
+            log.error("dropping stream entry %s of unknown kind: %s", entry_id, fields)
+            self._done(entry_id)
+            return
+        handler(entry_id, fields)
+
+    def _run_selection(self, entry_id: str, fields: dict) -> None:
+        job_id = fields["job"]
         key = self.queue.job_key(job_id)
         status, attempts = self._start(keys=[key], args=[json.dumps(time.time()), json.dumps(self.name)])
         if status != "running":  # cancelled while queued, finished by another worker, or expired
