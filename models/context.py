@@ -16,6 +16,7 @@ from .data import Example
 from .estimate import AnchorEstimator
 from .inference import ModelRunner
 from .layout import Layout
+from .tasks import anchor_task
 
 ANCHOR_MODES = ("mean-loss", "per-query")
 
@@ -23,7 +24,8 @@ ANCHOR_MODES = ("mean-loss", "per-query")
 class SelectionContext:
     def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
                  seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
-                 progress: Callable[[str, int, int], None], anchor_chunk: int = 32):
+                 progress: Callable[[str, int, int], None], anchor_chunk: int = 32,
+                 anchor_runner: Callable[[list[dict]], None] | None = None):
         self.runner = runner
         self.tokenizer = tokenizer
         self.pool_inputs = [example.input for example in pool]
@@ -38,6 +40,7 @@ class SelectionContext:
         self.model_fingerprint = model_fingerprint
         self.progress = progress
         self.anchor_chunk = anchor_chunk
+        self.anchor_runner = anchor_runner  # optional: fans anchor tasks out to other workers
         self.timings: dict[str, float] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -84,20 +87,24 @@ class SelectionContext:
         if mode not in ANCHOR_MODES:
             raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}")
         chunks = [self.queries[i:i + self.anchor_chunk] for i in range(0, len(self.queries), self.anchor_chunk)]
-        parts = []
-        for done, chunk in enumerate(chunks):
+        keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
+        parts = [self.cache.get(key) for key in keys]
+        self.cache_hits += sum(part is not None for part in parts)
+        self.cache_misses += sum(part is None for part in parts)
+        missing = [i for i, part in enumerate(parts) if part is None]
+        if self.anchor_runner is not None and len(missing) > 1:
+            # other workers compute chunks into the shared cache; whatever is not there after, runs here
+            with self.phase("anchor"):
+                self.anchor_runner([anchor_task(self.layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
+                                    for i in missing])
+            parts = [part if part is not None else self.cache.get(key) for part, key in zip(parts, keys)]
+        for done, (chunk, key) in enumerate(zip(chunks, keys)):
             self.progress("anchor", done, len(chunks))
-            key = self.anchor_key(subset, chunk, mode)
-            tensors = self.cache.get(key)
-            if tensors is None:
-                self.cache_misses += 1
+            if parts[done] is None:
                 with self.phase("anchor"):
                     compute = self.runner.anchor_per_query if mode == "per-query" else self.runner.anchor_mean_loss
-                    tensors = compute(list(subset), chunk)
-                self.cache.put(key, tensors)
-            else:
-                self.cache_hits += 1
-            parts.append(tensors)
+                    parts[done] = compute(list(subset), chunk)
+                self.cache.put(key, parts[done])
         self.progress("anchor", len(chunks), len(chunks))
         merged = {"scores": torch.cat([p["scores"] for p in parts])}
         if mode == "per-query":

@@ -69,13 +69,16 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 class Engine:
     """Holds a loaded model and an anchor cache; runs selections and evaluations."""
 
-    def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32):
+    def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32, anchor_runner=None):
         from .cache import MemoryCache
 
         self.model = model  # LoadedModel
         self.cache = cache if cache is not None else MemoryCache()
         self.batch_size = batch_size
         self.anchor_chunk = anchor_chunk
+        # anchor_runner(tasks: list[dict]) -> None: optional hook that has other workers compute anchor
+        # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
+        self.anchor_runner = anchor_runner
 
     def layout(self, pool, queries, k, options, template, separator, params=None):
         from .layout import build_layout
@@ -118,7 +121,7 @@ class Engine:
         ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k, request.seed,
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
-                               anchor_chunk=self.anchor_chunk)
+                               anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
         ctx.timings["layout"] = time.perf_counter() - started
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)

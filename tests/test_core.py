@@ -183,3 +183,31 @@ def test_evaluate_shared_and_per_query_demos(tiny, data):
     retrieved = engine.retrieve_per_query(pool, queries, 2, "bm25")
     assert len(retrieved) == len(queries) and all(len(r) == 2 for r in retrieved)
     assert engine.evaluate(retrieved, queries)["passes"]["forward"] == len(queries)
+
+
+def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
+    """An anchor_runner that computes JSON anchor tasks on a separately loaded model (as another
+    worker would) fills the shared cache; the selection is the same as computing locally."""
+    import json
+
+    from iclsel.models.tasks import run_anchor_task
+
+    pool, queries = data
+    other_worker = load_model(str(tiny_model_dir), device="cpu")
+    other_worker.model.double()
+    shared = MemoryCache()
+    sent = []
+
+    def runner(tasks):
+        for task in tasks:
+            task = json.loads(json.dumps(task))  # crosses a process boundary as JSON
+            sent.append(task["key"])
+            shared.put(task["key"], run_anchor_task(other_worker, task, batch_size=2))
+
+    request = SelectionRequest(pool, queries, k=3, method="gradre", params={"subsets": 6, "anchors": 2, "checks": 2})
+    distributed = Engine(tiny, cache=shared, anchor_chunk=2, anchor_runner=runner).select(request)
+    local = Engine(tiny, cache=MemoryCache(), anchor_chunk=2).select(request)
+    assert len(sent) == 2 * 3  # 2 anchors x 3 query chunks, all computed by the other worker
+    assert distributed["passes"]["backward"] == 0 and local["passes"]["backward"] > 0
+    assert distributed["selected"] == local["selected"]
+    assert distributed["scores"] == pytest.approx(local["scores"], rel=1e-6)
