@@ -8,7 +8,8 @@ Writes, after every finished (dataset, seed, method):
     bench/results/quality_runs.jsonl   the journal, one record per line (resume reads it)
     bench/results/quality.json         dataset -> method -> {accuracy_mean, accuracy_std, macro_f1_mean,
                                        passes_mean, seconds_mean, seeds: [...], diagnostics_mean?}
-and at the end (and after each seed) bench/RESULTS.md and bench/results/*.png.
+and bench/RESULTS.md and bench/results/*.png (after every record too, so an interrupted run
+leaves a readable, "Incomplete"-marked report).
 
 An interrupted run keeps what it finished; the same command resumes (records whose dataset, split,
 sizes, template, options, model fingerprint and method parameters all match are reused; --fresh
@@ -175,7 +176,7 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     collected: dict[str, dict[str, list[dict]]] = {}
     run_info = {
         "quick": args.quick, "command": args.command, "model": args.model, "model_fingerprint": model_fingerprint,
-        "machine": report.machine_info(), "datasets": per_dataset, "sizes_text": "", "incomplete": True,
+        "report_only": args.report_only, "machine": report.machine_info(), "datasets": per_dataset, "sizes_text": "", "incomplete": True,
         "full_text": f"pool {FULL_SIZES.pool}, {FULL_SIZES.select} selection queries, {FULL_SIZES.test} test "
                      f"queries, seeds {' '.join(map(str, FULL_SEEDS))}, {FULL_RANDOM_DRAWS} random draws, "
                      "the engine's default method params",
@@ -189,6 +190,7 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         report.write_json(out_dir / "quality.json", quality)
         run_info["sizes_text"] = sizes_text(per_dataset, args.seeds, args.random_draws)
         run_info["incomplete"] = not final
+        run_info["missing"] = missing
         plots = []
         if not args.no_plots:
             plots = [os.path.relpath(p, args.results_md.parent) for p in report.write_plots(quality, out_dir, args.quick)]
@@ -196,6 +198,7 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         report.write_results_md(args.results_md, quality, run_info, notes, plots)
         return quality
 
+    missing: list[str] = []
     banner = "QUICK RUN (smoke test, not the full protocol)" if args.quick else "full protocol"
     for dataset in args.datasets:
         spec_ds = DATASET_SPECS[dataset]
@@ -218,6 +221,10 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                 if key in journal:
                     record = journal[key]
                     log(f"  {dataset} seed {seed} {spec.name}: reused from the journal (acc {record['accuracy']:.3f})")
+                elif args.report_only:
+                    log(f"  {dataset} seed {seed} {spec.name}: not in the journal (--report-only: not run)")
+                    missing.append(f"{dataset}/{seed}/{spec.name}")
+                    continue
                 else:
                     start = time.perf_counter()
                     record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed)
@@ -232,8 +239,8 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                         f"F1 {record['macro_f1']:.3f} passes {record['passes']} select {record['seconds']:.1f}s "
                         f"(total {record['wall_seconds']:.1f}s) preds {record['prediction_counts']}")
                 collected[dataset][spec.name].append(record)
-            publish()
-    return publish(final=True)
+                publish()
+    return publish(final=not missing)
 
 
 def print_summary(quality: dict, quick: bool, log: Callable[[str], None] = print) -> None:
@@ -267,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-md", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--data-dir", type=Path, default=bench_data.DATA_DIR)
     parser.add_argument("--fresh", action="store_true", help="ignore the journal (do not resume)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: rebuild quality.json, RESULTS.md and plots from the journal "
+                             "(missing records are reported as incomplete)")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--no-quick-params", action="store_true",
                         help=f"with --quick, keep the engine's default method params instead of {QUICK_PARAMS}")
@@ -284,7 +294,7 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
     args.random_draws = args.random_draws or (QUICK_RANDOM_DRAWS if args.quick else FULL_RANDOM_DRAWS)
     extra = [parse_variant(v).name for v in args.variant or []]
     args.methods = args.methods or (list(builtin_methods()) + extra)
-    shown = argv if argv is not None else sys.argv[1:]
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     args.command = "python -m bench.quality" + ("" if not shown else " " + shlex.join(shown))
     return args
 
@@ -309,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, spec in builtin_methods(args.random_draws).items():
             print(f"{name:22s} {spec.kind:9s} {spec.note}")
         return 0
-    new_engine, fingerprint = default_engine_factory(args.model, args.threads)
+    new_engine, fingerprint = default_engine_factory(args.model, args.threads)  # the fingerprint keys the journal
     quality = run_benchmark(args, new_engine, fingerprint)
     print_summary(quality, args.quick)
     print(f"\nwrote {args.out_dir / 'quality.json'}, {args.results_md}")

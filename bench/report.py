@@ -188,6 +188,11 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
     if run.get("interrupted") or run.get("incomplete"):
         out.append("")
         out.append("**Incomplete: not every (dataset, seed, method) of the command has finished; the table shows what has.**")
+        if run.get("missing"):
+            out.append(f"Not run: {', '.join(run['missing'])}.")
+    if run.get("report_only"):
+        out.append("")
+        out.append("(Rebuilt from the journal `results/quality_runs.jsonl` with `--report-only`: nothing was re-run.)")
     out.append("")
     out.append("Protocol per dataset and seed: shuffle, then cut a label-balanced pool, a selection query set "
                "and a held-out test set, disjoint. Selection methods see the pool and the selection queries "

@@ -107,6 +107,13 @@ def test_benchmark_writes_results_and_resumes(tmp_path):
     # a torn journal line (interrupted write) is ignored, and a different size is not reused
     with open(tmp_path / "results" / "quality_runs.jsonl", "a") as handle:
         handle.write('{"key": "tor')
+    StandInEngine.calls.clear()
+    report_only = quality.resolve_args([a if a != "30" else "31" for a in argv] + ["--report-only"])
+    assert "--report-only" not in report_only.command
+    quality.run_benchmark(report_only, StandInEngine, "standin-model", log=lambda _: None)
+    assert StandInEngine.calls == []
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Incomplete" in text and "Not run: imdb/0/random" in text
     args2 = quality.resolve_args([a if a != "30" else "31" for a in argv])  # --test-size 31
     StandInEngine.calls.clear()
     quality.run_benchmark(args2, StandInEngine, "standin-model", log=lambda _: None)
