@@ -56,16 +56,11 @@ def random_subsets(n: int, k: int, count: int, generator: torch.Generator) -> to
 
 
 def single_swaps(anchor: list[int], n: int) -> torch.Tensor:
-    """[k * (n - k), k]: the anchor with one slot replaced by a demo outside it."""
-    inside = set(anchor)
-    outside = torch.tensor([i for i in range(n) if i not in inside], dtype=torch.long)
-    base = torch.tensor(anchor, dtype=torch.long)
-    blocks = []
-    for slot in range(len(anchor)):
-        block = base.repeat(len(outside), 1)
-        block[:, slot] = outside
-        blocks.append(block)
-    return torch.cat(blocks)
+    """[k * (n - k), k]: the anchor with one slot replaced by a demo outside it (the engine's own
+    enumeration, as one trust-region round of the gradient selector estimates it)."""
+    from iclsel.models.selectors import _single_swaps
+
+    return _single_swaps(anchor, n)
 
 
 def build_pool(examples: list[Example], n: int, tokenizer, template: str, max_demo_tokens: int) -> list[Example]:
