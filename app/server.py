@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from iclsel.settings import Settings, get_settings
+from iclsel.workers.process import add_common_options, start
 
 from . import errors
 from .metrics import ServiceMetrics
@@ -56,20 +56,16 @@ def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclsel serve", description="Serve the HTTP API (docs at /docs).")
     parser.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to listen on all interfaces")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--redis-url", help="default: $REDIS_URL; without it jobs run in this process")
-    parser.add_argument("--model", help="default: $ICLSEL_MODEL (embedded mode loads it here)")
-    parser.add_argument("--log-level", default="info")
+    add_common_options(parser)  # --redis-url (without it jobs run in this process), --model, --log-level
     return parser
 
 
 def serve_main(argv: list[str]) -> None:
     args = serve_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(start(args))
 
     import uvicorn
 
-    overrides = {key: value for key, value in (("redis_url", args.redis_url), ("model", args.model)) if value}
-    app = create_app(get_settings().model_copy(update=overrides))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=True)
 
 

@@ -3,32 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 
-from iclsel.settings import get_settings
-
 from .jobs import load_engine
+from .process import add_common_options, start
 from .redis_cache import RedisTensorCache
 from .redis_queue import RedisQueue, RedisWorker
 
 
 def worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclsel worker", description="Run selection jobs from Redis.")
-    parser.add_argument("--redis-url", help="default: $REDIS_URL")
-    parser.add_argument("--model", help="default: $ICLSEL_MODEL")
     parser.add_argument("--name", help="consumer name (default: host-pid-random)")
-    parser.add_argument("--log-level", default="info")
+    add_common_options(parser)
     return parser
 
 
 def worker_main(argv: list[str]) -> None:
     parser = worker_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    overrides = {key: value for key, value in (("redis_url", args.redis_url), ("model", args.model)) if value}
-    settings = get_settings().model_copy(update=overrides)
+    settings = start(args)
     if not settings.redis_url:
         parser.error("a worker needs Redis: set REDIS_URL or pass --redis-url")
 

@@ -35,7 +35,7 @@ import uuid
 
 import redis
 
-from .jobs import RESUBMITTABLE, QueueFull, new_record, run_job
+from .jobs import QueueFull, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
 log = logging.getLogger(__name__)
