@@ -46,6 +46,8 @@ class SelectionContext:
         self.cache_misses = 0
         self.explored = 0  # subsets whose outcome was estimated or run
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
+        self._queries_digest = hashlib.sha256(json.dumps(
+            [layout.query_ids, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
 
     @contextmanager
     def phase(self, name: str):
@@ -57,11 +59,20 @@ class SelectionContext:
 
     # ---------- exact inference (memoised per subset) ----------
     def exact(self, subset: list[int]) -> torch.Tensor:
-        """Exact option scores [Q, O] of ``subset`` on the query set."""
+        """Exact option scores [Q, O] of ``subset`` on the query set (memoised, and cached by content)."""
         key = tuple(int(i) for i in subset)
         if key not in self._exact:
-            with self.phase("exact"):
-                self._exact[key] = self.runner.exact_scores(list(key), self.queries)
+            cache_key = self._key("exact", {"demos": [self.layout.demo_ids[i].tolist() for i in key],
+                                            "queries": self._queries_digest})
+            cached = self.cache.get(cache_key)
+            if cached is not None:
+                self.cache_hits += 1
+                self._exact[key] = cached["scores"]
+            else:
+                self.cache_misses += 1
+                with self.phase("exact"):
+                    self._exact[key] = self.runner.exact_scores(list(key), self.queries)
+                self.cache.put(cache_key, {"scores": self._exact[key]})
         return self._exact[key]
 
     def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
@@ -73,14 +84,17 @@ class SelectionContext:
         return results
 
     # ---------- anchors (cached by content) ----------
+    def _key(self, kind: str, content: dict) -> str:
+        """Cache key: content hash of everything the cached tensors depend on."""
+        content = {"v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
+        return f"{kind}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
     def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
-        content = {
-            "v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), "mode": mode,
-            "anchor": [self.layout.demo_ids[i].tolist() for i in subset],
+        return self._key("anchor", {
+            "mode": mode, "anchor": [self.layout.demo_ids[i].tolist() for i in subset],
             "queries": [self.layout.query_ids[q] for q in queries],
             "gold": [int(self.layout.gold[q]) for q in queries],
-        }
-        return "anchor:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+        })
 
     def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
         """Anchor quantities at ``subset`` (from the cache when present), in query chunks."""

@@ -71,8 +71,10 @@ class Engine:
 
     def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32, anchor_runner=None):
         from .cache import MemoryCache
+        from .layout import TokenMemo
 
         self.model = model  # LoadedModel
+        self.encode_all = TokenMemo(model.tokenizer)
         self.cache = cache if cache is not None else MemoryCache()
         self.batch_size = batch_size
         self.anchor_chunk = anchor_chunk
@@ -86,7 +88,7 @@ class Engine:
         params = params or {}
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
                             self.model.max_positions, filler=params.get("filler", "\n"),
-                            max_slot_tokens=params.get("max_slot_tokens"))
+                            max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all)
 
     def _runner(self, layout, checkpoint=lambda: None):
         from .inference import ModelRunner

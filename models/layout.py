@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +84,28 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+class TokenMemo:
+    """Batch tokenisation with a bounded memo: a service sees the same pools again and again."""
+
+    def __init__(self, tokenizer, max_entries: int = 200_000):
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self._memo: OrderedDict[str, list[int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            encoded = self.tokenizer(missing, add_special_tokens=False)["input_ids"]
+            with self._lock:
+                self._memo.update(zip(missing, encoded))
+                while len(self._memo) > self.max_entries:
+                    self._memo.popitem(last=False)
+        with self._lock:
+            return [self._memo.get(t) or _encode(self.tokenizer, t) for t in texts]
+
+
 def resolve_options(pool: list[Example], queries: list[Example], options: list[str] | None) -> list[str]:
     if options is None:
         options = sorted({example.output for example in pool + queries})
@@ -96,8 +120,9 @@ def resolve_options(pool: list[Example], queries: list[Example], options: list[s
 
 def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
                  template: str, separator: str, max_positions: int, filler: str = "\n",
-                 max_slot_tokens: int | None = None) -> Layout:
+                 max_slot_tokens: int | None = None, encode_all: TokenMemo | None = None) -> Layout:
     """Tokenise pool and queries into the slot layout, validating what the user gave."""
+    encode_all = encode_all or TokenMemo(tokenizer)
     if not pool:
         raise InputError("pool", "must not be empty")
     if not queries:
@@ -121,17 +146,20 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
     filler_tokens = _encode(tokenizer, filler)
     filler_id = filler_tokens[0] if len(filler_tokens) == 1 else (tokenizer.pad_token_id or tokenizer.eos_token_id)
 
-    demo_tokens = [_encode(tokenizer, render_demo(template, separator, demo)) for demo in pool]
+    demo_tokens = encode_all([render_demo(template, separator, demo) for demo in pool])
     if max_slot_tokens is not None:
         too_long = [i for i, ids in enumerate(demo_tokens) if len(ids) > max_slot_tokens]
         if too_long:
             raise InputError(f"pool[{too_long[0]}].input", f"demo is {len(demo_tokens[too_long[0]])} tokens, over the slot limit {max_slot_tokens}")
-    width = max(len(ids) for ids in demo_tokens)
-    demo_ids = torch.full((len(pool), width), filler_id, dtype=torch.long)
-    for row, ids in enumerate(demo_tokens):
-        demo_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+    lengths = [len(ids) for ids in demo_tokens]
+    width = max(lengths)
+    flat: list[int] = []
+    for ids, length in zip(demo_tokens, lengths):
+        flat.extend([filler_id] * (width - length))
+        flat.extend(ids)
+    demo_ids = torch.tensor(flat, dtype=torch.long).view(len(pool), width)
 
-    query_ids = [_encode(tokenizer, render_query(template, query)) for query in queries]
+    query_ids = encode_all([render_query(template, query) for query in queries])
     longest = len(special_ids) + k * width + max(len(ids) for ids in query_ids) + max(len(ids) for ids in option_ids)
     if longest > max_positions:
         raise InputError("k", f"prompts would be {longest} tokens (k={k} slots of {width} tokens plus the query), "
@@ -139,6 +167,6 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
 
     return Layout(template=template, separator=separator, options=options, option_ids=option_ids,
                   special_ids=special_ids, filler_id=filler_id, demo_ids=demo_ids,
-                  demo_lengths=torch.tensor([len(ids) for ids in demo_tokens]), query_ids=query_ids,
+                  demo_lengths=torch.tensor(lengths), query_ids=query_ids,
                   gold=torch.tensor([option_index[q.output] for q in queries], dtype=torch.long),
                   demo_outputs=[demo.output for demo in pool])

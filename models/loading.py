@@ -115,7 +115,11 @@ def convert_gguf(gguf_path: Path, home: Path) -> Path:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / ".source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": source_hash}))
-        os.replace(staging, target)  # atomic: a half-converted folder is never seen
+        try:
+            os.replace(staging, target)  # atomic: a half-converted folder is never seen
+        except OSError:
+            if not (target / "config.json").is_file():  # not just another process finishing first
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -170,6 +170,7 @@ def test_anchor_cache_reuse_runs_no_gradient_pass(tiny, data):
     second = engine.select(request)
     assert first["cache"]["misses"] > 0 and first["passes"]["backward"] > 0
     assert second["cache"]["misses"] == 0 and second["passes"]["backward"] == 0
+    assert second["passes"]["forward"] == 0  # exact runs are cached by content too
     assert second["selected"] == first["selected"]
 
 
