@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from .cache import TensorCache
-from .data import Example
+from .data import Example, InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner
 from .layout import Layout
 from .tasks import anchor_task
 
-ANCHOR_MODES = ("mean-loss", "per-query")
+ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")
 
 
 class SelectionContext:
@@ -99,7 +99,7 @@ class SelectionContext:
     def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
         """Anchor quantities at ``subset`` (from the cache when present), in query chunks."""
         if mode not in ANCHOR_MODES:
-            raise ValueError(f"anchor mode must be one of {ANCHOR_MODES}")
+            raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
         chunks = [self.queries[i:i + self.anchor_chunk] for i in range(0, len(self.queries), self.anchor_chunk)]
         keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
         parts = [self.cache.get(key) for key in keys]
@@ -116,13 +116,16 @@ class SelectionContext:
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
-                    compute = self.runner.anchor_per_query if mode == "per-query" else self.runner.anchor_mean_loss
-                    parts[done] = compute(list(subset), chunk)
+                    parts[done] = self.runner.anchor(mode, list(subset), chunk)
                 self.cache.put(key, parts[done])
         self.progress("anchor", len(chunks), len(chunks))
         merged = {"scores": torch.cat([p["scores"] for p in parts])}
         if mode == "per-query":
-            merged["grad_margins"] = torch.cat([p["grad_margins"] for p in parts])
+            merged.update({name: torch.cat([p[name] for p in parts]) for name in ("grad_margins", "reference", "row_count")})
+            merged["row_of_query"] = torch.arange(len(self.queries))
+        elif mode == "label-groups":
+            merged.update({name: torch.stack([p[name] for p in parts]).sum(0) for name in ("grad_margins", "row_count")})
+            merged.update({name: torch.cat([p[name] for p in parts]) for name in ("reference", "row_of_query")})
         else:
             merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
         self._exact.setdefault(tuple(int(i) for i in subset), merged["scores"])  # the anchor pass ran it exactly

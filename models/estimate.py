@@ -34,39 +34,51 @@ def subset_deltas(contrib: torch.Tensor, subsets: torch.Tensor, anchor: torch.Te
 
 
 class AnchorEstimator:
-    """Estimates around one anchor. Two kinds of anchor quantities (see inference.ModelRunner):
-    - per-query: scores [Q, O] and grad_margins [Q, O, k, W, d]: per-query, per-option estimates,
-      hence estimated loss, predicted labels and accuracy;
-    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: the estimated mean loss only."""
+    """Estimates around one anchor, from one of two kinds of anchor quantities (inference.ModelRunner):
+    - margin gradients: scores [Q, O]; grad_margins [R, O, k, W, d], the gradient of the summed margins
+      (score[q, o] - score[q, reference[q]]) of the queries in row r; row_of_query [Q]; row_count [R].
+      Per-query anchors have one row per query; label-group anchors one row per gold label. Each
+      query's margins move by its row's mean shift, then the loss, the predicted label and accuracy
+      are computed exactly from the estimated margins.
+    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: a first-order estimate of the mean loss only."""
 
     def __init__(self, anchor: list[int], tensors: dict[str, torch.Tensor], demo_ids: torch.Tensor,
                  embedding: torch.Tensor, gold: torch.Tensor):
         self.anchor = torch.tensor(anchor, dtype=torch.long)
-        grad = tensors["grad_margins"] if "grad_margins" in tensors else tensors["grad_loss_sum"]
-        self.scores = tensors["scores"].to(grad.dtype)  # [Q, O]
         self.gold = gold
+        self.per_query = "grad_margins" in tensors  # per-query estimates available
+        grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
+        self.scores = tensors["scores"].to(grad.dtype)  # [Q, O]
         self.losses = query_losses(self.scores, gold)  # [Q]
-        self.per_query = "grad_margins" in tensors
-        self.contrib = slot_contributions(grad, demo_ids, embedding)  # [Q, O, k, n] or [k, n]
-        self.margins = self.scores - self.scores[:, :1]  # [Q, O]
+        self.contrib = slot_contributions(grad, demo_ids, embedding)  # [R, O, k, n] or [k, n]
+        if self.per_query:
+            reference = tensors["reference"]
+            self.margins = self.scores - self.scores.gather(1, reference[:, None])  # [Q, O]
+            self.row_of_query = tensors["row_of_query"]
+            self.row_weight = (1.0 / tensors["row_count"].clamp_min(1)).to(grad.dtype)  # [R]
 
     @property
     def loss(self) -> float:
         return float(self.losses.mean())
+
+    def estimated_margins(self, subsets: torch.Tensor) -> torch.Tensor:
+        """subsets [S, k] -> estimated margins [S, Q, O] (per-query anchors only)."""
+        delta = subset_deltas(self.contrib, subsets, self.anchor) * self.row_weight[:, None]  # [S, R, O]
+        return self.margins + delta[:, self.row_of_query]
 
     def estimate(self, subsets: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor | None]:
         """subsets [S, k] -> {"loss": [S], "accuracy": [S] or None, "predictions": [S, Q] or None}."""
         losses, accuracies, predictions = [], [], []
         for start in range(0, subsets.shape[0], chunk):
             part = subsets[start:start + chunk]
-            delta = subset_deltas(self.contrib, part, self.anchor)
             if self.per_query:
-                margins = self.margins + delta  # [s, Q, O]
+                margins = self.estimated_margins(part)  # [s, Q, O]
                 losses.append(query_losses(margins, self.gold).mean(-1))
                 predicted = margins.argmax(-1)
                 predictions.append(predicted)
                 accuracies.append((predicted == self.gold).float().mean(-1))
             else:
+                delta = subset_deltas(self.contrib, part, self.anchor)
                 losses.append(self.loss + delta / self.gold.shape[0])
         return {"loss": torch.cat(losses),
                 "accuracy": torch.cat(accuracies) if self.per_query else None,

@@ -183,6 +183,59 @@ class ModelRunner:
         grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
         return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": _at_least_float32(grad.detach()).cpu()}
 
+    def anchor_label_groups(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+        """Scores [Q, O] and, for each gold label g and option o, the gradient of the summed margin
+        sum_{q: gold=g} (score[q, o] - score[q, g]) w.r.t. the demo-slot embeddings: grad_margins
+        [G=O, O, k, W, d], with row_of_query [Q] (= gold) and row_count [G] (queries per label).
+        Estimates shift each query's margins by its label group's mean shift, then apply the loss
+        exactly, so the loss's curvature in the margins is kept (a first-order estimate of the mean
+        loss itself is biased towards big moves). Cost: the prefix forward is shared; each query row
+        back-propagates O-1 times into detached prefix keys/values; then O(O-1) backwards through the
+        prefix alone."""
+        prefix = self.layout.prefix_ids(subset).to(self.device)
+        n_opt = self.layout.n_options
+        prefix_embeds = self.embed(prefix)[None].detach().requires_grad_(True)  # [1, P, d] leaf
+        with torch.enable_grad():
+            prefix_kv, prefix_len = self._prefix_cache(prefix_embeds=prefix_embeds)
+        kv_leaves = [t.detach().requires_grad_(True) for pair in prefix_kv for t in pair]
+        kv_pairs = list(zip(kv_leaves[0::2], kv_leaves[1::2]))
+        gold = self.layout.gold[queries]
+        by_label = sorted(range(len(queries)), key=lambda i: int(gold[i]))  # batches of one label each
+        kv_grads: dict[tuple[int, int], list[torch.Tensor]] = {}
+        scores = torch.zeros((len(queries), n_opt), dtype=torch.float64)
+        rows_per_query = 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else n_opt
+        step = max(1, self.batch_size // rows_per_query)
+        for label in range(n_opt):
+            members = [i for i in by_label if int(gold[i]) == label]
+            for start in range(0, len(members), step):
+                self.checkpoint()
+                local = members[start:start + step]
+                rows = build_rows(self.layout, [queries[i] for i in local])
+                with torch.enable_grad():
+                    batch_scores = self._scores(self._continue(kv_pairs, prefix_len, rows), rows, 0, len(local))
+                    margins = batch_scores - batch_scores[:, label:label + 1]  # [b, O], 0 at the gold label
+                    others = [o for o in range(n_opt) if o != label]
+                    for position, o in enumerate(others):
+                        grads = torch.autograd.grad(margins[:, o].sum(), kv_leaves, retain_graph=position < len(others) - 1,
+                                                    allow_unused=True, materialize_grads=True)
+                        total = kv_grads.setdefault((label, o), [torch.zeros_like(t) for t in kv_leaves])
+                        for acc, grad in zip(total, grads):
+                            acc += grad
+                self.counter.backward += len(rows.tokens) * len(others)
+                self.counter.tokens_backward += sum(len(t) for t in rows.tokens) * len(others)
+                scores[local] = batch_scores.detach().double().cpu()
+        outputs = [t for pair in prefix_kv for t in pair]
+        grad = torch.zeros((n_opt, n_opt, prefix_len, prefix_embeds.shape[-1]), dtype=prefix_embeds.dtype)
+        pairs = list(kv_grads.items())
+        for position, ((label, o), total) in enumerate(pairs):
+            (embed_grad,) = torch.autograd.grad(outputs, prefix_embeds, total, retain_graph=position < len(pairs) - 1)
+            grad[label, o] = embed_grad[0].cpu()
+            self.counter.tokens_backward += prefix_len
+        return {"scores": scores.to(_at_least_float32(prefix_embeds).dtype),
+                "grad_margins": _at_least_float32(self._slots(grad, len(subset))),
+                "row_of_query": gold.clone(), "reference": gold.clone(),
+                "row_count": torch.bincount(gold, minlength=n_opt).to(torch.float64)}
+
     def anchor_per_query(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
         """Scores [Q, O] and per-query gradients [Q, O, k, W, d] of the option margins
         d[q, o] = score[q, o] - score[q, 0] (d[:, 0] = 0) w.r.t. the demo-slot embeddings.
@@ -212,7 +265,16 @@ class ModelRunner:
             self.counter.tokens_backward += int(mask.sum()) * (n_opt - 1)
             score_parts.append(scores.detach())
             grad_parts.append(_at_least_float32(self._slots(grads, len(subset))).cpu())
-        return {"scores": torch.cat(score_parts).cpu(), "grad_margins": torch.cat(grad_parts)}
+        n_queries = len(queries)
+        return {"scores": torch.cat(score_parts).cpu(), "grad_margins": torch.cat(grad_parts),
+                "row_of_query": torch.arange(n_queries), "reference": torch.zeros(n_queries, dtype=torch.long),
+                "row_count": torch.ones(n_queries, dtype=torch.float64)}
+
+    def anchor(self, mode: str, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+        """Anchor quantities of one kind: "label-groups", "per-query" or "mean-loss"."""
+        compute = {"label-groups": self.anchor_label_groups, "per-query": self.anchor_per_query,
+                   "mean-loss": self.anchor_mean_loss}
+        return compute[mode](subset, queries)
 
     # ---------- embeddings for retrieval ----------
     @torch.no_grad()

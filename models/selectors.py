@@ -20,7 +20,7 @@ import torch
 from .context import SelectionContext
 from .data import InputError
 from .diagnostics import Check
-from .estimate import estimate_with_anchors, subset_deltas
+from .estimate import estimate_with_anchors
 from .outcome import query_losses
 from .retrieval import bm25_similarity, cosine_similarity, set_scores, top_k_ascending
 
@@ -69,7 +69,7 @@ def _single_swaps(anchor: list[int], n: int) -> torch.Tensor:
 def select_gradient(ctx: SelectionContext) -> Choice:
     rounds = _param(ctx, "rounds", 4)
     candidates = _param(ctx, "candidates", 4)
-    mode = _param(ctx, "anchor_mode", "mean-loss", str)
+    mode = _param(ctx, "anchor_mode", "label-groups", str)
     swap_budget = _param(ctx, "swaps", 0)  # single swaps estimated per round; 0 = all k * (n - k)
     current = ctx.balanced_subset() if _param(ctx, "init", "balanced", str) == "balanced" else \
         [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
@@ -126,7 +126,8 @@ def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
     """Estimated per-query margins [Q, O] of one subset (per-query anchors only)."""
     if not estimator.per_query:
         return None
-    return estimator.margins + subset_deltas(estimator.contrib, subset[None], estimator.anchor)[0]
+    margins = estimator.estimated_margins(subset[None])[0]
+    return margins - margins[:, :1]  # relative to option 0, as diagnostics compare them
 
 
 def _loss(ctx: SelectionContext, scores: torch.Tensor) -> float:

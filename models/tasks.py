@@ -37,5 +37,4 @@ def run_anchor_task(loaded_model, task: dict, batch_size: int = 8,
                     query_ids=task["query_ids"], gold=torch.tensor(task["gold"], dtype=torch.long),
                     demo_outputs=[""] * k)
     runner = ModelRunner(loaded_model.model, layout, batch_size=batch_size, checkpoint=checkpoint)
-    compute = runner.anchor_per_query if task["mode"] == "per-query" else runner.anchor_mean_loss
-    return compute(list(range(k)), list(range(len(task["query_ids"]))))
+    return runner.anchor(task["mode"], list(range(k)), list(range(len(task["query_ids"]))))

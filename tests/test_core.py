@@ -7,7 +7,6 @@ from iclsel.models.cache import MemoryCache
 from iclsel.models.context import SelectionContext
 from iclsel.models.data import Example
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.estimate import subset_deltas
 from iclsel.models.inference import ModelRunner
 from iclsel.models.layout import build_layout
 from iclsel.models.loading import load_model
@@ -49,7 +48,7 @@ def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3):
                             lambda *a: None, anchor_chunk=2)
 
 
-@pytest.mark.parametrize("mode", ["mean-loss", "per-query"])
+@pytest.mark.parametrize("mode", ["mean-loss", "per-query", "label-groups"])
 def test_estimate_of_anchor_equals_its_exact_outcome(tiny, data, mode):
     ctx = context(tiny, *data)
     anchor = [4, 1, 7]
@@ -59,19 +58,21 @@ def test_estimate_of_anchor_equals_its_exact_outcome(tiny, data, mode):
     assert float(estimate) == pytest.approx(float(exact), rel=1e-6)
 
 
-def test_linear_model_makes_first_order_estimates_exact(tiny, data):
+@pytest.mark.parametrize("mode", ["per-query", "label-groups"])
+def test_linear_model_makes_first_order_estimates_exact(tiny, data, mode):
+    """(In this model every query's margins move alike, so label-group mean shifts are exact too.)"""
     pool, queries = data
     model = LinearLM(len(tiny.tokenizer))
     ctx = context(tiny, pool, queries, model=model)
     anchor = [0, 5, 2]
-    estimator = ctx.anchor(anchor, "per-query")
+    estimator = ctx.anchor(anchor, mode)
     subsets = torch.tensor([[1, 2, 3], [9, 8, 7], [0, 5, 6], [3, 4, 5]])  # near and far from the anchor
     estimate = estimator.estimate(subsets)
     for row, subset in enumerate(subsets.tolist()):
         exact_scores = ctx.runner.exact_scores(subset, ctx.queries)
         exact_margins = exact_scores - exact_scores[:, :1]
-        estimated_margins = estimator.margins + subset_deltas(estimator.contrib, subsets[row:row + 1], estimator.anchor)[0]
-        torch.testing.assert_close(estimated_margins, exact_margins, rtol=1e-6, atol=1e-8)
+        estimated_margins = estimator.estimated_margins(subsets[row:row + 1])[0]
+        torch.testing.assert_close(estimated_margins - estimated_margins[:, :1], exact_margins, rtol=1e-6, atol=1e-8)
         assert float(estimate["loss"][row]) == pytest.approx(float(query_losses(exact_scores, ctx.layout.gold).mean()), rel=1e-6)
         assert torch.equal(estimate["predictions"][row], exact_scores.argmax(-1))
     # and the estimate really moves: far subsets differ from the anchor's own value
@@ -95,15 +96,17 @@ def _embeds_loss(ctx, subset, perturbation, mode):
     scores = torch.stack(rows)
     if mode == "mean-loss":
         return query_losses(scores, layout.gold).sum()
+    if mode == "label-groups":  # [G, O]: summed margins over the queries of each gold label
+        margins = scores - scores.gather(1, layout.gold[:, None])
+        return torch.zeros(len(layout.options), len(layout.options), dtype=scores.dtype).index_add(0, layout.gold, margins)
     return scores - scores[:, :1]
 
 
-@pytest.mark.parametrize("mode", ["mean-loss", "per-query"])
+@pytest.mark.parametrize("mode", ["mean-loss", "per-query", "label-groups"])
 def test_gradients_match_finite_differences(tiny, data, mode):
     ctx = context(tiny, *data)
     anchor = [3, 8, 0]
-    computed = ctx.runner.anchor_mean_loss(anchor, ctx.queries) if mode == "mean-loss" else \
-        ctx.runner.anchor_per_query(anchor, ctx.queries)
+    computed = ctx.runner.anchor(mode, anchor, ctx.queries)
     grad = computed["grad_loss_sum" if mode == "mean-loss" else "grad_margins"].double()
     direction = torch.randn(grad.shape[-3:], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eps = 1e-3  # LlamaRMSNorm computes in float32 even for a float64 model: smaller steps only add rounding noise
