@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
@@ -18,6 +18,7 @@ COUNTERS = {  # stored name -> (help, label names)
     "cache_hits_total": ("gradient cache hits", ()),
     "cache_misses_total": ("gradient cache misses", ()),
     "model_passes_total": ("model passes (rows) by kind", ("kind",)),
+    "anchor_tasks_total": ("anchor query chunks computed, by worker (Redis mode)", ("worker",)),
 }
 
 
@@ -67,6 +68,8 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.requests = Histogram("iclsel_request_duration_seconds", "HTTP request duration",
                                   ["method", "route", "status"], registry=self.registry)
+        self.waiting = Gauge("iclsel_waiting_requests", "requests waiting for a job to finish (wait_s)",
+                             registry=self.registry)
         self.registry.register(JobCollector(backend))
 
     def render(self) -> tuple[bytes, str]:

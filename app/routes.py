@@ -67,7 +67,7 @@ async def create_selection(body: SelectionCreate, request: Request):
         raise ApiError(429, "queue_full", f"{config.max_queue} jobs are queued; try again later",
                        headers={"Retry-After": "5"}) from None
     wait_s = config.default_wait_s if body.wait_s is None else body.wait_s
-    return await job_response(jobs, await wait_for(jobs, record, min(wait_s, config.max_wait_s)))
+    return await job_response(jobs, await wait_for(request, record, min(wait_s, config.max_wait_s)))
 
 
 @v1.get("/jobs/{job}", response_model=Job, responses={202: {"model": Job}})
@@ -75,7 +75,7 @@ async def get_job(job: str, request: Request, wait_s: float = Query(0, ge=0, des
     record = await run_in_threadpool(backend(request).get, job)
     if record is None:
         raise ApiError(404, "not_found", f"no job {job!r} (finished jobs expire)")
-    return await job_response(backend(request), await wait_for(backend(request), record,
+    return await job_response(backend(request), await wait_for(request, record,
                                                                min(wait_s, settings(request).max_wait_s)))
 
 
@@ -87,12 +87,17 @@ def cancel_job(job: str, request: Request):
     return public(record)
 
 
-async def wait_for(jobs, record: dict, wait_s: float) -> dict:
-    deadline, delay = time.monotonic() + wait_s, 0.005
-    while record["status"] not in FINISHED and (remaining := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.1)
-        record = await run_in_threadpool(jobs.get, record["id"]) or record
+async def wait_for(request: Request, record: dict, wait_s: float) -> dict:
+    """Poll the job until it finished, wait_s passed or the client went away (the job itself goes on:
+    it is shared by everyone who sends the same request, and its result is kept)."""
+    jobs, deadline, delay = backend(request), time.monotonic() + wait_s, 0.005
+    with request.app.state.metrics.waiting.track_inprogress():
+        while record["status"] not in FINISHED and (remaining := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 0.1)
+            if await request.is_disconnected():
+                break
+            record = await run_in_threadpool(jobs.get, record["id"]) or record
     return record
 
 

@@ -115,3 +115,189 @@ def redis_prefix():
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+def labelled_queries(n: int, tag: str = "q") -> list[dict]:
+    """n distinct labelled queries (a query set that splits into many anchor chunks)."""
+    words = ("great", "dull", "moving", "awful", "brilliant", "boring")
+    return [{"input": f"{tag} {i}: a {words[i % len(words)]} film", "output": "positive" if i % 2 == 0 else "negative"}
+            for i in range(n)]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_job(client: httpx.Client, job_id: str, until, timeout: float = 60, poll_s: float = 0.05) -> dict:
+    """Poll a job until until(job) holds; the job at that moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if until(job):
+            return job
+        time.sleep(poll_s)
+    raise TimeoutError(f"job {job_id} never reached the state wanted: {job}")
+
+
+def same_result(a: dict, b: dict) -> None:
+    """The parts of two results that must not depend on where or how often a job ran."""
+    assert a["selected"] == b["selected"]
+    assert a["scores"] == pytest.approx(b["scores"], rel=1e-4, abs=1e-6)
+    for part in ("estimate", "exact"):
+        assert (a[part] is None) == (b[part] is None)
+        for name, value in (a[part] or {}).items():
+            assert (value is None and b[part][name] is None) or value == pytest.approx(b[part][name], rel=1e-4, abs=1e-6)
+
+
+def run_load(url: str, requests_of, seconds: float, clients: int, pids: list[int], headers=None) -> dict:
+    """clients concurrent clients send requests_of(client, i) -> (method, path, json) for `seconds`.
+
+    Returns figures: requests, status counts, latency percentiles (ms), the RSS (MiB) of the
+    server processes before and after, and the transport errors (none expected)."""
+    import asyncio
+
+    latencies, statuses, errors = [], {}, []
+    rss_before = {pid: rss_mb(pid) for pid in pids}
+
+    async def one_client(number: int, client: httpx.AsyncClient, end: float) -> None:
+        i = 0
+        while time.monotonic() < end:
+            method, path, body = requests_of(number, i)
+            i += 1
+            start = time.perf_counter()
+            try:
+                reply = await client.request(method, path, json=body)
+            except httpx.HTTPError as error:
+                errors.append(f"{type(error).__name__}: {error}")
+                continue
+            latencies.append(time.perf_counter() - start)
+            statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+            if reply.status_code == 429:
+                await asyncio.sleep(min(float(reply.headers.get("retry-after", "1")), 0.5))
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=headers) as client:
+            end = time.monotonic() + seconds
+            await asyncio.gather(*(one_client(number, client, end) for number in range(clients)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies) or [0.0]
+
+    def percentile(p: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 1)
+
+    return {"clients": clients, "seconds": round(elapsed, 1), "requests": len(latencies),
+            "per_second": round(len(latencies) / elapsed, 1), "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "p50_ms": percentile(50), "p95_ms": percentile(95), "p99_ms": percentile(99),
+            "transport_errors": errors[:5], "transport_error_count": len(errors),
+            "rss_mb_before": {str(pid): round(v) for pid, v in rss_before.items()},
+            "rss_mb_after": {str(pid): round(rss_mb(pid)) for pid in pids}}
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "reliability.json"
+
+
+def record_figures(name: str, figures: dict) -> None:
+    """Print figures and keep them in bench/results/reliability.json (one entry per scenario)."""
+    import json
+
+    print(f"\n{name}: {json.dumps(figures)}")
+    try:
+        stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    except ValueError:
+        stored = {}
+    stored[name] = {**figures, "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
+    RESULTS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+
+
+class RedisServer:
+    """A private redis-server on a free port with an append-only file in `folder` (for outage tests;
+    the shared Redis is never stopped)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.popen = None
+        self.start()
+
+    def start(self) -> None:
+        import redis
+
+        self.popen = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=(self.folder / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()  # SIGTERM: redis flushes the append-only file and exits
+            self.popen.wait(timeout=10)
+
+
+def check_stored_values(client, prefix: str) -> dict:
+    """Every value under prefix is JSON, a plain identifier, or a chunk of a complete safetensors cache
+    entry (never pickle); every cache manifest has all its chunks and their hash matches.
+    client: redis.Redis with decode_responses=False. Returns counts by kind."""
+    import hashlib
+    import json
+    import re
+
+    from safetensors.torch import load as load_tensors
+
+    plain = re.compile(rb"^[\w.:@-]{0,200}$")
+    counts = {"keys": 0, "json": 0, "plain": 0, "safetensors_entries": 0, "chunks": 0}
+
+    def check(value: bytes, where: str) -> None:
+        assert not value.startswith(b"\x80"), f"{where} looks pickled"
+        if plain.match(value):
+            counts["plain"] += 1
+            return
+        json.loads(value)  # raises for anything else
+        counts["json"] += 1
+
+    chunk_key = re.compile(rb"^" + re.escape(prefix.encode()) + rb"cache:[0-9a-f]{40}:[0-9a-f]+:\d+$")
+    manifest_key = re.compile(rb"^" + re.escape(prefix.encode()) + rb"cache:[0-9a-f]{40}$")
+    chunk_keys = set()
+    for key in client.scan_iter(match=prefix.encode() + b"*", count=1000):
+        counts["keys"] += 1
+        kind = client.type(key)
+        if kind == b"string" and chunk_key.match(key):
+            chunk_keys.add(key)
+        elif kind == b"string":
+            value = client.get(key)
+            if value is None:
+                continue  # expired meanwhile
+            check(value, key.decode())
+            if manifest_key.match(key):
+                manifest = json.loads(value)
+                names = [key + f":{manifest['token']}:{i}".encode() for i in range(manifest["chunks"])]
+                data = b"".join(client.mget(names))  # TypeError if a chunk is missing: half-written
+                assert len(data) == manifest["bytes"] and hashlib.sha256(data).hexdigest() == manifest["sha256"]
+                load_tensors(data)
+                counts["safetensors_entries"] += 1
+                counts["chunks"] += len(names)
+        elif kind == b"hash":
+            for field, value in client.hgetall(key).items():
+                check(value, f"{key.decode()}[{field.decode()}]")
+        elif kind == b"stream":
+            for _, fields in client.xrange(key):
+                for field, value in fields.items():
+                    check(value, f"{key.decode()} entry {field.decode()}")
+        else:
+            raise AssertionError(f"unexpected {kind} at {key}")
+    return counts

@@ -51,8 +51,12 @@ class QueueFull(Exception):
 
 
 def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
-            should_cancel: Callable[[], bool]) -> tuple[str, dict | None, dict | None]:
-    """Run one selection; returns (status, result, error) with status succeeded|failed|cancelled."""
+            should_cancel: Callable[[], bool], reraise: tuple[type[BaseException], ...] = ()
+            ) -> tuple[str, dict | None, dict | None]:
+    """Run one selection; returns (status, result, error) with status succeeded|failed|cancelled.
+
+    Exceptions of the types in ``reraise`` (e.g. the queue's connection errors) propagate: the job
+    is not the problem and must run again, not fail."""
     from iclsel.models.data import InputError, examples_from_records
     from iclsel.models.engine import Cancelled, SelectionRequest
 
@@ -67,15 +71,19 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
         return "failed", None, {"type": "input", "field": error.field, "message": str(error)}
     except Cancelled:
         return "cancelled", None, None
+    except reraise:
+        raise
     except Exception as error:  # a bug or resource problem: the job fails, the worker lives on
         log.exception("job failed")
         return "failed", None, {"type": "internal", "field": None, "message": f"{type(error).__name__}: {error}"}
 
 
-def load_engine(settings, cache):
-    """The engine for settings.model (loaded once per worker)."""
+def load_engine(settings, cache, anchor_runner=None):
+    """The engine for settings.model (loaded once per worker); anchor_runner shares anchor passes
+    with other workers (workers/anchors.py, Redis mode)."""
     from iclsel.models.engine import Engine
     from iclsel.models.loading import load_model
 
     model = load_model(settings.model, device=settings.device, dtype=settings.dtype, home=settings.home)
-    return Engine(model, cache=cache, batch_size=settings.batch_size)
+    return Engine(model, cache=cache, batch_size=settings.batch_size, anchor_chunk=settings.anchor_chunk,
+                  anchor_runner=anchor_runner)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
+from .anchors import AnchorSharing
 from .jobs import load_engine
 from .process import add_common_options, start
 from .redis_cache import RedisTensorCache
@@ -25,8 +26,11 @@ def worker_main(argv: list[str]) -> None:
     if not settings.redis_url:
         parser.error("a worker needs Redis: set REDIS_URL or pass --redis-url")
 
-    engine = load_engine(settings, RedisTensorCache.from_settings(settings))
-    worker = RedisWorker(RedisQueue(settings), engine, name=args.name)
+    queue, cache = RedisQueue(settings), RedisTensorCache.from_settings(settings)
+    worker = RedisWorker(queue, None, name=args.name)
+    worker.sharing = AnchorSharing(queue, cache, worker.name)
+    worker.engine = load_engine(settings, cache, anchor_runner=worker.sharing.run)
+    worker.sharing.attach(worker.engine)
     for signum in (signal.SIGTERM, signal.SIGINT):  # finish the current job, then leave
         signal.signal(signum, lambda *_: worker.stop_event.set())
     worker.run()

@@ -60,6 +60,10 @@ def count_job(store, status: str) -> None:
     store.apply({_key("jobs_total", {"status": status}): 1}, {})
 
 
+def count_anchor_task(store, worker: str) -> None:
+    store.apply({_key("anchor_tasks_total", {"worker": worker}): 1}, {})
+
+
 def record_finished(store, status: str, result: dict | None) -> None:
     """Count a finished job and what its result says: cache use, model passes, phase times, estimate error."""
     increments: dict[Key, float] = {_key("jobs_total", {"status": status}): 1}

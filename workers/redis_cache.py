@@ -28,7 +28,9 @@ class RedisTensorCache:
 
     @classmethod
     def from_settings(cls, settings) -> "RedisTensorCache":
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=False)
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=False,
+                                      socket_timeout=settings.redis_timeout_s,
+                                      socket_connect_timeout=settings.redis_timeout_s)
         return cls(client, settings.redis_prefix, settings.cache_ttl_s, settings.cache_chunk_bytes)
 
     def _manifest_key(self, key: str) -> str:
@@ -52,6 +54,10 @@ class RedisTensorCache:
             pipe.expire(name, self.ttl_s)
         pipe.execute()
         return load_tensors(data)
+
+    def has(self, key: str) -> bool:
+        """Whether an entry's manifest is there (cheap; get() still checks the chunks)."""
+        return bool(self.client.exists(self._manifest_key(key)))
 
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         data = save_tensors({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()})

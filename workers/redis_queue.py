@@ -1,8 +1,11 @@
 """Jobs through Redis: a stream with a consumer group, job records in hashes (JSON fields, never pickle).
 
 Keys (all under settings.redis_prefix):
-    jobs            stream of {"job": id}; consumer group "workers"; entries are acked and deleted when done,
-                    so its length is the queue depth (queued + running)
+    jobs            stream of {"kind": "selection", "job": id}; consumer group "workers"; entries are acked
+                    and deleted when done, so its length is the queue depth (queued + running)
+    anchors         stream of {"kind": "anchor-task", "job", "task"} (workers/anchors.py); same group
+    anchor-claim:<h> the worker computing one anchor task (SET NX, short TTL)
+    cache:...       anchor tensors (workers/redis_cache.py)
     job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
                     settings.job_ttl_s after the job finished
     pool:<id>       JSON list of pool records
@@ -15,12 +18,9 @@ heartbeat thread; entries idle longer than settings.claim_idle_s belong to a dea
 taken over with XAUTOCLAIM, so an accepted job is never lost. Jobs that killed settings.max_attempts
 workers fail instead of killing more.
 
-Stream entries carry a "kind" (RedisWorker.handlers). Only "selection" exists today. The seam for
-splitting the anchor pass of a large query set over workers: the engine computes anchors in query
-chunks (Engine(anchor_chunk=...)) and caches each chunk under its own key in the shared Redis cache,
-so a worker could XADD one {"kind": "anchor-chunk", ...} entry per missing chunk to this stream,
-let idle workers compute them into the cache, and then run the selection on cache hits. That needs
-an engine call that lists a request's anchor chunks and computes one; it is not built yet.
+Stream entries carry a "kind" (RedisWorker.handlers): "selection" entries in <prefix>jobs, and
+"anchor-task" entries in <prefix>anchors (read first), posted by a worker whose job's anchor pass has
+several query chunks missing from the cache, so that idle workers compute them (workers/anchors.py).
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ class RedisQueue:
 
     def __init__(self, settings, client: redis.Redis | None = None):
         self.settings = settings
-        self.client = client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.client = client or redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                                     socket_timeout=settings.redis_timeout_s,
+                                                     socket_connect_timeout=settings.redis_timeout_s)
         self.prefix = settings.redis_prefix
         self.stream = self.prefix + "jobs"
+        self.anchor_stream = self.prefix + "anchors"
         self.metrics = RedisMetrics(self.client, self.prefix + "metrics")
         self._submit = self.client.register_script(SUBMIT)
         self._cancel = self.client.register_script(CANCEL)
@@ -97,13 +100,15 @@ class RedisQueue:
         return f"{self.prefix}job:{job_id}"
 
     def start(self) -> None:
-        try:
-            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-        except redis.ConnectionError:
-            log.warning("redis is not reachable yet")
+        for stream in (self.stream, self.anchor_stream):
+            try:
+                self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+            except redis.ConnectionError:
+                log.warning("redis is not reachable yet")
+                return
 
     def stop(self) -> None:
         self.client.close()
@@ -171,14 +176,16 @@ class RedisQueue:
 class RedisWorker:
     """One worker process: takes jobs from the stream and runs them on its engine, one at a time."""
 
-    def __init__(self, queue: RedisQueue, engine, name: str | None = None):
+    def __init__(self, queue: RedisQueue, engine, name: str | None = None, sharing=None):
         self.queue, self.engine = queue, engine
+        self.sharing = sharing  # workers/anchors.AnchorSharing: shares anchor passes with the other workers
         self.settings = queue.settings
         self.client = queue.client
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._start = self.client.register_script(START)
         self._current: str | None = None  # stream entry id of the job being run
-        self.handlers = {"selection": self._run_selection}  # stream entry kind -> handler(entry_id, fields)
+        self.handlers = {"selection": self._run_selection,  # stream entry kind -> handler(entry_id, fields)
+                         "anchor-task": self._run_anchor_task}
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -191,30 +198,30 @@ class RedisWorker:
         try:
             while not self.stop_event.is_set():
                 try:
-                    entry = self._reclaim() or self._read()
-                except redis.ConnectionError:
-                    log.warning("redis connection lost; retrying")
-                    time.sleep(1)
-                    continue
-                if entry is not None:
-                    self._process(*entry)
+                    for entry in self._reclaim() or self._read():
+                        self._process(*entry)
+                except redis.RedisError as error:  # what was taken and not finished is reclaimed later
+                    log.warning("redis unavailable (%s); retrying", error)
+                    self._current = None
+                    self.stop_event.wait(1)
         finally:
             self.client.hdel(self.queue.prefix + "workers", self.name)
 
-    def _reclaim(self) -> tuple[str, dict] | None:
+    def _reclaim(self) -> list[tuple[str, dict]]:
         _, entries, _ = self.client.xautoclaim(self.queue.stream, GROUP, self.name,
                                                min_idle_time=int(self.settings.claim_idle_s * 1000), count=1)
         for entry_id, fields in entries:
             log.info("reclaimed %s from a dead worker", fields)
-            return entry_id, fields
-        return None
+        return entries
 
-    def _read(self) -> tuple[str, dict] | None:
-        reply = self.client.xreadgroup(GROUP, self.name, {self.queue.stream: ">"}, count=1, block=1000)
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                return entry_id, fields
-        return None
+    def _read(self) -> list[tuple[str, dict]]:
+        """The next entries: anchor tasks first (a running job waits for them), else the next job."""
+        reply = self.client.xreadgroup(GROUP, self.name, {self.queue.anchor_stream: ">"}, count=1)
+        if not reply:
+            reply = self.client.xreadgroup(GROUP, self.name, {self.queue.anchor_stream: ">", self.queue.stream: ">"},
+                                           count=1, block=1000)
+        reply = sorted(reply or [], key=lambda item: item[0] != self.queue.anchor_stream)
+        return [entry for _, entries in reply for entry in entries]
 
     def _process(self, entry_id: str, fields: dict) -> None:
         handler = self.handlers.get(fields.get("kind", "selection"))
@@ -223,6 +230,11 @@ class RedisWorker:
             self._done(entry_id)
             return
         handler(entry_id, fields)
+
+    def _run_anchor_task(self, entry_id: str, fields: dict) -> None:
+        self._done(entry_id, self.queue.anchor_stream)  # lost if we die: the job's worker redoes it
+        if self.sharing is not None:
+            self.sharing.compute_entry(fields)
 
     def _run_selection(self, entry_id: str, fields: dict) -> None:
         job_id = fields["job"]
@@ -239,8 +251,16 @@ class RedisWorker:
         self._current = entry_id
         count_job(self.queue.metrics, "running")
         spec = json.loads(self.client.hget(key, "spec"))
+        progress, should_cancel = self._progress_writer(key), self._cancel_checker(key)
+        if self.sharing is not None:  # the anchor runner reports progress and stops on cancel for this job
+            from iclsel.models.engine import Cancelled
+
+            def checkpoint() -> None:
+                if should_cancel():
+                    raise Cancelled("selection cancelled")
+            self.sharing.job.id, self.sharing.job.progress, self.sharing.job.checkpoint = job_id, progress, checkpoint
         try:
-            status, result, error = run_job(self.engine, spec, self._progress_writer(key), self._cancel_checker(key))
+            status, result, error = run_job(self.engine, spec, progress, should_cancel, reraise=(redis.RedisError,))
             self._finish(entry_id, job_id, status, result, error)
         finally:
             self._current = None
@@ -256,10 +276,11 @@ class RedisWorker:
         record_finished(self.queue.metrics, status, result)
         self._done(entry_id)
 
-    def _done(self, entry_id: str) -> None:
+    def _done(self, entry_id: str, stream: str | None = None) -> None:
+        stream = stream or self.queue.stream
         pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.queue.stream, GROUP, entry_id)
-        pipe.xdel(self.queue.stream, entry_id)
+        pipe.xack(stream, GROUP, entry_id)
+        pipe.xdel(stream, entry_id)
         pipe.execute()
 
     def _progress_writer(self, key: str):
@@ -288,6 +309,8 @@ class RedisWorker:
         self.client.hset(self.queue.prefix + "workers", self.name, json.dumps(entry))
         if self._current is not None:  # still alive: keep the entry from being reclaimed
             self.client.xclaim(self.queue.stream, GROUP, self.name, 0, [self._current], justid=True)
+        if self.sharing is not None:
+            self.sharing.refresh_claims()
 
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.settings.heartbeat_s):
