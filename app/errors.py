@@ -35,6 +35,15 @@ def field_path(loc) -> str:
     return path or "body"
 
 
+def problem(error: dict) -> tuple[str, str]:
+    """(field, message) of one validation error; a body that is not JSON is the body's problem."""
+    if error.get("type") == "json_invalid":
+        where = error["loc"][-1] if isinstance(error["loc"][-1], int) else None
+        reason = (error.get("ctx") or {}).get("error", "")
+        return "body", f"not valid JSON{f' at character {where}' if where is not None else ''}" + (f" ({reason})" if reason else "")
+    return field_path(error["loc"]), error["msg"]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
@@ -42,13 +51,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
-        problems = [(field_path(e["loc"]), e["msg"]) for e in error.errors()]
+        problems = [problem(e) for e in error.errors()]
         field = problems[0][0] if problems else "body"
         message = "; ".join(f"{where}: {what}" for where, what in problems)
         return error_response(422, "invalid_input", message, field)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
+        if error.status_code == 400 and error.detail == "There was an error parsing the body":
+            return error_response(400, "invalid_body", "body: could not be read as JSON (invalid UTF-8, nested "
+                                  "too deeply or a number with too many digits)", "body")
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return error_response(error.status_code, code.get(error.status_code, "http_error"), str(error.detail),
                               headers=getattr(error, "headers", None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from iclsel.models.data import InputError, examples_from_records
 from iclsel.workers.jobs import pool_id as content_pool_id
 
@@ -35,6 +37,18 @@ def pool(items: list[ExampleIn], settings) -> tuple[str, list[dict]]:
     return content_pool_id(records), records
 
 
+def numbers(value, path: str):
+    """(field path, number) for every number in a JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from numbers(item, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
 def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
     """The normalised job spec; stored_pool(pool_id) -> records | None looks up pools by id."""
     if body.pool is not None:
@@ -52,6 +66,9 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
             (f"options[{i}]", option) for i, option in enumerate(body.options or []))):
         if len(text) > settings.max_text_chars:
             raise invalid(name, f"is longer than {settings.max_text_chars} characters")
+    for name, value in numbers(body.params, "params"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid(name, "must be a finite number")
     for name in SUBSET_PARAMS:
         value = body.params.get(name)
         if isinstance(value, int) and value > settings.max_subsets:

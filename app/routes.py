@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from iclsel.workers.jobs import FINISHED, QueueFull, job_id, public
 
@@ -16,7 +16,7 @@ from .auth import require_api_key
 from .errors import ApiError
 from .schemas import ErrorResponse, Job, PoolCreate, PoolOut, SelectionCreate
 
-ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
 ops = APIRouter()
 
@@ -30,6 +30,7 @@ def settings(request: Request):
 
 
 @v1.post("/pools", status_code=201, response_model=PoolOut, response_model_exclude_none=True,
+         responses={200: {"model": PoolOut, "description": "the pool was stored already"}},
          summary="Store a pool (idempotent: its id is the content hash)")
 def create_pool(body: PoolCreate, request: Request, response: Response):
     pool_id, records = limits.pool(body.examples, settings(request))
@@ -118,7 +119,8 @@ def health():
     return {"status": "ok"}
 
 
-@ops.get("/ready", summary="200 when a model is loaded and the queue and cache answer, else 503")
+@ops.get("/ready", summary="200 when a model is loaded and the queue and cache answer, else 503",
+         responses={503: {"description": "not ready: {\"status\": \"not ready\", \"reason\": ...}"}})
 def ready(request: Request):
     jobs = backend(request)
     reason = jobs.not_ready_reason()
@@ -127,7 +129,7 @@ def ready(request: Request):
     return {"status": "ready", "model": jobs.fingerprint(), "workers": jobs.live_workers()}
 
 
-@ops.get("/metrics", summary="Prometheus metrics")
+@ops.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(request: Request):
     body, content_type = request.app.state.metrics.render()
     return Response(body, media_type=content_type)

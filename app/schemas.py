@@ -51,9 +51,10 @@ class SelectionCreate(BaseModel):
     options: list[str] | None = Field(None, min_length=1, description="label verbalizers; default: outputs seen")
     template: str = DEFAULT_TEMPLATE
     separator: str = DEFAULT_SEPARATOR
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)
     params: dict[str, Any] = Field(default_factory=dict, description="method parameters")
-    wait_s: float | None = Field(None, ge=0, description="wait this long for the result (default: server setting)")
+    wait_s: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                 description="wait this long for the result (default: server setting)")
 
     @model_validator(mode="after")
     def one_pool(self) -> "SelectionCreate":

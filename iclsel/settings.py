@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=10.0, gt=0, description="Redis socket timeout (a hung Redis is an error, not a hang)")
     anchor_chunk: int = Field(default=32, ge=1, description="queries per anchor task (a unit of the anchor pass shared by workers)")
     anchor_wait_s: float = Field(default=300.0, gt=0, description="how long a job waits for other workers' anchor tasks")
-    anchor_task_delay_s: float = Field(default=0.0, ge=0, description="testing only: sleep this long per anchor task (fault tests)")
 
     # Service limits (HTTP)
     max_body_bytes: int = Field(default=32 << 20, ge=1, description="request body size (413 above)")

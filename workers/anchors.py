@@ -112,8 +112,6 @@ class AnchorSharing:
             if not self.cache.has(task["key"]):
                 from iclsel.models.tasks import run_anchor_task
 
-                if self.settings.anchor_task_delay_s:
-                    self._sleep(self.settings.anchor_task_delay_s, checkpoint)
                 tensors = run_anchor_task(self.engine.model, task, self.engine.batch_size, checkpoint)
                 self.cache.put(task["key"], tensors)
                 count_anchor_task(self.queue.metrics, self.name)
@@ -155,10 +153,3 @@ class AnchorSharing:
             claims = list(self._claims)
         for claim in claims:
             self._refresh(keys=[claim], args=[self.name, self.claim_ms])
-
-    @staticmethod
-    def _sleep(seconds: float, checkpoint) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            checkpoint()
-            time.sleep(min(left, 0.05))
