@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 if __package__ in (None, ""):  # run as a script: python bench/quality.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
@@ -125,6 +127,19 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
     return record
 
 
+def engine_source_hash() -> str:
+    """Hash of the engine's source (iclsel.models/*.py): part of every record's key, so that a resume after
+    an engine change re-runs instead of reusing results of older code."""
+    import hashlib
+
+    import iclsel.models as models_package
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(models_package.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def read_journal(path: Path) -> dict[str, dict]:
     """key -> record; a torn last line (interrupted write) is ignored."""
     records: dict[str, dict] = {}
@@ -160,6 +175,9 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     out_dir: Path = args.out_dir
     journal_path = out_dir / "quality_runs.jsonl"
     journal = {} if args.fresh else read_journal(journal_path)
+    engine_hash = engine_source_hash()
+    if args.report_only:  # rebuild from what was measured, whatever engine version measured it
+        journal = {record.get("key_any_engine", key): record for key, record in journal.items()}
     specs = builtin_methods(args.random_draws)
     for name, params in (QUICK_PARAMS if args.quick and not args.no_quick_params else {}).items():
         specs[name] = replace(specs[name], params={**specs[name].params, **params},
@@ -191,6 +209,10 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         run_info["sizes_text"] = sizes_text(per_dataset, args.seeds, args.random_draws)
         run_info["incomplete"] = not final
         run_info["missing"] = missing
+        shown = [r for by_method in collected.values() for recs in by_method.values() for r in recs]
+        run_info["engine_sources"] = sorted({r.get("engine_source", "unrecorded") for r in shown})
+        run_info["threads_used"] = sorted({str(r.get("torch_threads", "unrecorded")) for r in shown})
+        run_info["note"] = args.note
         plots = []
         if not args.no_plots:
             plots = [os.path.relpath(p, args.results_md.parent) for p in report.write_plots(quality, out_dir, args.quick)]
@@ -215,9 +237,13 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         for seed in args.seeds:
             split = make_split(examples, seed, sizes)
             for spec in methods:
-                key = record_key({"dataset": dataset, "data": data_hash, "seed": seed, "sizes": sizes_dict(sizes),
-                                  "k": k, "template": spec_ds.template, "separator": SEPARATOR, "options": options,
-                                  "model": model_fingerprint, "spec": spec.key_data()})
+                setup = {"dataset": dataset, "data": data_hash, "seed": seed, "sizes": sizes_dict(sizes),
+                         "k": k, "template": spec_ds.template, "separator": SEPARATOR, "options": options,
+                         "model": model_fingerprint, "spec": spec.key_data()}
+                key_any_engine = record_key(setup)
+                key = record_key({**setup, "engine": engine_hash})
+                if args.report_only:
+                    key = key_any_engine
                 if key in journal:
                     record = journal[key]
                     log(f"  {dataset} seed {seed} {spec.name}: reused from the journal (acc {record['accuracy']:.3f})")
@@ -228,7 +254,8 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                 else:
                     start = time.perf_counter()
                     record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed)
-                    record.update({"key": key, "dataset": dataset, "method": spec.name, "seed": seed,
+                    record.update({"key": key, "key_any_engine": key_any_engine, "engine_source": engine_hash,
+                                   "torch_threads": torch.get_num_threads(), "dataset": dataset, "method": spec.name, "seed": seed,
                                    "engine_method": spec.method, "params": spec.params, "kind": spec.kind,
                                    "sizes": sizes_dict(sizes), "k": k, "quick": args.quick,
                                    "wall_seconds": time.perf_counter() - start,
@@ -278,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run nothing: rebuild quality.json, RESULTS.md and plots from the journal "
                              "(missing records are reported as incomplete)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--note", help="a sentence to print in RESULTS.md (e.g. how the journal's records were produced)")
     parser.add_argument("--no-quick-params", action="store_true",
                         help=f"with --quick, keep the engine's default method params instead of {QUICK_PARAMS}")
     return parser
@@ -294,7 +322,12 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
     args.random_draws = args.random_draws or (QUICK_RANDOM_DRAWS if args.quick else FULL_RANDOM_DRAWS)
     extra = [parse_variant(v).name for v in args.variant or []]
     args.methods = args.methods or (list(builtin_methods()) + extra)
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--report-only" in shown:
+        shown.remove("--report-only")
+    if "--note" in shown:  # the note is not part of the command that produced the numbers
+        at = shown.index("--note")
+        del shown[at:at + 2]
     args.command = "python -m bench.quality" + ("" if not shown else " " + shlex.join(shown))
     return args
 

@@ -184,6 +184,12 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                f"commit {machine['commit']}; 1-minute load average {machine.get('load_average_1m')} when "
                "this file was written (a load above the core count means other processes shared the CPUs "
                "and inflated the times).")
+    out.append(f"Engine source hash(es) of the records shown: {', '.join(run.get('engine_sources', []))}; "
+               f"torch threads used by the records: {', '.join(run.get('threads_used', []))}.")
+    if run.get("note"):
+        out.append("")
+        out.append(f"Note: {run['note']}")
+        out.append("")
     out.append(f"Model: {run['model']} (fingerprint {run.get('model_fingerprint')}).")
     if run.get("interrupted") or run.get("incomplete"):
         out.append("")
