@@ -106,6 +106,7 @@ class SelectionContext:
         self.cache_hits += sum(part is not None for part in parts)
         self.cache_misses += sum(part is None for part in parts)
         missing = [i for i, part in enumerate(parts) if part is None]
+        self.progress("anchor", 0, len(chunks))  # also the cancellation checkpoint
         if self.anchor_runner is not None and len(missing) > 1:
             # other workers compute chunks into the shared cache; whatever is not there after, runs here
             with self.phase("anchor"):
