@@ -121,9 +121,9 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
                    note="k nearest pool demos per test query (embedding cosine)"),
         MethodSpec("bm25-set", "select", "bm25", note="one set for the selection query set (BM25)"),
         MethodSpec("topk-embed-set", "select", "topk-embed", note="one set for the selection query set (embeddings)"),
-        MethodSpec("exact", "select", "exact", note="exact inference search"),
-        MethodSpec("gradre", "select", "gradre", note="gradient estimates, re-anchoring"),
-        MethodSpec("gradient", "select", "gradient", note="gradient estimates (engine default)"),
+        MethodSpec("exact", "select", "exact", note="random k-subsets scored by exact inference (the reference the estimates save)"),
+        MethodSpec("gradre", "select", "gradre", note="the paper's random ensemble: random subsets estimated from a few anchors"),
+        MethodSpec("gradient", "select", "gradient", note="trust region: single swaps estimated at the current set, best ones confirmed exactly"),
     ]
     return {spec.name: spec for spec in specs}
 
