@@ -201,14 +201,16 @@ def run_load(url: str, requests_of, seconds: float, clients: int, pids: list[int
             "rss_mb_after": {str(pid): round(rss_mb(pid)) for pid in pids}}
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "reliability.json"
-
-
 def record_figures(name: str, figures: dict) -> None:
-    """Print figures and keep them in bench/results/reliability.json (one entry per scenario)."""
+    """Print figures; with ICLSEL_RELIABILITY_RESULTS=path also keep them there (one entry per
+    scenario), e.g. bench/results/reliability.json when refreshing the report on purpose."""
     import json
+    import os
 
     print(f"\n{name}: {json.dumps(figures)}")
+    if not os.environ.get("ICLSEL_RELIABILITY_RESULTS"):
+        return
+    RESULTS = Path(os.environ["ICLSEL_RELIABILITY_RESULTS"])
     try:
         stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     except ValueError:
