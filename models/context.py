@@ -45,6 +45,7 @@ class SelectionContext:
         self.cache_hits = 0
         self.cache_misses = 0
         self.explored = 0  # subsets whose outcome was estimated or run
+        self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
         self._queries_digest = hashlib.sha256(json.dumps(
             [layout.query_ids, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
@@ -56,6 +57,15 @@ class SelectionContext:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    @contextmanager
+    def diagnostic(self):
+        """Model work inside is for diagnostics only: counted apart from the selection's cost."""
+        before = self.runner.counter.as_dict()["forward_equivalent"]
+        try:
+            yield
+        finally:
+            self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
 
     # ---------- exact inference (memoised per subset) ----------
     def exact(self, subset: list[int]) -> torch.Tensor:

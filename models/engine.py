@@ -127,9 +127,11 @@ class Engine:
         ctx.timings["layout"] = time.perf_counter() - started
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)
+        selection_passes = runner.counter.as_dict()["forward_equivalent"] - ctx.diagnostic_passes
         exact_outcome = None
         if request.params.get("evaluate_selected", True):
-            exact_outcome = summarize(ctx.exact(choice.selected), layout.gold)
+            with ctx.diagnostic():
+                exact_outcome = summarize(ctx.exact(choice.selected), layout.gold)
         diagnostics = None
         if choice.checks:
             with ctx.phase("diagnostics"):
@@ -157,7 +159,8 @@ class Engine:
             "diagnostics": diagnostics,
             "explored_subsets": ctx.explored,
             "notes": choice.notes,
-            "passes": runner.counter.as_dict(),
+            "passes": {**runner.counter.as_dict(), "selection_forward_equivalent": selection_passes,
+                       "diagnostics_forward_equivalent": ctx.diagnostic_passes},
             "timings": {name: round(seconds, 4) for name, seconds in ctx.timings.items()},
             "cache": {"hits": ctx.cache_hits, "misses": ctx.cache_misses},
             "model": self.model.describe(),
@@ -170,31 +173,36 @@ class Engine:
 
         import torch
 
+        from .inference import PassCounter
+        from .layout import resolve_options
         from .outcome import macro_f1, query_losses
 
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}
+        by_id = {}
         for q in range(len(queries)):
             chosen = demos[q] if per_query else demos
+            by_id.update({d.id: d for d in chosen})
             groups.setdefault(tuple(d.id for d in chosen), []).append(q)
-        pool_by_id = {d.id: d for group in (demos if per_query else [demos]) for d in group}
-        pool = list(pool_by_id.values())
-        position = {d.id: i for i, d in enumerate(pool)}
-        k = len(next(iter(groups)))
-        layout = self.layout(pool, queries, k, options, template, separator)
-        runner = self._runner(layout)
-        parts = {tuple(members): runner.exact_scores([position[i] for i in ids], members) for ids, members in groups.items()}
-        scores = torch.zeros((len(queries), layout.n_options), dtype=next(iter(parts.values())).dtype)
-        for members, part in parts.items():
-            scores[list(members)] = part
+        options = resolve_options(list(by_id.values()), list(queries), options)
+        counter = PassCounter()
+        scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
+        for ids, members in groups.items():
+            # each prompt is laid out on its own: slots as wide as its own widest demo
+            group_demos, group_queries = [by_id[i] for i in ids], [queries[q] for q in members]
+            layout = self.layout(group_demos, group_queries, len(ids), options, template, separator)
+            runner = self._runner(layout)
+            runner.counter = counter
+            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
+        gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {
-            "accuracy": float((predictions == layout.gold).float().mean()),
-            "macro_f1": macro_f1(predictions, layout.gold, layout.n_options),
-            "loss": float(query_losses(scores, layout.gold).mean()),
-            "predictions": [layout.options[int(p)] for p in predictions],
-            "passes": runner.counter.as_dict(),
+            "accuracy": float((predictions == gold).float().mean()),
+            "macro_f1": macro_f1(predictions, gold, len(options)),
+            "loss": float(query_losses(scores, gold).mean()),
+            "predictions": [options[int(p)] for p in predictions],
+            "passes": counter.as_dict(),
             "seconds": time.perf_counter() - started,
         }
 

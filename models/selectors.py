@@ -150,16 +150,18 @@ def select_gradre(ctx: SelectionContext) -> Choice:
         ctx.explored += n_subsets
         scores = influence_from_subsets(ctx.n, subsets, -estimate["loss"])
     selected = top_k_ascending(scores, ctx.k)
-    to_check = [subsets[i].tolist() for i in range(min(n_checks, n_subsets))]
+    to_check = [subsets[i].tolist() for i in range(min(n_checks, n_subsets))] + [selected]
+    with ctx.diagnostic():
+        exact_runs = ctx.exact_many(to_check, label="diagnostics")
     checks = []
-    for subset, exact in zip(to_check, ctx.exact_many(to_check, label="diagnostics")):
+    for subset, exact in zip(to_check[:-1], exact_runs[:-1]):
         row = subsets.tolist().index(subset)
         estimator = estimators[int(estimate["anchor"][row])]
         checks.append(Check(subset, float(estimate["loss"][row]), float(estimate["zero_order"][row]), exact,
                             _margins(estimator, subsets[row])))
     final = estimate_with_anchors(estimators, torch.tensor([selected]))
     chosen = estimators[int(final["anchor"][0])]
-    checks.append(Check(selected, float(final["loss"][0]), float(final["zero_order"][0]), ctx.exact(selected),
+    checks.append(Check(selected, float(final["loss"][0]), float(final["zero_order"][0]), exact_runs[-1],
                         _margins(chosen, torch.tensor(selected))))
     return Choice(selected, scores, estimated_loss=float(final["loss"][0]),
                   estimated_accuracy=None if final["accuracy"] is None else float(final["accuracy"][0]),

@@ -147,6 +147,8 @@ def test_every_selector_returns_k_distinct_ids_deterministically(tiny, data, met
     assert len(ids) == 3 and len(set(ids)) == 3 and set(ids) <= {d.id for d in pool}
     assert ids == [d["id"] for d in results[1]["selected"]]
     assert results[0]["scores"] == results[1]["scores"] and len(results[0]["scores"]) == len(pool)
+    passes = results[0]["passes"]
+    assert passes["selection_forward_equivalent"] + passes["diagnostics_forward_equivalent"] == passes["forward_equivalent"]
     if method in ("gradient", "gradre"):
         diagnostics = results[0]["diagnostics"]
         assert diagnostics["checked_subsets"] >= 2
