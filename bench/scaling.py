@@ -1,7 +1,7 @@
 """Scaling benchmark: selection cost as the pool (n) and the number of estimated subsets (S) grow,
 with the model calls held fixed.
 
-    python -m bench.scaling                  # n = 100, 1,000, 10,000; S = 1e3 .. 1e6; both anchor modes
+    python -m bench.scaling                  # n = 100, 1,000, 10,000; S = 1e3 .. 1e6; the anchor modes
     python -m bench.scaling --quick          # smaller: n = 100, 1,000; S up to 1e5; mean-loss anchors only
     python -m bench.scaling --select         # also time engine.select("gradient") end to end for each n
 
@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> dict:
               "anchor": {}, "by_n": [], "quick": args.quick, "target": TARGET, "repeats": args.repeats}
     for mode in args.modes:
         runner = ModelRunner(loaded.model, layout, batch_size=8)
-        compute = runner.anchor_per_query if mode == "per-query" else runner.anchor_mean_loss
-        tensors, seconds = timed(lambda: compute(anchor, list(range(len(queries)))))
+        tensors, seconds = timed(lambda: runner.anchor(mode, anchor, list(range(len(queries)))))
         result["anchor"][mode] = {"seconds": seconds, "passes": runner.counter.as_dict()}
         print(f"anchor pass ({mode}): {seconds:.1f}s, passes {runner.counter.as_dict()}")
 
@@ -272,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int)
     parser.add_argument("--pool-sizes", type=int, nargs="+")
     parser.add_argument("--subsets", type=int, nargs="+")
-    parser.add_argument("--modes", nargs="+", choices=["mean-loss", "per-query"])
+    parser.add_argument("--modes", nargs="+", choices=["label-groups", "mean-loss", "per-query"])
     parser.add_argument("--max-demo-tokens", type=int, default=96, help="slot cap: demos longer than this are skipped")
     parser.add_argument("--select", action="store_true", help="also time engine.select(gradient) for each n")
     parser.add_argument("--select-rounds", type=int, default=1)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,18 @@ class Process:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+@contextmanager
+def embedded_api(tiny_model_dir, folder: Path, **env: str):
+    """The real app in embedded mode (no Redis) on the tiny model, ready; stopped afterwards."""
+    server = Api({"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env},
+                 folder / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 class Api(Process):

@@ -11,7 +11,7 @@ from iclsel.models.inference import ModelRunner
 from iclsel.models.layout import build_layout
 from iclsel.models.loading import load_model
 from iclsel.models.outcome import query_losses
-from iclsel.models.selectors import SELECTORS, _single_swaps
+from iclsel.models.selectors import SELECTORS
 
 from linear_model import LinearLM
 

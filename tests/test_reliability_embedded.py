@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_fixtures import POOL, QUERIES, Api, record_figures, run_load, selection
+from service_fixtures import POOL, QUERIES, embedded_api, record_figures, run_load, selection
 
 KEY = "reliability-key"
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +23,8 @@ LIMITS = {"ICLSEL_MAX_POOL_SIZE": "30", "ICLSEL_MAX_QUERIES": "20", "ICLSEL_MAX_
 
 @pytest.fixture(scope="module")
 def api(tiny_model_dir, tmp_path_factory):
-    env = {"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", "ICLSEL_API_KEYS": KEY, **LIMITS}
-    server = Api(env, tmp_path_factory.mktemp("reliability-embedded") / "server.log")
-    try:
-        server.wait_ready()
+    with embedded_api(tiny_model_dir, tmp_path_factory.mktemp("reliability-embedded"), ICLSEL_API_KEYS=KEY, **LIMITS) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

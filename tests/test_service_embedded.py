@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from service_fixtures import POOL, QUERIES, Api, metric, selection
+from service_fixtures import POOL, QUERIES, embedded_api, metric, selection
 
 KEY = "key-two"
 
 
 @pytest.fixture(scope="module")
 def api(tiny_model_dir, tmp_path_factory):
-    env = {"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "",
-           "ICLSEL_API_KEYS": "key-one, key-two", "ICLSEL_MAX_POOL_SIZE": "20", "ICLSEL_MAX_QUERIES": "10",
-           "ICLSEL_MAX_TEXT_CHARS": "300", "ICLSEL_MAX_K": "4", "ICLSEL_MAX_BODY_BYTES": "20000",
-           "ICLSEL_MAX_SUBSETS": "1000"}
-    server = Api(env, tmp_path_factory.mktemp("embedded") / "server.log")
-    try:
-        server.wait_ready()
+    limits = {"ICLSEL_MAX_POOL_SIZE": "20", "ICLSEL_MAX_QUERIES": "10", "ICLSEL_MAX_TEXT_CHARS": "300",
+              "ICLSEL_MAX_K": "4", "ICLSEL_MAX_BODY_BYTES": "20000", "ICLSEL_MAX_SUBSETS": "1000"}
+    with embedded_api(tiny_model_dir, tmp_path_factory.mktemp("embedded"), ICLSEL_API_KEYS="key-one, key-two", **limits) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

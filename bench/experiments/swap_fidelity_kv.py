@@ -1,28 +1,14 @@
 # Experiment: first-order estimates in the slot's key/value space (demo KV computed in the anchor's context).
-import json, os, random, sys, time, torch
+import os, sys, time, torch
 from scipy.stats import spearmanr
+
+sys.path.insert(0, os.path.dirname(__file__))
 from transformers import DynamicCache
-from iclsel.models.loading import load_model
-from iclsel.models.engine import Engine
-from iclsel.models.data import read_jsonl
-from iclsel.models.context import SelectionContext
-from iclsel.models.cache import MemoryCache
-from iclsel.models.selectors import _single_swaps
-from iclsel.models.outcome import query_losses
 from iclsel.models.inference import build_rows
-torch.manual_seed(0)
-ex = read_jsonl(os.path.join(os.path.dirname(__file__), "..", "data", "imdb.jsonl"), "d")
-rng = random.Random(0); rng.shuffle(ex)
-pos = [e for e in ex if e.output=="positive"]; neg=[e for e in ex if e.output=="negative"]
-pool = pos[:50]+neg[:50]; rng.shuffle(pool)
-queries = pos[50:66]+neg[50:66]
-m = load_model("default"); e = Engine(m)
-layout = e.layout(pool, queries, 4, None, "Review: {input}\nSentiment: {output}", "\n\n")
-runner = e._runner(layout)
-ctx = SelectionContext(runner, layout, pool, queries, 4, 0, {}, MemoryCache(), m.fingerprint, m.tokenizer, lambda *a: None)
-anchor = ctx.balanced_subset()
-swaps = _single_swaps(anchor, 100)
-cache = json.load(open(os.environ.get("ICLSEL_SWAP_CACHE", "/tmp/iclsel_swap_exact.json")))
+from iclsel.models.outcome import query_losses
+from swap_setup import load_exact_cache, setup
+ctx, runner, layout, anchor, swaps = setup()
+cache = load_exact_cache()
 t0 = time.time()
 # 1) anchor: prefix KV and per-(label, option) gradients w.r.t. the prefix KV
 prefix = layout.prefix_ids(anchor)
