@@ -15,13 +15,15 @@ from .outcome import query_losses
 
 def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
                        chunk: int = 256) -> torch.Tensor:
-    """grad [..., k, W, d], demo_ids [n, W], embedding [V, d] -> c [..., k, n] = <grad[.., s], E(demo i)>."""
+    """grad [..., k, W, d], demo_ids [n, W], embedding [V, d] -> c [..., k, n] = <grad[.., s], E(demo i)>:
+    one matrix product [.. k, W*d] x [W*d, n], demo embeddings gathered in chunks."""
     embedding = embedding.detach().to(device="cpu", dtype=grad.dtype)
+    flat_grad = grad.reshape(-1, grad.shape[-2] * grad.shape[-1])  # [.. * k, W*d]
     parts = []
     for start in range(0, demo_ids.shape[0], chunk):
-        demo_embeds = embedding[demo_ids[start:start + chunk]]  # [m, W, d]
-        parts.append(torch.einsum("...swd,mwd->...sm", grad, demo_embeds))
-    return torch.cat(parts, dim=-1)
+        demo_embeds = embedding[demo_ids[start:start + chunk]].flatten(1)  # [m, W*d]
+        parts.append(flat_grad @ demo_embeds.T)  # [.. * k, m]
+    return torch.cat(parts, dim=-1).view(*grad.shape[:-2], demo_ids.shape[0])
 
 
 def subset_deltas(contrib: torch.Tensor, subsets: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
