@@ -110,6 +110,8 @@ class Engine:
             raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
         if not isinstance(request.params, dict):
             raise InputError("params", "must be an object")
+        if isinstance(request.seed, bool) or not isinstance(request.seed, int) or request.seed < 0:
+            raise InputError("seed", "must be a non-negative integer")
 
         def checkpoint() -> None:
             if should_cancel is not None and should_cancel():

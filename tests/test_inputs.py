@@ -30,6 +30,9 @@ QUERIES = [Example("q0", "bad plot", "negative"), Example("q1", "great acting", 
     (dict(options=["positive"]), "options"),
     (dict(template="Input: {input}"), "template"),
     (dict(method="magic"), "method"),
+    (dict(seed=-1), "seed"),
+    (dict(method="gradient", params={"anchor_mode": "sideways"}), "params.anchor_mode"),
+    (dict(method="gradient", params={"rounds": "many"}), "params.rounds"),
     (dict(pool=[Example("a", "very long " * 400, "positive"), Example("b", "x", "negative")]), "k"),
 ])
 def test_bad_requests_name_the_field(engine, change, field):
