@@ -272,9 +272,10 @@ class RedisWorker:
                                        "finished_at": time.time()}))
         pipe.hdel(key, "cancel")
         pipe.expire(key, self.settings.job_ttl_s)
+        pipe.xack(self.queue.stream, GROUP, entry_id)  # in the same transaction: stored and acknowledged together
+        pipe.xdel(self.queue.stream, entry_id)
         pipe.execute()
         record_finished(self.queue.metrics, status, result)
-        self._done(entry_id)
 
     def _done(self, entry_id: str, stream: str | None = None) -> None:
         stream = stream or self.queue.stream
