@@ -33,10 +33,21 @@ Also (for benchmarks and exact checks):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .data import Example
+import torch
+
+from .cache import MemoryCache
+from .context import SelectionContext
+from .data import Example, InputError
+from .diagnostics import diagnose
+from .inference import ModelRunner, PassCounter
+from .layout import TokenMemo, build_layout, resolve_options
+from .outcome import macro_f1, query_losses, summarize
+from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
+from .selectors import SELECTORS
 
 DEFAULT_TEMPLATE = "Input: {input}\nLabel: {output}"
 DEFAULT_SEPARATOR = "\n\n"
@@ -70,9 +81,6 @@ class Engine:
     """Holds a loaded model and an anchor cache; runs selections and evaluations."""
 
     def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32, anchor_runner=None):
-        from .cache import MemoryCache
-        from .layout import TokenMemo
-
         self.model = model  # LoadedModel
         self.encode_all = TokenMemo(model.tokenizer)
         self.cache = cache if cache is not None else MemoryCache()
@@ -83,28 +91,16 @@ class Engine:
         self.anchor_runner = anchor_runner
 
     def layout(self, pool, queries, k, options, template, separator, params=None):
-        from .layout import build_layout
-
         params = params or {}
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
                             self.model.max_positions, filler=params.get("filler", "\n"),
                             max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all)
 
     def _runner(self, layout, checkpoint=lambda: None):
-        from .inference import ModelRunner
-
         return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint)
 
     def select(self, request: SelectionRequest, progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None) -> dict:
-        import time
-
-        from .context import SelectionContext
-        from .data import InputError
-        from .diagnostics import diagnose
-        from .outcome import summarize
-        from .selectors import SELECTORS
-
         progress = progress or _no_progress
         if request.method not in SELECTORS:
             raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
@@ -171,14 +167,6 @@ class Engine:
     def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
                  separator: str = DEFAULT_SEPARATOR) -> dict:
         """Exact held-out scores of fixed demos (shared) or one demo list per query."""
-        import time
-
-        import torch
-
-        from .inference import PassCounter
-        from .layout import resolve_options
-        from .outcome import macro_f1, query_losses
-
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}
@@ -210,9 +198,6 @@ class Engine:
 
     def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:
         """The k most similar pool demos for each query (best last), by "bm25" or "topk-embed"."""
-        from .data import InputError
-        from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
-
         if k < 1 or k > len(pool):
             raise InputError("k", f"must be between 1 and the pool size {len(pool)}")
         pool_texts, query_texts = [d.input for d in pool], [q.input for q in queries]
