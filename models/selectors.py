@@ -71,8 +71,10 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     candidates = _param(ctx, "candidates", 4)
     mode = _param(ctx, "anchor_mode", "label-groups", str)
     swap_budget = _param(ctx, "swaps", 0)  # single swaps estimated per round; 0 = all k * (n - k)
-    current = ctx.balanced_subset() if _param(ctx, "init", "balanced", str) == "balanced" else \
-        [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+    init = _param(ctx, "init", "balanced", str)
+    if init not in ("balanced", "random"):
+        raise InputError("params.init", f"must be 'balanced' or 'random', not {init!r}")
+    current = ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
     checks: list[Check] = []
     proposed_by: dict[tuple, Check] = {}
     moves = 0

@@ -33,6 +33,7 @@ QUERIES = [Example("q0", "bad plot", "negative"), Example("q1", "great acting", 
     (dict(seed=-1), "seed"),
     (dict(method="gradient", params={"anchor_mode": "sideways"}), "params.anchor_mode"),
     (dict(method="gradient", params={"rounds": "many"}), "params.rounds"),
+    (dict(method="gradient", params={"init": "clever"}), "params.init"),
     (dict(pool=[Example("a", "very long " * 400, "positive"), Example("b", "x", "negative")]), "k"),
 ])
 def test_bad_requests_name_the_field(engine, change, field):
