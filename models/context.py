@@ -145,8 +145,7 @@ class SelectionContext:
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, d] mean-pooled hidden states of the model for each text."""
-        return self.runner.text_embeddings([self.tokenizer(t, add_special_tokens=False)["input_ids"] or [self.layout.filler_id]
-                                            for t in texts])
+        return self.runner.embed_texts(self.tokenizer, texts)
 
     # ---------- sampling ----------
     def random_subsets(self, count: int) -> torch.Tensor:

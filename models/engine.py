@@ -206,9 +206,8 @@ class Engine:
         elif method == "topk-embed":
             layout = self.layout(pool, queries, k, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             runner = self._runner(layout)
-            encode = lambda texts: runner.text_embeddings(
-                [self.model.tokenizer(t, add_special_tokens=False)["input_ids"] or [layout.filler_id] for t in texts])
-            similarity = cosine_similarity(encode(pool_texts), encode(query_texts))
+            similarity = cosine_similarity(runner.embed_texts(self.model.tokenizer, pool_texts),
+                                           runner.embed_texts(self.model.tokenizer, query_texts))
         else:
             raise InputError("method", "must be 'bm25' or 'topk-embed'")
         return [[pool[i] for i in top_k_ascending(row, k)] for row in similarity]

@@ -200,16 +200,11 @@ class ModelRunner:
         kv_leaves = [t.detach().requires_grad_(True) for pair in prefix_kv for t in pair]
         kv_pairs = list(zip(kv_leaves[0::2], kv_leaves[1::2]))
         gold = self.layout.gold[queries]
-        by_label = sorted(range(len(queries)), key=lambda i: int(gold[i]))  # batches of one label each
         kv_grads: dict[tuple[int, int], list[torch.Tensor]] = {}
         scores = torch.zeros((len(queries), n_opt), dtype=torch.float64)
-        rows_per_query = 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else n_opt
-        step = max(1, self.batch_size // rows_per_query)
         for label in range(n_opt):
-            members = [i for i in by_label if int(gold[i]) == label]
-            for start in range(0, len(members), step):
-                self.checkpoint()
-                local = members[start:start + step]
+            members = [i for i in range(len(queries)) if int(gold[i]) == label]  # batches of one label each
+            for _, local in self._query_batches(members):
                 rows = build_rows(self.layout, [queries[i] for i in local])
                 with torch.enable_grad():
                     batch_scores = self._scores(self._continue(kv_pairs, prefix_len, rows), rows, 0, len(local))
@@ -277,6 +272,11 @@ class ModelRunner:
         return compute[mode](subset, queries)
 
     # ---------- embeddings for retrieval ----------
+    def embed_texts(self, tokenizer, texts: list[str]) -> torch.Tensor:
+        """Mean-pooled last hidden state [N, d] of each text (an empty text as one filler token)."""
+        token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return self.text_embeddings([ids or [self.layout.filler_id] for ids in token_lists])
+
     @torch.no_grad()
     def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:
         """Mean-pooled last hidden state [N, d] of each token list (no prefix)."""
