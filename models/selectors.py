@@ -3,7 +3,8 @@
 - gradient: trust-region search. Anchor at the current set, estimate every single swap (slot s <- demo i)
   to first order, run the few best exactly, move to the best if it lowers the exact loss, repeat.
   Estimates stay local (one demo differs from the anchor), where DESIGN.md section 2 found them informative,
-  and exact runs confirm every move, so the query-set loss never goes up.
+  and exact runs confirm every move, so the query-set loss never goes up. moves=same-label restricts the
+  swaps to demos with the same label as the one they replace.
 - gradre: the paper's random ensemble: random k-subsets, a few random anchors, score = mean estimated
   outcome of the subsets containing a demo.
 - exact: the same sampling with exact inference for every subset (the reference, and the cost saved).
@@ -54,14 +55,17 @@ def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor)
     return torch.where(count > 0, mean, torch.full_like(mean, floor)).numpy()
 
 
-def _single_swaps(anchor: list[int], n: int) -> torch.Tensor:
-    """[k * (n - k), k]: every subset that replaces one slot of ``anchor`` by a demo not in it."""
-    outside = torch.tensor([i for i in range(n) if i not in set(anchor)], dtype=torch.long)
+def _single_swaps(anchor: list[int], n: int, labels: list[str] | None = None) -> torch.Tensor:
+    """[k * (n - k), k]: every subset that replaces one slot of ``anchor`` by a demo not in it.
+    With ``labels`` (one per pool demo), only by a demo of the same label: [sum over slots of
+    (demos outside the anchor with that slot's label), k]."""
+    outside = [i for i in range(n) if i not in set(anchor)]
     base = torch.tensor(anchor, dtype=torch.long)
-    swaps = []
-    for slot in range(len(anchor)):
-        block = base.repeat(len(outside), 1)
-        block[:, slot] = outside
+    swaps = [base.repeat(0, 1)]
+    for slot, member in enumerate(anchor):
+        replacements = [i for i in outside if labels is None or labels[i] == labels[member]]
+        block = base.repeat(len(replacements), 1)
+        block[:, slot] = torch.tensor(replacements, dtype=torch.long)
         swaps.append(block)
     return torch.cat(swaps)
 
@@ -74,6 +78,12 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     init = _param(ctx, "init", "balanced", str)
     if init not in ("balanced", "random"):
         raise InputError("params.init", f"must be 'balanced' or 'random', not {init!r}")
+    move_set = _param(ctx, "moves", "any", str)
+    if move_set not in ("any", "same-label"):
+        raise InputError("params.moves", f"must be 'any' or 'same-label', not {move_set!r}")
+    # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
+    # each move changes only a demo's input text: a smaller step from the anchor than a label change.
+    move_labels = ctx.layout.demo_outputs if move_set == "same-label" else None
     current = ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
     checks: list[Check] = []
     proposed_by: dict[tuple, Check] = {}
@@ -84,7 +94,9 @@ def select_gradient(ctx: SelectionContext) -> Choice:
         rounds_run += 1
         estimator = ctx.anchor(current, mode)
         with ctx.phase("estimate"):
-            swaps = _single_swaps(current, ctx.n)
+            swaps = _single_swaps(current, ctx.n, move_labels)
+            if swaps.shape[0] == 0:
+                break  # no demo left to swap in (same-label moves, every demo of each label already in)
             if 0 < swap_budget < swaps.shape[0]:
                 swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], swap_budget, replace=False))]
             estimate = estimator.estimate(swaps)
@@ -121,7 +133,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     if not any(check is returned for check in checks):
         checks.append(returned)
     return Choice(current, scores, estimated_loss=returned.estimated_loss, checks=checks,
-                  notes={"moves": moves, "anchor_mode": mode, "rounds_run": rounds_run})
+                  notes={"moves": moves, "move_set": move_set, "anchor_mode": mode, "rounds_run": rounds_run})
 
 
 def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:

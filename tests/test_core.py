@@ -5,7 +5,7 @@ import torch
 
 from iclsel.models.cache import MemoryCache
 from iclsel.models.context import SelectionContext
-from iclsel.models.data import Example
+from iclsel.models.data import Example, InputError
 from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
 from iclsel.models.layout import build_layout
@@ -165,6 +165,22 @@ def test_gradient_search_never_returns_worse_than_its_start(tiny, data):
     start = result["diagnostics"]["checks"]
     assert result["exact"]["loss"] <= min(c["exact_loss"] for c in start) + 1e-6
     assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * (len(pool) - 3)
+
+
+def test_gradient_same_label_moves_keep_the_label_mix(tiny):
+    labels = ("a", "b", "c")
+    pool, queries = make_examples(12, "d", 3, labels), make_examples(6, "q", 4, labels)
+    result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(
+        pool, queries, k=3, method="gradient", seed=2, params={"rounds": 3, "candidates": 2, "moves": "same-label"}))
+    output_of = {d.id: d.output for d in pool}
+    assert sorted(output_of[d["id"]] for d in result["selected"]) == list(labels)  # balanced start, kept
+    for check in result["diagnostics"]["checks"]:
+        assert sorted(output_of[i] for i in check["ids"]) == list(labels)
+    # per round: each of the 3 slots may take the 3 other demos of its label
+    assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * 3
+    assert result["notes"]["move_set"] == "same-label"
+    with pytest.raises(InputError, match="params.moves"):
+        Engine(tiny).select(SelectionRequest(pool, queries, k=3, method="gradient", params={"moves": "nearby"}))
 
 
 def test_anchor_cache_reuse_runs_no_gradient_pass(tiny, data):
