@@ -165,8 +165,11 @@ class Engine:
         }
 
     def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
-                 separator: str = DEFAULT_SEPARATOR) -> dict:
-        """Exact held-out scores of fixed demos (shared) or one demo list per query."""
+                 separator: str = DEFAULT_SEPARATOR, layout_pool=None) -> dict:
+        """Exact held-out scores of fixed demos (shared) or one demo list per query.
+
+        Slots are as wide as each prompt's own widest demo; with ``layout_pool`` (the pool the demos came
+        from), as wide as that pool's widest demo: the layout `select` chose under and returns."""
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}
@@ -176,15 +179,22 @@ class Engine:
             by_id.update({d.id: d for d in chosen})
             groups.setdefault(tuple(d.id for d in chosen), []).append(q)
         options = resolve_options(list(by_id.values()), list(queries), options)
+        position = {d.id: i for i, d in enumerate(layout_pool)} if layout_pool is not None else None
+        if position is not None and not set(by_id) <= set(position):
+            raise InputError("demos", f"not in layout_pool: {sorted(set(by_id) - set(position))[:5]}")
         counter = PassCounter()
         scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
         for ids, members in groups.items():
-            # each prompt is laid out on its own: slots as wide as its own widest demo
-            group_demos, group_queries = [by_id[i] for i in ids], [queries[q] for q in members]
-            layout = self.layout(group_demos, group_queries, len(ids), options, template, separator)
+            group_queries = [queries[q] for q in members]
+            if position is None:  # the prompt on its own: slots as wide as its own widest demo
+                layout = self.layout([by_id[i] for i in ids], group_queries, len(ids), options, template, separator)
+                slots = list(range(len(ids)))
+            else:
+                layout = self.layout(layout_pool, group_queries, len(ids), options, template, separator)
+                slots = [position[i] for i in ids]
             runner = self._runner(layout)
             runner.counter = counter
-            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
+            scores[members] = runner.exact_scores(slots, list(range(len(members)))).double()
         gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {

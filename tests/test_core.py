@@ -207,6 +207,21 @@ def test_evaluate_shared_and_per_query_demos(tiny, data):
     assert engine.evaluate(retrieved, queries)["passes"]["forward"] == len(queries)
 
 
+def test_evaluate_in_the_selection_layout_reproduces_the_selection_outcome(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3))
+    by_id = {d.id: d for d in pool}
+    chosen = [by_id[d["id"]] for d in result["selected"]]
+    in_pool_layout = engine.evaluate(chosen, queries, layout_pool=pool)
+    assert in_pool_layout["loss"] == pytest.approx(result["exact"]["loss"], abs=1e-6)
+    assert in_pool_layout["accuracy"] == pytest.approx(result["exact"]["accuracy"])
+    assert max(len(d.input) for d in chosen) < max(len(d.input) for d in pool)  # so the two layouts differ
+    assert engine.evaluate(chosen, queries)["loss"] != pytest.approx(in_pool_layout["loss"], abs=1e-9)
+    with pytest.raises(InputError, match="demos"):
+        engine.evaluate(chosen, queries, layout_pool=pool[:2])
+
+
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
     """An anchor_runner that computes JSON anchor tasks on a separately loaded model (as another
     worker would) fills the shared cache; the selection is the same as computing locally."""

@@ -31,8 +31,8 @@ class StandInEngine:
         return {"selected": [d.to_dict() for d in chosen], "passes": passes, "timings": {"total": 0.0},
                 "diagnostics": diagnostics, "estimate": None, "exact": None, "cache": {"hits": 0, "misses": 0}}
 
-    def evaluate(self, demos, queries, options=None, template="", separator="\n\n"):
-        StandInEngine.calls.append("evaluate")
+    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", layout_pool=None):
+        StandInEngine.calls.append("evaluate" if layout_pool is None else "evaluate:pool-layout")
         per_query = demos and isinstance(demos[0], list)
         ids = sorted({d.id for ds in demos for d in ds}) if per_query else [d.id for d in demos]
         rng = random.Random(hashlib.sha256("|".join(ids).encode()).hexdigest())

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from bench import data as bench_data
-from bench import quality
+from bench import quality, rescore
 from bench.protocol import Sizes, make_split, parse_variant
 from bench.tests.standin_engine import StandInEngine
 from iclsel.models.data import Example
@@ -118,6 +118,25 @@ def test_benchmark_writes_results_and_resumes(tmp_path):
     StandInEngine.calls.clear()
     quality.run_benchmark(args2, StandInEngine, "standin-model", log=lambda _: None)
     assert "evaluate" in StandInEngine.calls
+
+
+def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
+    _fake_data(tmp_path / "data")
+    common = ["--datasets", "imdb", "--seeds", "0", "--pool-size", "20", "--select-size", "6", "--test-size", "30",
+              "--out-dir", str(tmp_path / "results"), "--data-dir", str(tmp_path / "data")]
+    args = quality.resolve_args(["--quick", "--random-draws", "2", "--results-md", str(tmp_path / "RESULTS.md"), *common])
+    measured = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)["imdb"]
+    StandInEngine.calls.clear()
+    rescore_args = rescore.parse_args(["--quick", "--results-md", str(tmp_path / "RESCORE.md"), *common])
+    table = rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)["imdb"]
+    assert set(table) == set(measured)
+    assert "evaluate" not in StandInEngine.calls  # every evaluation in the pool layout
+    assert StandInEngine.calls.count("evaluate:pool-layout") == len(measured) + 1  # random: 2 draws
+    assert table["gradient"]["own_layout_accuracy_mean"] == measured["gradient"]["accuracy_mean"]
+    assert "| gradient | 0 |" in (tmp_path / "RESCORE.md").read_text()
+    StandInEngine.calls.clear()
+    rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)  # resumes: nothing evaluated again
+    assert StandInEngine.calls == []
 
 
 def test_quick_defaults_are_stated():
