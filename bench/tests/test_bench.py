@@ -127,6 +127,9 @@ def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
     args = quality.resolve_args(["--quick", "--random-draws", "2", "--results-md", str(tmp_path / "RESULTS.md"), *common])
     measured = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)["imdb"]
     StandInEngine.calls.clear()
+    report_only = rescore.parse_args(["--quick", "--report-only", "--results-md", str(tmp_path / "RESCORE.md"), *common])
+    assert rescore.rescore(report_only, StandInEngine, log=lambda _: None) == {} and StandInEngine.calls == []
+    assert "not re-scored yet: imdb/0/bm25-per-query" in (tmp_path / "RESCORE.md").read_text()
     rescore_args = rescore.parse_args(["--quick", "--results-md", str(tmp_path / "RESCORE.md"), *common])
     table = rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)["imdb"]
     assert set(table) == set(measured)
@@ -134,6 +137,7 @@ def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
     assert StandInEngine.calls.count("evaluate:pool-layout") == len(measured) + 1  # random: 2 draws
     assert table["gradient"]["own_layout_accuracy_mean"] == measured["gradient"]["accuracy_mean"]
     assert "| gradient | 0 |" in (tmp_path / "RESCORE.md").read_text()
+    assert "not re-scored" not in (tmp_path / "RESCORE.md").read_text()
     StandInEngine.calls.clear()
     rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)  # resumes: nothing evaluated again
     assert StandInEngine.calls == []
