@@ -79,8 +79,8 @@ def rescore(args: argparse.Namespace, new_engine: EngineFactory, log=print) -> d
                             for demos in demo_sets(engine, record, split, record["k"])]
                     done[key] = {"key": key, "source_key": record["key"], "dataset": dataset, "seed": seed,
                                  "method": method, "engine_source": record.get("engine_source"),
-                                 "accuracy": sum(r["accuracy"] for r in runs) / len(runs),
-                                 "macro_f1": sum(r["macro_f1"] for r in runs) / len(runs),
+                                 "accuracy": report._mean([r["accuracy"] for r in runs]),
+                                 "macro_f1": report._mean([r["macro_f1"] for r in runs]),
                                  "own_layout_accuracy": record["accuracy"], "own_layout_macro_f1": record["macro_f1"],
                                  "prediction_counts": dict(sum((Counter(r["predictions"]) for r in runs), Counter())),
                                  "seconds": time.perf_counter() - start}
@@ -94,7 +94,7 @@ def rescore(args: argparse.Namespace, new_engine: EngineFactory, log=print) -> d
             rows = entry["seeds"]
             for name in ("accuracy", "macro_f1", "own_layout_accuracy", "own_layout_macro_f1"):
                 values = [r[name] for r in rows]
-                entry[f"{name}_mean"] = sum(values) / len(values)
+                entry[f"{name}_mean"] = report._mean(values)
                 entry[f"{name}_std"] = report._std(values)
     report.write_json(args.out_dir / "quality_pool_layout.json", table)
     write_markdown(args.results_md, table, args, missing)

@@ -183,18 +183,20 @@ class Engine:
         if position is not None and not set(by_id) <= set(position):
             raise InputError("demos", f"not in layout_pool: {sorted(set(by_id) - set(position))[:5]}")
         counter = PassCounter()
+        pool_runners: dict[int, ModelRunner] = {}  # k -> runner over layout_pool and all queries, built once
         scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
         for ids, members in groups.items():
-            group_queries = [queries[q] for q in members]
             if position is None:  # the prompt on its own: slots as wide as its own widest demo
-                layout = self.layout([by_id[i] for i in ids], group_queries, len(ids), options, template, separator)
-                slots = list(range(len(ids)))
+                layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
+                                     template, separator)
+                runner, slots, rows = self._runner(layout), list(range(len(ids))), list(range(len(members)))
             else:
-                layout = self.layout(layout_pool, group_queries, len(ids), options, template, separator)
-                slots = [position[i] for i in ids]
-            runner = self._runner(layout)
+                if len(ids) not in pool_runners:
+                    pool_runners[len(ids)] = self._runner(
+                        self.layout(layout_pool, list(queries), len(ids), options, template, separator))
+                runner, slots, rows = pool_runners[len(ids)], [position[i] for i in ids], members
             runner.counter = counter
-            scores[members] = runner.exact_scores(slots, list(range(len(members)))).double()
+            scores[members] = runner.exact_scores(slots, rows).double()
         gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {
