@@ -25,7 +25,7 @@ class SelectionContext:
     def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
                  seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
                  progress: Callable[[str, int, int], None], anchor_chunk: int = 32,
-                 anchor_runner: Callable[[list[dict]], None] | None = None):
+                 anchor_runner: Callable[[list[dict]], None] | None = None, query_demo: list[int] | None = None):
         self.runner = runner
         self.tokenizer = tokenizer
         self.pool_inputs = [example.input for example in pool]
@@ -34,6 +34,11 @@ class SelectionContext:
         self.k = k
         self.n = layout.demo_ids.shape[0]
         self.queries = list(range(len(layout.query_ids)))
+        # [Q] pool index of each query row that is a pool demo (params.pool_queries), -1 for the user's queries.
+        # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the
+        # mean loss over visible(S).
+        self.query_demo = torch.tensor(query_demo if query_demo is not None else [-1] * len(self.queries),
+                                       dtype=torch.long)
         self.rng = np.random.default_rng(seed)
         self.params = params
         self.cache = cache
@@ -67,9 +72,23 @@ class SelectionContext:
         finally:
             self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
 
+    def visible(self, subset: list[int]) -> list[int]:
+        """The query rows scored for ``subset``: all, except pool demos that are in it."""
+        members = {int(i) for i in subset}
+        return [q for q in self.queries if int(self.query_demo[q]) not in members]
+
+    def _all_rows(self, scores: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """scores [len(rows), O] of query ``rows`` -> [Q, O], NaN on the rows not scored."""
+        if len(rows) == len(self.queries):
+            return scores
+        full = torch.full((len(self.queries), scores.shape[-1]), float("nan"), dtype=scores.dtype)
+        full[rows] = scores
+        return full
+
     # ---------- exact inference (memoised per subset) ----------
     def exact(self, subset: list[int]) -> torch.Tensor:
-        """Exact option scores [Q, O] of ``subset`` on the query set (memoised, and cached by content)."""
+        """Exact option scores [Q, O] of ``subset`` on the query set, NaN on rows it hides (memoised, and
+        cached by content)."""
         key = tuple(int(i) for i in subset)
         if key not in self._exact:
             cache_key = self._key("exact", {"demos": [self.layout.demo_ids[i].tolist() for i in key],
@@ -80,8 +99,9 @@ class SelectionContext:
                 self._exact[key] = cached["scores"]
             else:
                 self.cache_misses += 1
+                rows = self.visible(key)
                 with self.phase("exact"):
-                    self._exact[key] = self.runner.exact_scores(list(key), self.queries)
+                    self._exact[key] = self._all_rows(self.runner.exact_scores(list(key), rows), rows)
                 self.cache.put(cache_key, {"scores": self._exact[key]})
         return self._exact[key]
 
@@ -110,7 +130,8 @@ class SelectionContext:
         """Anchor quantities at ``subset`` (from the cache when present), in query chunks."""
         if mode not in ANCHOR_MODES:
             raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
-        chunks = [self.queries[i:i + self.anchor_chunk] for i in range(0, len(self.queries), self.anchor_chunk)]
+        rows = self.visible(subset)
+        chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
         keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
         parts = [self.cache.get(key) for key in keys]
         self.cache_hits += sum(part is not None for part in parts)
@@ -133,15 +154,18 @@ class SelectionContext:
         merged = {"scores": torch.cat([p["scores"] for p in parts])}
         if mode == "per-query":
             merged.update({name: torch.cat([p[name] for p in parts]) for name in ("grad_margins", "reference", "row_count")})
-            merged["row_of_query"] = torch.arange(len(self.queries))
+            merged["row_of_query"] = torch.arange(len(rows))
         elif mode == "label-groups":
             merged.update({name: torch.stack([p[name] for p in parts]).sum(0) for name in ("grad_margins", "row_count")})
             merged.update({name: torch.cat([p[name] for p in parts]) for name in ("reference", "row_of_query")})
         else:
             merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
-        self._exact.setdefault(tuple(int(i) for i in subset), merged["scores"])  # the anchor pass ran it exactly
+        # the anchor pass ran it exactly
+        self._exact.setdefault(tuple(int(i) for i in subset), self._all_rows(merged["scores"], rows))
         with self.phase("estimate"):
-            return AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight, self.layout.gold)
+            return AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
+                                   self.layout.gold[rows], query_demo=self.query_demo[rows],
+                                   rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, d] mean-pooled hidden states of the model for each text."""

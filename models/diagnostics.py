@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import spearmanr
 
-from .outcome import query_losses
+from .outcome import mean_loss, summarize
 
 
 @dataclass
@@ -36,10 +36,10 @@ def paper_metric(f_true: torch.Tensor, f_est: torch.Tensor) -> float:
 
 
 def diagnose(checks: list[Check], gold: torch.Tensor, ids: list[str]) -> dict:
-    exact_loss = torch.tensor([float(query_losses(c.exact_scores, gold).mean()) for c in checks])
+    exact_loss = torch.tensor([mean_loss(c.exact_scores, gold) for c in checks])
     estimated = torch.tensor([c.estimated_loss for c in checks])
     zero_order = torch.tensor([c.zero_order_loss for c in checks])
-    exact_accuracy = [float((c.exact_scores.argmax(-1) == gold).float().mean()) for c in checks]
+    exact_accuracy = [summarize(c.exact_scores, gold)["accuracy"] for c in checks]
     per_query = all(c.estimated_margins is not None for c in checks)
 
     spearman = None
@@ -50,6 +50,9 @@ def diagnose(checks: list[Check], gold: torch.Tensor, ids: list[str]) -> dict:
     if per_query:
         exact_margins = torch.stack([c.exact_scores - c.exact_scores[:, :1] for c in checks])  # [C, Q, O]
         estimated_margins = torch.stack([c.estimated_margins for c in checks])
+        # rows both scored (with pool queries, a demo's own query row is NaN for prompts that hold it)
+        both = ~(exact_margins.isnan().any(-1) | estimated_margins.isnan().any(-1))  # [C, Q]
+        exact_margins, estimated_margins = exact_margins[both], estimated_margins[both]  # [rows, O]
         paper = paper_metric(exact_margins[..., 1:], estimated_margins[..., 1:])
         label_agreement = float((estimated_margins.argmax(-1) == exact_margins.argmax(-1)).float().mean())
         paper_on = "per-query option margins"

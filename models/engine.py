@@ -13,6 +13,9 @@ CONTRACT (other packages rely on it):
     estimate:   {"loss", "accuracy"} estimated outcome of the selected set on the query set (None for
                 methods without an estimate)
     exact:      {"loss", "accuracy"} exact outcome of the selected set on the query set (when measured)
+                With params.pool_queries (gradient, gradre, exact), the pool's demos are selection queries too,
+                each scored only for prompts it is not in; estimates, checks and diagnostics cover them, "exact"
+                covers the user's queries only.
     diagnostics: estimate-error diagnostics (gradient-based methods) or None
     passes:     {"forward": rows, "backward": rows, "forward_equivalent": forward + 2 * backward}
     timings:    {phase: seconds}
@@ -113,15 +116,24 @@ class Engine:
             if should_cancel is not None and should_cancel():
                 raise Cancelled("selection cancelled")
 
+        pool_queries = request.params.get("pool_queries", False)
+        if not isinstance(pool_queries, bool):
+            raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
+
         started = time.perf_counter()
         progress("layout", 0, 1)
-        layout = self.layout(request.pool, request.queries, request.k, request.options, request.template,
+        # pool_queries: the pool's demos are selection queries too, each scored only for prompts it is not in,
+        # so the search's objective rests on n - k more labelled queries than the user's.
+        scored_queries = list(request.queries) + (list(request.pool) if pool_queries else [])
+        query_demo = [-1] * len(request.queries) + (list(range(len(request.pool))) if pool_queries else [])
+        layout = self.layout(request.pool, scored_queries, request.k, request.options, request.template,
                              request.separator, request.params)
         runner = self._runner(layout, checkpoint)
         ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k, request.seed,
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
-                               anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
+                               anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner,
+                               query_demo=query_demo)
         ctx.timings["layout"] = time.perf_counter() - started
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)
@@ -129,7 +141,8 @@ class Engine:
         exact_outcome = None
         if request.params.get("evaluate_selected", True):
             with ctx.diagnostic():
-                exact_outcome = summarize(ctx.exact(choice.selected), layout.gold)
+                user_rows = slice(0, len(request.queries))  # the user's query set, not the pool queries
+                exact_outcome = summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
         diagnostics = None
         if choice.checks:
             with ctx.phase("diagnostics"):

@@ -42,12 +42,21 @@ class AnchorEstimator:
       Per-query anchors have one row per query; label-group anchors one row per gold label. Each
       query's margins move by its row's mean shift, then the loss, the predicted label and accuracy
       are computed exactly from the estimated margins.
-    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: a first-order estimate of the mean loss only."""
+    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: a first-order estimate of the mean loss only.
+    Q here counts the anchor's scored queries: ``rows`` [Q] are their indices in the whole query set of
+    ``n_queries``; ``query_demo`` [Q] the pool index of a query that is a pool demo (-1 if none). A subset
+    that contains such a demo does not count that query (per-query and label-group estimates; a mean-loss
+    estimate cannot drop a query's share of the gradient and keeps it)."""
 
     def __init__(self, anchor: list[int], tensors: dict[str, torch.Tensor], demo_ids: torch.Tensor,
-                 embedding: torch.Tensor, gold: torch.Tensor):
+                 embedding: torch.Tensor, gold: torch.Tensor, query_demo: torch.Tensor | None = None,
+                 rows: torch.Tensor | None = None, n_queries: int | None = None):
         self.anchor = torch.tensor(anchor, dtype=torch.long)
         self.gold = gold
+        self.query_demo = query_demo if query_demo is not None else torch.full_like(gold, -1)
+        self.has_pool_queries = bool((self.query_demo >= 0).any())
+        self.rows = rows if rows is not None else torch.arange(gold.shape[0])
+        self.n_queries = n_queries if n_queries is not None else gold.shape[0]
         self.per_query = "grad_margins" in tensors  # per-query estimates available
         grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
         self.scores = tensors["scores"].to(grad.dtype)  # [Q, O]
@@ -68,6 +77,19 @@ class AnchorEstimator:
         delta = subset_deltas(self.contrib, subsets, self.anchor) * self.row_weight[:, None]  # [S, R, O]
         return self.margins + delta[:, self.row_of_query]
 
+    def all_rows_margins(self, subset: torch.Tensor) -> torch.Tensor:
+        """subset [k] -> estimated margins [n_queries, O], NaN on the rows the anchor did not score."""
+        margins = self.estimated_margins(subset[None])[0]
+        full = torch.full((self.n_queries, margins.shape[-1]), float("nan"), dtype=margins.dtype)
+        full[self.rows] = margins
+        return full
+
+    def counted(self, subsets: torch.Tensor) -> torch.Tensor:
+        """subsets [S, k] -> [S, Q] float, 1 where the query counts for the subset (it is not one of its demos)."""
+        if not self.has_pool_queries:
+            return torch.ones((subsets.shape[0], self.gold.shape[0]))
+        return (subsets[:, :, None] != self.query_demo[None, None, :]).all(1).float()
+
     def estimate(self, subsets: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor | None]:
         """subsets [S, k] -> {"loss": [S], "accuracy": [S] or None, "predictions": [S, Q] or None}."""
         losses, accuracies, predictions = [], [], []
@@ -75,10 +97,12 @@ class AnchorEstimator:
             part = subsets[start:start + chunk]
             if self.per_query:
                 margins = self.estimated_margins(part)  # [s, Q, O]
-                losses.append(query_losses(margins, self.gold).mean(-1))
+                counted = self.counted(part).to(margins.dtype)  # [s, Q]
+                count = counted.sum(-1)
+                losses.append((query_losses(margins, self.gold) * counted).sum(-1) / count)
                 predicted = margins.argmax(-1)
                 predictions.append(predicted)
-                accuracies.append((predicted == self.gold).float().mean(-1))
+                accuracies.append((((predicted == self.gold).to(margins.dtype) * counted).sum(-1) / count).float())
             else:
                 delta = subset_deltas(self.contrib, part, self.anchor)
                 losses.append(self.loss + delta / self.gold.shape[0])

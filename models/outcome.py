@@ -12,11 +12,23 @@ def query_losses(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(scores, dim=-1) - gold_scores
 
 
+def scored_rows(scores: torch.Tensor) -> torch.Tensor:
+    """[Q] True where a query has scores. A query that is itself a demo of the prompt (pool queries, see
+    context.SelectionContext) is not scored for that prompt: its row is NaN."""
+    return ~scores.isnan().any(-1)
+
+
+def mean_loss(scores: torch.Tensor, gold: torch.Tensor) -> float:
+    """Mean -log p(gold) over the scored queries of one subset's scores [Q, O]."""
+    keep = scored_rows(scores)
+    return float(query_losses(scores[keep], gold[keep]).mean())
+
+
 def summarize(scores: torch.Tensor, gold: torch.Tensor) -> dict:
-    """Mean loss and accuracy of one subset's scores [Q, O]."""
-    predictions = scores.argmax(-1)
-    return {"loss": float(query_losses(scores, gold).mean()),
-            "accuracy": float((predictions == gold).float().mean())}
+    """Mean loss and accuracy over the scored queries of one subset's scores [Q, O]."""
+    keep = scored_rows(scores)
+    return {"loss": mean_loss(scores, gold),
+            "accuracy": float((scores[keep].argmax(-1) == gold[keep]).float().mean())}
 
 
 def macro_f1(predictions: torch.Tensor, gold: torch.Tensor, n_classes: int) -> float:

@@ -22,7 +22,7 @@ from .context import SelectionContext
 from .data import InputError
 from .diagnostics import Check
 from .estimate import estimate_with_anchors
-from .outcome import query_losses
+from .outcome import mean_loss
 from .retrieval import bm25_similarity, cosine_similarity, set_scores, top_k_ascending
 
 
@@ -137,15 +137,16 @@ def select_gradient(ctx: SelectionContext) -> Choice:
 
 
 def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
-    """Estimated per-query margins [Q, O] of one subset (per-query anchors only)."""
+    """Estimated per-query margins [Q, O] of one subset, NaN on rows the anchor did not score (per-query
+    anchors only)."""
     if not estimator.per_query:
         return None
-    margins = estimator.estimated_margins(subset[None])[0]
+    margins = estimator.all_rows_margins(subset)
     return margins - margins[:, :1]  # relative to option 0, as diagnostics compare them
 
 
 def _loss(ctx: SelectionContext, scores: torch.Tensor) -> float:
-    return float(query_losses(scores, ctx.layout.gold).mean())
+    return mean_loss(scores, ctx.layout.gold)
 
 
 def select_gradre(ctx: SelectionContext) -> Choice:

@@ -40,12 +40,14 @@ def data():
     return make_examples(10, "d", 0), make_examples(5, "q", 1)
 
 
-def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3):
-    layout = build_layout(loaded.tokenizer, pool, queries, k, options, "Input: {input}\nLabel: {output}", "\n\n",
+def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3, pool_queries=False):
+    scored = queries + (pool if pool_queries else [])
+    layout = build_layout(loaded.tokenizer, pool, scored, k, options, "Input: {input}\nLabel: {output}", "\n\n",
                           loaded.max_positions)
     runner = ModelRunner(model if model is not None else loaded.model, layout, batch_size=batch_size)
+    query_demo = [-1] * len(queries) + (list(range(len(pool))) if pool_queries else [])
     return SelectionContext(runner, layout, pool, queries, k, 0, {}, MemoryCache(), "test", loaded.tokenizer,
-                            lambda *a: None, anchor_chunk=2)
+                            lambda *a: None, anchor_chunk=2, query_demo=query_demo)
 
 
 @pytest.mark.parametrize("mode", ["mean-loss", "per-query", "label-groups"])
@@ -156,6 +158,49 @@ def test_every_selector_returns_k_distinct_ids_deterministically(tiny, data, met
         assert results[0]["passes"]["backward"] > 0
     other_seed = Engine(tiny).select(SelectionRequest(pool, queries, k=3, method="random", seed=8))
     assert other_seed["selected"] != results[0]["selected"] or method != "random"
+
+
+@pytest.mark.parametrize("mode", ["per-query", "label-groups"])
+def test_pool_queries_never_score_a_demo_on_itself(tiny, data, mode):
+    """With pool queries, a pool demo is a query only for prompts it is not in: the anchor skips its
+    members' rows, exact runs leave them NaN, and estimates drop the rows of demos swapped in. On the
+    linear model the estimate must equal the exact loss over the rows both the anchor and the subset score."""
+    pool, queries = data
+    ctx = context(tiny, pool, queries, model=LinearLM(len(tiny.tokenizer)), pool_queries=True)
+    n_user = len(queries)
+    anchor = [0, 5, 2]
+    estimator = ctx.anchor(anchor, mode)
+    assert estimator.rows.tolist() == [q for q in range(n_user + len(pool)) if q - n_user not in anchor]
+    subsets = torch.tensor([[1, 5, 2], [0, 9, 2], [3, 4, 6]])  # swaps in demos whose rows the anchor scored
+    estimate = estimator.estimate(subsets)
+    for row, subset in enumerate(subsets.tolist()):
+        exact = ctx.exact(subset)
+        hidden = [n_user + i for i in subset]
+        assert bool(exact[hidden].isnan().all()) and not bool(exact[ctx.visible(subset)].isnan().any())
+        both = [q for q in ctx.visible(subset) if q in set(estimator.rows.tolist())]
+        expected = query_losses(exact[both], ctx.layout.gold[both]).mean()
+        assert float(estimate["loss"][row]) == pytest.approx(float(expected), rel=1e-6)
+    # and dropping the swapped-in demo's row matters: counting it would give another value
+    assert estimator.counted(subsets).sum(-1).tolist() == [len(estimator.rows) - 1] * 2 + [len(estimator.rows) - 3]
+
+
+def test_gradient_with_pool_queries_reports_the_user_queries(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    params = {"rounds": 2, "candidates": 2, "pool_queries": True}
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1, params=params))
+    by_id = {d.id: d for d in pool}
+    chosen = [by_id[d["id"]] for d in result["selected"]]
+    assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries, layout_pool=pool)["loss"], abs=1e-6)
+    diagnostics = result["diagnostics"]
+    assert all(c["exact_loss"] == c["exact_loss"] for c in diagnostics["checks"])  # no NaN
+    assert diagnostics["label_agreement"] is not None and diagnostics["label_agreement"] == diagnostics["label_agreement"]
+    # every anchor and check scored the pool's other demos too: more query rows than without pool queries
+    plain = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
+                                                                     params={"rounds": 2, "candidates": 2}))
+    assert result["passes"]["forward"] > plain["passes"]["forward"]
+    with pytest.raises(InputError, match="params.pool_queries"):
+        engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"pool_queries": "yes"}))
 
 
 def test_gradient_search_never_returns_worse_than_its_start(tiny, data):
