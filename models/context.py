@@ -25,7 +25,8 @@ class SelectionContext:
     def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
                  seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
                  progress: Callable[[str, int, int], None], anchor_chunk: int = 32,
-                 anchor_runner: Callable[[list[dict]], None] | None = None, query_demo: list[int] | None = None):
+                 anchor_runner: Callable[[list[dict]], None] | None = None, query_demo: list[int] | None = None,
+                 compact_prompts: bool = False):
         self.runner = runner
         self.tokenizer = tokenizer
         self.pool_inputs = [example.input for example in pool]
@@ -37,6 +38,10 @@ class SelectionContext:
         # [Q] pool index of each query row that is a pool demo (params.pool_queries), -1 for the user's queries.
         # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the
         # mean loss over visible(S).
+        # compact_prompts: exact runs (and the prompt returned) use slots as wide as the subset's widest demo,
+        # not the pool's; anchors still take gradients in the pool-width layout (slot-aligned estimates)
+        # and are rebased on their compact exact outcome.
+        self.compact_prompts = compact_prompts
         self.query_demo = torch.tensor(query_demo if query_demo is not None else [-1] * len(self.queries),
                                        dtype=torch.long)
         self.rng = np.random.default_rng(seed)
@@ -72,6 +77,10 @@ class SelectionContext:
         finally:
             self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
 
+    def prompt_width(self, subset: list[int] | tuple[int, ...]) -> int:
+        """Slot width of the prompt that is run and returned for ``subset``."""
+        return self.layout.subset_width(list(subset)) if self.compact_prompts else self.layout.slot_width
+
     def visible(self, subset: list[int]) -> list[int]:
         """The query rows scored for ``subset``: all, except pool demos that are in it."""
         members = {int(i) for i in subset}
@@ -91,8 +100,9 @@ class SelectionContext:
         cached by content)."""
         key = tuple(int(i) for i in subset)
         if key not in self._exact:
+            width = self.prompt_width(key)
             cache_key = self._key("exact", {"demos": [self.layout.demo_ids[i].tolist() for i in key],
-                                            "queries": self._queries_digest})
+                                            "queries": self._queries_digest, "width": width})
             cached = self.cache.get(cache_key)
             if cached is not None:
                 self.cache_hits += 1
@@ -101,7 +111,7 @@ class SelectionContext:
                 self.cache_misses += 1
                 rows = self.visible(key)
                 with self.phase("exact"):
-                    self._exact[key] = self._all_rows(self.runner.exact_scores(list(key), rows), rows)
+                    self._exact[key] = self._all_rows(self.runner.exact_scores(list(key), rows, width=width), rows)
                 self.cache.put(cache_key, {"scores": self._exact[key]})
         return self._exact[key]
 
@@ -160,12 +170,15 @@ class SelectionContext:
             merged.update({name: torch.cat([p[name] for p in parts]) for name in ("reference", "row_of_query")})
         else:
             merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
-        # the anchor pass ran it exactly
-        self._exact.setdefault(tuple(int(i) for i in subset), self._all_rows(merged["scores"], rows))
+        if not self.compact_prompts:  # the anchor pass ran the prompt exactly
+            self._exact.setdefault(tuple(int(i) for i in subset), self._all_rows(merged["scores"], rows))
         with self.phase("estimate"):
-            return AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
-                                   self.layout.gold[rows], query_demo=self.query_demo[rows],
-                                   rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
+            estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
+                                        self.layout.gold[rows], query_demo=self.query_demo[rows],
+                                        rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
+        if self.compact_prompts:  # zero-order term: the compact prompt's own outcome (one exact run, memoised)
+            estimator.rebase(self.exact(subset)[rows])
+        return estimator
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, d] mean-pooled hidden states of the model for each text."""

@@ -119,6 +119,9 @@ class Engine:
         pool_queries = request.params.get("pool_queries", False)
         if not isinstance(pool_queries, bool):
             raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
+        prompt_width = request.params.get("prompt_width", "subset")
+        if prompt_width not in ("subset", "pool"):
+            raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
 
         started = time.perf_counter()
         progress("layout", 0, 1)
@@ -133,7 +136,7 @@ class Engine:
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
                                anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner,
-                               query_demo=query_demo)
+                               query_demo=query_demo, compact_prompts=prompt_width == "subset")
         ctx.timings["layout"] = time.perf_counter() - started
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)
@@ -150,7 +153,8 @@ class Engine:
         ctx.timings["total"] = time.perf_counter() - started
         progress("done", 1, 1)
 
-        prefix = layout.prefix_ids(choice.selected)
+        width = ctx.prompt_width(choice.selected)
+        prefix = layout.prefix_ids(choice.selected, width)
         estimate = None
         if choice.estimated_loss is not None:
             estimate = {"loss": choice.estimated_loss, "accuracy": choice.estimated_accuracy}
@@ -162,7 +166,7 @@ class Engine:
             "params": request.params,
             "selected": [request.pool[i].to_dict() for i in choice.selected],
             "prompt": {"text": self.model.tokenizer.decode(prefix.tolist()), "token_ids": prefix.tolist(),
-                       "slot_width": layout.slot_width,
+                       "slot_width": width,
                        "query_template": layout.template.split("{output}")[0].rstrip()},
             "scores": {demo.id: float(score) for demo, score in zip(request.pool, choice.scores)},
             "estimate": estimate,

@@ -59,14 +59,21 @@ class AnchorEstimator:
         self.n_queries = n_queries if n_queries is not None else gold.shape[0]
         self.per_query = "grad_margins" in tensors  # per-query estimates available
         grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
-        self.scores = tensors["scores"].to(grad.dtype)  # [Q, O]
-        self.losses = query_losses(self.scores, gold)  # [Q]
         self.contrib = slot_contributions(grad, demo_ids, embedding)  # [R, O, k, n] or [k, n]
         if self.per_query:
-            reference = tensors["reference"]
-            self.margins = self.scores - self.scores.gather(1, reference[:, None])  # [Q, O]
+            self.reference = tensors["reference"]  # [Q]
             self.row_of_query = tensors["row_of_query"]
             self.row_weight = (1.0 / tensors["row_count"].clamp_min(1)).to(grad.dtype)  # [R]
+        self.rebase(tensors["scores"].to(grad.dtype))
+
+    def rebase(self, scores: torch.Tensor) -> None:
+        """Take ``scores`` [Q, O] as the anchor's own outcome (the zero-order term); the first-order deltas
+        stay those of the anchor's gradient. Used when the prompt really run (slots as wide as the subset's
+        widest demo) is narrower than the pool-width layout the gradient was taken in."""
+        self.scores = scores.to(self.contrib.dtype)  # [Q, O]
+        self.losses = query_losses(self.scores, self.gold)  # [Q]
+        if self.per_query:
+            self.margins = self.scores - self.scores.gather(1, self.reference[:, None])  # [Q, O]
 
     @property
     def loss(self) -> float:

@@ -130,9 +130,11 @@ class ModelRunner:
 
     # ---------- exact inference ----------
     @torch.no_grad()
-    def exact_scores(self, subset: list[int], queries: list[int], share_prefix: bool = True) -> torch.Tensor:
-        """Option scores [len(queries), O] of the prompts with demos ``subset`` (slot order)."""
-        prefix = self.layout.prefix_ids(subset).to(self.device)
+    def exact_scores(self, subset: list[int], queries: list[int], share_prefix: bool = True,
+                     width: int | None = None) -> torch.Tensor:
+        """Option scores [len(queries), O] of the prompts with demos ``subset`` (slot order), slots ``width``
+        tokens wide (default: the layout's)."""
+        prefix = self.layout.prefix_ids(subset, width).to(self.device)
         parts = []
         if share_prefix:
             prefix_kv, prefix_len = self._prefix_cache(prefix_ids=prefix[None])

@@ -43,9 +43,16 @@ class Layout:
     def n_options(self) -> int:
         return len(self.options)
 
-    def prefix_ids(self, subset: list[int] | torch.Tensor) -> torch.Tensor:
-        """Token ids [len(specials) + k*W] of the demo prefix for demos ``subset`` in slot order."""
-        slots = self.demo_ids[torch.as_tensor(subset, dtype=torch.long)].reshape(-1)
+    def subset_width(self, subset: list[int] | torch.Tensor) -> int:
+        """The widest demo of ``subset``, in tokens: the slot width of its compact prompt."""
+        return int(self.demo_lengths[torch.as_tensor(subset, dtype=torch.long)].max())
+
+    def prefix_ids(self, subset: list[int] | torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """Token ids [len(specials) + k*w] of the demo prefix for demos ``subset`` in slot order, each slot
+        w = ``width`` tokens wide (default: the pool's slot width W). Slots are left-padded, so a narrower
+        slot drops filler only (``width`` must be at least ``subset_width(subset)``)."""
+        width = self.slot_width if width is None else width
+        slots = self.demo_ids[torch.as_tensor(subset, dtype=torch.long)][:, self.slot_width - width:].reshape(-1)
         return torch.cat([torch.tensor(self.special_ids, dtype=torch.long), slots])
 
     def slot_start(self) -> int:

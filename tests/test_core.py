@@ -191,7 +191,7 @@ def test_gradient_with_pool_queries_reports_the_user_queries(tiny, data):
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1, params=params))
     by_id = {d.id: d for d in pool}
     chosen = [by_id[d["id"]] for d in result["selected"]]
-    assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries, layout_pool=pool)["loss"], abs=1e-6)
+    assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries)["loss"], abs=1e-6)
     diagnostics = result["diagnostics"]
     assert all(c["exact_loss"] == c["exact_loss"] for c in diagnostics["checks"])  # no NaN
     assert diagnostics["label_agreement"] is not None and diagnostics["label_agreement"] == diagnostics["label_agreement"]
@@ -252,19 +252,46 @@ def test_evaluate_shared_and_per_query_demos(tiny, data):
     assert engine.evaluate(retrieved, queries)["passes"]["forward"] == len(queries)
 
 
-def test_evaluate_in_the_selection_layout_reproduces_the_selection_outcome(tiny, data):
+def test_selection_returns_and_scores_the_prompt_evaluate_scores(tiny, data):
+    """By default (prompt_width "subset") select runs and returns slots as wide as the chosen set's widest
+    demo, the prompt evaluate() scores; with prompt_width "pool", as wide as the pool's widest demo, the
+    prompt evaluate(layout_pool=pool) scores."""
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    result = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3))
     by_id = {d.id: d for d in pool}
-    chosen = [by_id[d["id"]] for d in result["selected"]]
-    in_pool_layout = engine.evaluate(chosen, queries, layout_pool=pool)
-    assert in_pool_layout["loss"] == pytest.approx(result["exact"]["loss"], abs=1e-6)
-    assert in_pool_layout["accuracy"] == pytest.approx(result["exact"]["accuracy"])
+    compact = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3))
+    wide = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3, params={"prompt_width": "pool"}))
+    assert compact["selected"] == wide["selected"]
+    chosen = [by_id[d["id"]] for d in compact["selected"]]
     assert max(len(d.input) for d in chosen) < max(len(d.input) for d in pool)  # so the two layouts differ
-    assert engine.evaluate(chosen, queries)["loss"] != pytest.approx(in_pool_layout["loss"], abs=1e-9)
+    own, in_pool_layout = engine.evaluate(chosen, queries), engine.evaluate(chosen, queries, layout_pool=pool)
+    assert compact["exact"]["loss"] == pytest.approx(own["loss"], abs=1e-6)
+    assert wide["exact"]["loss"] == pytest.approx(in_pool_layout["loss"], abs=1e-6)
+    assert own["loss"] != pytest.approx(in_pool_layout["loss"], abs=1e-9)
+    assert compact["prompt"]["slot_width"] < wide["prompt"]["slot_width"]
+    assert len(compact["prompt"]["token_ids"]) < len(wide["prompt"]["token_ids"])
+    filler = tiny.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    assert [t for t in compact["prompt"]["token_ids"] if t != filler] == [t for t in wide["prompt"]["token_ids"] if t != filler]
     with pytest.raises(InputError, match="demos"):
         engine.evaluate(chosen, queries, layout_pool=pool[:2])
+    with pytest.raises(InputError, match="params.prompt_width"):
+        engine.select(SelectionRequest(pool, queries, k=3, method="random", params={"prompt_width": "wide"}))
+
+
+def test_compact_prompts_rebase_anchors_on_the_prompt_really_run(tiny, data):
+    """Anchors take gradients in the pool-width layout; with compact prompts their zero-order value is the
+    compact prompt's exact outcome, so the estimate of the anchor itself is that outcome."""
+    pool, queries = data
+    ctx = context(tiny, pool, queries)
+    ctx.compact_prompts = True
+    anchor = [4, 1, 7]
+    estimator = ctx.anchor(anchor, "label-groups")
+    compact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries, width=ctx.layout.subset_width(anchor)),
+                           ctx.layout.gold).mean()
+    wide = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
+    assert ctx.layout.subset_width(anchor) < ctx.layout.slot_width and float(compact) != pytest.approx(float(wide))
+    assert float(estimator.estimate(torch.tensor([anchor]))["loss"][0]) == pytest.approx(float(compact), rel=1e-6)
+    assert estimator.loss == pytest.approx(float(compact), rel=1e-6)
 
 
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
