@@ -185,8 +185,9 @@ class Engine:
                  separator: str = DEFAULT_SEPARATOR, layout_pool=None) -> dict:
         """Exact held-out scores of fixed demos (shared) or one demo list per query.
 
-        Slots are as wide as each prompt's own widest demo; with ``layout_pool`` (the pool the demos came
-        from), as wide as that pool's widest demo: the layout `select` chose under and returns."""
+        Slots are as wide as each prompt's own widest demo (the prompt `select` runs and returns by default);
+        with ``layout_pool`` (the pool the demos came from), as wide as that pool's widest demo (what `select`
+        runs and returns with params.prompt_width "pool")."""
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}

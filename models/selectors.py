@@ -1,7 +1,8 @@
 """Selectors, one interface: select_<name>(ctx) -> Choice.
 
-- gradient: trust-region search. Anchor at the current set, estimate every single swap (slot s <- demo i)
-  to first order, run the few best exactly, move to the best if it lowers the exact loss, repeat.
+- gradient: trust-region search. Start from the best (by exact loss) of ``starts`` label-balanced sets;
+  anchor at the current set, estimate every single swap (slot s <- demo i) to first order, run the few
+  best exactly, move to the best if it lowers the exact loss, repeat.
   Estimates stay local (one demo differs from the anchor), where DESIGN.md section 2 found them informative,
   and exact runs confirm every move, so the query-set loss never goes up. moves=same-label restricts the
   swaps to demos with the same label as the one they replace.
@@ -84,7 +85,16 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
     # each move changes only a demo's input text: a smaller step from the anchor than a label change.
     move_labels = ctx.layout.demo_outputs if move_set == "same-label" else None
-    current = ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+    n_starts = _param(ctx, "starts", 1)
+    if n_starts < 1:
+        raise InputError("params.starts", f"must be at least 1, got {n_starts}")
+    starts = [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+              for _ in range(n_starts)]
+    current = starts[0]
+    if n_starts > 1:  # run every start exactly (forward passes only) and search from the best
+        start_losses = [_loss(ctx, scores) for scores in ctx.exact_many(starts, label="starts")]
+        ctx.explored += n_starts
+        current = starts[int(np.argmin(start_losses))]
     checks: list[Check] = []
     proposed_by: dict[tuple, Check] = {}
     moves = 0
@@ -133,7 +143,8 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     if not any(check is returned for check in checks):
         checks.append(returned)
     return Choice(current, scores, estimated_loss=returned.estimated_loss, checks=checks,
-                  notes={"moves": moves, "move_set": move_set, "anchor_mode": mode, "rounds_run": rounds_run})
+                  notes={"moves": moves, "move_set": move_set, "anchor_mode": mode, "rounds_run": rounds_run,
+                         "starts": n_starts})
 
 
 def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:

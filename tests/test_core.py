@@ -212,6 +212,20 @@ def test_gradient_search_never_returns_worse_than_its_start(tiny, data):
     assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * (len(pool) - 3)
 
 
+def test_gradient_searches_from_the_best_of_its_starts(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    one = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"rounds": 0}))
+    many = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"rounds": 0, "starts": 6}))
+    assert many["notes"]["starts"] == 6 and many["explored_subsets"] == one["explored_subsets"] + 6
+    assert many["exact"]["loss"] <= one["exact"]["loss"] + 1e-9  # the first start is the single start's set
+    labels = {d.id: d.output for d in pool}
+    assert sorted(labels[d["id"]] for d in many["selected"]) in (["negative", "positive", "positive"],
+                                                                 ["negative", "negative", "positive"])
+    with pytest.raises(InputError, match="params.starts"):
+        engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"starts": 0}))
+
+
 def test_gradient_same_label_moves_keep_the_label_mix(tiny):
     labels = ("a", "b", "c")
     pool, queries = make_examples(12, "d", 3, labels), make_examples(6, "q", 4, labels)
