@@ -1,4 +1,5 @@
-"""Re-score the quality benchmark's selections in the layout `select` returns (no re-selection).
+"""Re-score the quality benchmark's selections in the pool-width layout (what `select` runs and returns
+with params.prompt_width "pool", its default before commit 2a024e3), with no re-selection.
 
     python -m bench.rescore --datasets bbc imdb --seeds 0 1 2 [--threads 2]
 
@@ -109,7 +110,7 @@ def write_markdown(path: Path, table: dict, args: argparse.Namespace, missing: l
              f"    {args.command}", "",
              f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              "", "The same selections and held-out test queries as `RESULTS.md`, scored with slots as wide as the "
-             "pool's widest demo (the layout `select` chooses in and returns) instead of each prompt's own widest "
+             "pool's widest demo (what `select` runs and returns with params.prompt_width \"pool\") instead of each prompt's own widest "
              "demo. Mean (std) over the seeds listed.", ""]
     if missing:
         lines += [f"Incomplete: not re-scored yet: {', '.join(missing)}.", ""]

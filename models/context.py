@@ -16,6 +16,7 @@ from .data import Example, InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner
 from .layout import Layout
+from .outcome import on_all_rows
 from .tasks import anchor_task
 
 ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")
@@ -86,14 +87,6 @@ class SelectionContext:
         members = {int(i) for i in subset}
         return [q for q in self.queries if int(self.query_demo[q]) not in members]
 
-    def _all_rows(self, scores: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        """scores [len(rows), O] of query ``rows`` -> [Q, O], NaN on the rows not scored."""
-        if len(rows) == len(self.queries):
-            return scores
-        full = torch.full((len(self.queries), scores.shape[-1]), float("nan"), dtype=scores.dtype)
-        full[rows] = scores
-        return full
-
     # ---------- exact inference (memoised per subset) ----------
     def exact(self, subset: list[int]) -> torch.Tensor:
         """Exact option scores [Q, O] of ``subset`` on the query set, NaN on rows it hides (memoised, and
@@ -111,7 +104,8 @@ class SelectionContext:
                 self.cache_misses += 1
                 rows = self.visible(key)
                 with self.phase("exact"):
-                    self._exact[key] = self._all_rows(self.runner.exact_scores(list(key), rows, width=width), rows)
+                    self._exact[key] = on_all_rows(self.runner.exact_scores(list(key), rows, width=width), rows,
+                                                   len(self.queries))
                 self.cache.put(cache_key, {"scores": self._exact[key]})
         return self._exact[key]
 
@@ -171,7 +165,7 @@ class SelectionContext:
         else:
             merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
         if not self.compact_prompts:  # the anchor pass ran the prompt exactly
-            self._exact.setdefault(tuple(int(i) for i in subset), self._all_rows(merged["scores"], rows))
+            self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged["scores"], rows, len(self.queries)))
         with self.phase("estimate"):
             estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
                                         self.layout.gold[rows], query_demo=self.query_demo[rows],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import spearmanr
 
-from .outcome import mean_loss, summarize
+from .outcome import summarize
 
 
 @dataclass
@@ -36,10 +36,11 @@ def paper_metric(f_true: torch.Tensor, f_est: torch.Tensor) -> float:
 
 
 def diagnose(checks: list[Check], gold: torch.Tensor, ids: list[str]) -> dict:
-    exact_loss = torch.tensor([mean_loss(c.exact_scores, gold) for c in checks])
+    outcomes = [summarize(c.exact_scores, gold) for c in checks]  # over each check's scored queries
+    exact_loss = torch.tensor([outcome["loss"] for outcome in outcomes])
     estimated = torch.tensor([c.estimated_loss for c in checks])
     zero_order = torch.tensor([c.zero_order_loss for c in checks])
-    exact_accuracy = [summarize(c.exact_scores, gold)["accuracy"] for c in checks]
+    exact_accuracy = [outcome["accuracy"] for outcome in outcomes]
     per_query = all(c.estimated_margins is not None for c in checks)
 
     spearman = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .outcome import query_losses
+from .outcome import on_all_rows, query_losses
 
 
 def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
@@ -86,10 +86,7 @@ class AnchorEstimator:
 
     def all_rows_margins(self, subset: torch.Tensor) -> torch.Tensor:
         """subset [k] -> estimated margins [n_queries, O], NaN on the rows the anchor did not score."""
-        margins = self.estimated_margins(subset[None])[0]
-        full = torch.full((self.n_queries, margins.shape[-1]), float("nan"), dtype=margins.dtype)
-        full[self.rows] = margins
-        return full
+        return on_all_rows(self.estimated_margins(subset[None])[0], self.rows, self.n_queries)
 
     def counted(self, subsets: torch.Tensor) -> torch.Tensor:
         """subsets [S, k] -> [S, Q] float, 1 where the query counts for the subset (it is not one of its demos)."""

@@ -18,6 +18,15 @@ def scored_rows(scores: torch.Tensor) -> torch.Tensor:
     return ~scores.isnan().any(-1)
 
 
+def on_all_rows(values: torch.Tensor, rows: torch.Tensor | list[int], n_rows: int) -> torch.Tensor:
+    """values [len(rows), O] of query ``rows`` -> [n_rows, O], NaN on the other rows (not scored)."""
+    if len(rows) == n_rows:
+        return values
+    full = torch.full((n_rows, values.shape[-1]), float("nan"), dtype=values.dtype)
+    full[rows] = values
+    return full
+
+
 def mean_loss(scores: torch.Tensor, gold: torch.Tensor) -> float:
     """Mean -log p(gold) over the scored queries of one subset's scores [Q, O]."""
     keep = scored_rows(scores)
