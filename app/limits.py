@@ -66,6 +66,11 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
             (f"options[{i}]", option) for i, option in enumerate(body.options or []))):
         if len(text) > settings.max_text_chars:
             raise invalid(name, f"is longer than {settings.max_text_chars} characters")
+    if len(body.targets) > settings.max_queries:
+        raise invalid("targets", f"at most {settings.max_queries} targets")
+    for i, text in enumerate(body.targets):
+        if len(text) > settings.max_text_chars:
+            raise invalid(f"targets[{i}]", f"is longer than {settings.max_text_chars} characters")
     for name, value in numbers(body.params, "params"):
         if isinstance(value, float) and not math.isfinite(value):
             raise invalid(name, "must be a finite number")
@@ -75,4 +80,5 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
             raise invalid(f"params.{name}", f"must be at most {settings.max_subsets}")
     return {"pool_id": pool_id, "pool": records, "queries": queries, "k": body.k, "method": body.method,
             "options": body.options, "template": body.template, "separator": body.separator,
-            "seed": body.seed, "params": body.params}
+            "seed": body.seed, "params": body.params,
+            **({"targets": body.targets} if body.targets else {})}  # absent when empty: older job ids hold

@@ -53,6 +53,9 @@ class SelectionCreate(BaseModel):
     separator: str = DEFAULT_SEPARATOR
     seed: int = Field(0, ge=0, le=2**63 - 1)
     params: dict[str, Any] = Field(default_factory=dict, description="method parameters")
+    targets: list[str] = Field(default_factory=list, description=(
+        "inputs (no labels) you will prompt for: with params.retrieve, each gets its own nearest demos "
+        "(result.retrieved.targets)"))
     wait_s: float | None = Field(None, ge=0, allow_inf_nan=False,
                                  description="wait this long for the result (default: server setting)")
 

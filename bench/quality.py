@@ -66,8 +66,9 @@ def _passes(result_passes: dict | None) -> float | None:
     return result_passes.get("forward_equivalent")
 
 
-def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str]) -> dict:
-    ev = engine.evaluate(demos, split.test, options=options, template=spec_template, separator=SEPARATOR)
+def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str], context=None) -> dict:
+    ev = engine.evaluate(demos, split.test, options=options, template=spec_template, separator=SEPARATOR,
+                         context=context)
     return {
         "accuracy": ev["accuracy"],
         "macro_f1": ev["macro_f1"],
@@ -104,7 +105,8 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         request = SelectionRequest(pool=split.pool, queries=split.select, k=k, method=spec.method, options=options,
                                    template=template, separator=SEPARATOR,
                                    seed=seed * 1000 + draw if spec.kind == "random" else seed,
-                                   params={"evaluate_selected": False, **spec.params})
+                                   params={"evaluate_selected": False, **spec.params},
+                                   targets=[t.input for t in split.test])  # inputs only, never labels
         start = time.perf_counter()
         result = engine.select(request)
         seconds = time.perf_counter() - start
@@ -114,7 +116,12 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
                "selected_labels": [d.output for d in demos], "diagnostics": result.get("diagnostics"),
                "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache"),
                "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes")}
-        run.update(_evaluate(engine, demos, split, template, options))
+        context = None
+        if result.get("retrieved"):  # params.retrieve: each test query's own neighbours follow the shared demos
+            by_id = {d.id: d for d in split.pool}
+            context = [[by_id[i] for i in ids] for ids in result["retrieved"]["targets"]]
+            run["retrieved_slots"] = result["retrieved"]["slots"]
+        run.update(_evaluate(engine, demos, split, template, options, context))
         runs.append(run)
     if draws == 1:
         return runs[0]

@@ -52,7 +52,7 @@ class _Progress:
 
 
 def select_main(args: argparse.Namespace) -> int:
-    from iclsel.models.data import InputError, read_jsonl
+    from iclsel.models.data import InputError, read_inputs, read_jsonl
     from iclsel.models.engine import Engine, SelectionRequest
     from iclsel.models.loading import ModelNotFound, load_model
 
@@ -64,7 +64,8 @@ def select_main(args: argparse.Namespace) -> int:
         options = [o for o in args.options.split(",")] if args.options else None
         request = SelectionRequest(pool=pool, queries=queries, k=args.k, method=args.method, options=options,
                                    template=args.template, separator=args.separator.encode().decode("unicode_escape"),
-                                   seed=args.seed, params=_parse_params(args.param))
+                                   seed=args.seed, params=_parse_params(args.param),
+                                   targets=read_inputs(args.targets, "targets") if args.targets else [])
         model = load_model(args.model or settings.model, device=args.device or settings.device,
                            dtype=args.dtype or settings.dtype, home=settings.home)
         result = Engine(model, batch_size=settings.batch_size).select(request, progress=progress)
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     select = commands.add_parser("select", help="select k demonstrations for a query set; prints JSON")
     select.add_argument("--pool", required=True, help="JSONL of {id?, input, output}")
     select.add_argument("--queries", required=True, help="JSONL of {id?, input, output}")
+    select.add_argument("--targets", help="JSONL of {input}: inputs you will prompt for; with --param retrieve=R "
+                                          "each gets its own R nearest demos (result retrieved.targets)")
     select.add_argument("-k", type=int, default=4)
     select.add_argument("--method", default="gradient", choices=METHODS)
     select.add_argument("--options", help="comma-separated label verbalizers (default: the outputs seen)")

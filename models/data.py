@@ -52,6 +52,21 @@ def examples_from_records(records: list[dict], field: str) -> list[Example]:
 
 def read_jsonl(path: str | Path, field: str) -> list[Example]:
     """Read one JSON object per line; blank lines are skipped; ids default to the line number (0-based)."""
+    return examples_from_records(read_records(path, field), field)
+
+
+def read_inputs(path: str | Path, field: str) -> list[str]:
+    """The "input" of each JSON object per line (labels, if any, are ignored): inputs to prompt for."""
+    inputs = []
+    for position, record in enumerate(read_records(path, field)):
+        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+            raise InputError(f"{field}[{position}].input", "each line must be an object with a string input")
+        inputs.append(record["input"])
+    return inputs
+
+
+def read_records(path: str | Path, field: str) -> list:
+    """The JSON value on each non-blank line; objects get "id" = line number (0-based) unless they have one."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -67,4 +82,4 @@ def read_jsonl(path: str | Path, field: str) -> list[Example]:
         if isinstance(record, dict):
             record.setdefault("id", line_number)
         records.append(record)
-    return examples_from_records(records, field)
+    return records

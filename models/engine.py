@@ -16,7 +16,12 @@ CONTRACT (other packages rely on it):
                 With params.pool_queries (gradient, gradre, exact), the pool's demos are selection queries too,
                 each scored only for prompts it is not in; estimates, checks and diagnostics cover them, "exact"
                 covers the user's queries only.
-    diagnostics: estimate-error diagnostics (gradient-based methods) or None
+    retrieved:  None, or with params.retrieve = r (0 < r < k): {"slots": r, "by": "topk-embed",
+                "queries": [[demo id] per query], "targets": [[demo id] per request.targets input]}.
+                "selected" then holds the k - r shared demos; each query's prompt is the shared prefix, then its
+                own r nearest pool demos outside "selected" (embedding cosine, best last, unpadded), then the
+                query. The search optimises the shared demos for those per-query prompts; "exact" is their
+                outcome.
     passes:     {"forward": rows, "backward": rows, "forward_equivalent": forward + 2 * backward}
     timings:    {phase: seconds}
     cache:      {"hits": n, "misses": n}
@@ -25,9 +30,10 @@ CONTRACT (other packages rely on it):
 Errors: InputError(field, message) for bad input; Cancelled when should_cancel() turned true.
 
 Also (for benchmarks and exact checks):
-    engine.evaluate(demos, queries, options=None, template=..., separator=...) -> dict
+    engine.evaluate(demos, queries, options=None, template=..., separator=..., context=None) -> dict
         demos: list[Example] shared by all queries (prefix-shared inference), or list[list[Example]]
-        one demo list per query (e.g. per-query retrieval). Returns {"accuracy", "macro_f1", "loss",
+        one demo list per query (e.g. per-query retrieval); context: per query, demos after the slots
+        (result["retrieved"]). Returns {"accuracy", "macro_f1", "loss",
         "predictions": [option per query], "passes": {...}, "seconds"}.
     engine.retrieve_per_query(pool, queries, k, method)  -> list[list[Example]]
         method "bm25" or "topk-embed": the k nearest pool demos for each query, as retrieval users do.
@@ -40,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .cache import MemoryCache
@@ -54,6 +61,7 @@ from .selectors import SELECTORS
 
 DEFAULT_TEMPLATE = "Input: {input}\nLabel: {output}"
 DEFAULT_SEPARATOR = "\n\n"
+DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
 METHODS = ("gradient", "gradre", "exact", "random", "bm25", "topk-embed")
 
 ProgressFn = Callable[[str, int, int], None]
@@ -74,6 +82,8 @@ class SelectionRequest:
     separator: str = DEFAULT_SEPARATOR
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)  # method parameters (see selectors)
+    # inputs (no labels) the caller will prompt for: with params.retrieve, each gets its own neighbours
+    targets: list[str] = field(default_factory=list)
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -93,11 +103,12 @@ class Engine:
         # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
         self.anchor_runner = anchor_runner
 
-    def layout(self, pool, queries, k, options, template, separator, params=None):
+    def layout(self, pool, queries, k, options, template, separator, params=None, query_context=None):
         params = params or {}
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
                             self.model.max_positions, filler=params.get("filler", "\n"),
-                            max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all)
+                            max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all,
+                            query_context=query_context)
 
     def _runner(self, layout, checkpoint=lambda: None):
         return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint)
@@ -122,6 +133,8 @@ class Engine:
         prompt_width = request.params.get("prompt_width", "subset")
         if prompt_width not in ("subset", "pool"):
             raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
+        if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
+            raise InputError("targets", "must be a list of input strings")
 
         started = time.perf_counter()
         progress("layout", 0, 1)
@@ -132,20 +145,61 @@ class Engine:
         layout = self.layout(request.pool, scored_queries, request.k, request.options, request.template,
                              request.separator, request.params)
         runner = self._runner(layout, checkpoint)
-        ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k, request.seed,
+        retrieve = request.params.get("retrieve", DEFAULT_RETRIEVE)  # checked once the layout has checked k
+        if isinstance(retrieve, bool) or not isinstance(retrieve, int) or not 0 <= retrieve < request.k:
+            raise InputError("params.retrieve", f"must be an integer from 0 to k-1 = {request.k - 1}, got {retrieve!r}")
+        similarity = None  # [queries + targets, n] embedding cosine (params.retrieve)
+        if retrieve:
+            # k - retrieve shared slots are searched; each query row carries its own `retrieve` nearest demos
+            # between the slots and the query (a pool query never retrieves itself).
+            embed_started = time.perf_counter()
+            similarity = cosine_similarity(
+                runner.embed_texts(self.model.tokenizer, [d.input for d in request.pool]),
+                runner.embed_texts(self.model.tokenizer, [q.input for q in scored_queries] + request.targets))
+            embed_seconds = time.perf_counter() - embed_started
+            for row, demo in enumerate(query_demo):
+                if demo >= 0:
+                    similarity[row, demo] = -np.inf
+            context = [[request.pool[i] for i in top_k_ascending(row, retrieve)]
+                       for row in similarity[:len(scored_queries)]]
+            layout = self.layout(request.pool, scored_queries, request.k - retrieve, request.options,
+                                 request.template, request.separator, request.params, query_context=context)
+            runner = ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint,
+                                 counter=runner.counter)
+        ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k - retrieve, request.seed,
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
                                anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner,
                                query_demo=query_demo, compact_prompts=prompt_width == "subset")
         ctx.timings["layout"] = time.perf_counter() - started
+        if retrieve:
+            ctx.timings["retrieve"] = embed_seconds
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)
         selection_passes = runner.counter.as_dict()["forward_equivalent"] - ctx.diagnostic_passes
+        retrieved = None
+        if retrieve:
+            # the prompts returned: each query's and target's `retrieve` nearest demos outside the shared ones
+            # (the search's rows kept theirs fixed, so a row whose neighbour joined the shared slots held it twice)
+            outside = similarity.copy()
+            outside[:, choice.selected] = -np.inf
+            rows = list(range(len(request.queries))) + list(range(len(scored_queries), len(outside)))
+            retrieved = [top_k_ascending(outside[row], retrieve) for row in rows]
         exact_outcome = None
         if request.params.get("evaluate_selected", True):
             with ctx.diagnostic():
                 user_rows = slice(0, len(request.queries))  # the user's query set, not the pool queries
-                exact_outcome = summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
+                if retrieve:  # the returned prompts, run exactly
+                    final = self.layout(request.pool, request.queries, request.k - retrieve, request.options,
+                                        request.template, request.separator, request.params,
+                                        query_context=[[request.pool[i] for i in ids]
+                                                       for ids in retrieved[:len(request.queries)]])
+                    scores = ModelRunner(self.model.model, final, batch_size=self.batch_size, checkpoint=checkpoint,
+                                         counter=runner.counter).exact_scores(
+                        choice.selected, list(range(len(request.queries))), width=ctx.prompt_width(choice.selected))
+                    exact_outcome = summarize(scores, final.gold)
+                else:
+                    exact_outcome = summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
         diagnostics = None
         if choice.checks:
             with ctx.phase("diagnostics"):
@@ -168,6 +222,10 @@ class Engine:
             "prompt": {"text": self.model.tokenizer.decode(prefix.tolist()), "token_ids": prefix.tolist(),
                        "slot_width": width,
                        "query_template": layout.template.split("{output}")[0].rstrip()},
+            "retrieved": None if retrieved is None else {
+                "slots": retrieve, "by": "topk-embed",
+                "queries": [[request.pool[i].id for i in ids] for ids in retrieved[:len(request.queries)]],
+                "targets": [[request.pool[i].id for i in ids] for ids in retrieved[len(request.queries):]]},
             "scores": {demo.id: float(score) for demo, score in zip(request.pool, choice.scores)},
             "estimate": estimate,
             "exact": exact_outcome,
@@ -182,12 +240,13 @@ class Engine:
         }
 
     def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
-                 separator: str = DEFAULT_SEPARATOR, layout_pool=None) -> dict:
+                 separator: str = DEFAULT_SEPARATOR, layout_pool=None, context=None) -> dict:
         """Exact held-out scores of fixed demos (shared) or one demo list per query.
 
         Slots are as wide as each prompt's own widest demo (the prompt `select` runs and returns by default);
         with ``layout_pool`` (the pool the demos came from), as wide as that pool's widest demo (what `select`
-        runs and returns with params.prompt_width "pool")."""
+        runs and returns with params.prompt_width "pool"). ``context``: per query, demos placed unpadded
+        after the slots (what `select` returns with params.retrieve: result["retrieved"])."""
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}
@@ -203,15 +262,19 @@ class Engine:
         counter = PassCounter()
         pool_runners: dict[int, ModelRunner] = {}  # k -> runner over layout_pool and all queries, built once
         scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
+        if context is not None and len(context) != len(queries):
+            raise InputError("context", f"one demo list per query: {len(context)} lists for {len(queries)} queries")
         for ids, members in groups.items():
             if position is None:  # the prompt on its own: slots as wide as its own widest demo
                 layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
-                                     template, separator)
+                                     template, separator,
+                                     query_context=None if context is None else [context[q] for q in members])
                 runner, slots, rows = self._runner(layout), list(range(len(ids))), list(range(len(members)))
             else:
                 if len(ids) not in pool_runners:
                     pool_runners[len(ids)] = self._runner(
-                        self.layout(layout_pool, list(queries), len(ids), options, template, separator))
+                        self.layout(layout_pool, list(queries), len(ids), options, template, separator,
+                                    query_context=context))
                 runner, slots, rows = pool_runners[len(ids)], [position[i] for i in ids], members
             runner.counter = counter
             scores[members] = runner.exact_scores(slots, rows).double()

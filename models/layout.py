@@ -127,8 +127,13 @@ def resolve_options(pool: list[Example], queries: list[Example], options: list[s
 
 def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
                  template: str, separator: str, max_positions: int, filler: str = "\n",
-                 max_slot_tokens: int | None = None, encode_all: TokenMemo | None = None) -> Layout:
-    """Tokenise pool and queries into the slot layout, validating what the user gave."""
+                 max_slot_tokens: int | None = None, encode_all: TokenMemo | None = None,
+                 query_context: list[list[Example]] | None = None) -> Layout:
+    """Tokenise pool and queries into the slot layout, validating what the user gave.
+
+    ``query_context`` (params.retrieve): per query, demos rendered unpadded between the slots and the
+    query (each query's own retrieved neighbours, best last); they are part of that query's row, so the
+    slots stay shared and slot-aligned."""
     encode_all = encode_all or TokenMemo(tokenizer)
     if not pool:
         raise InputError("pool", "must not be empty")
@@ -167,6 +172,9 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
     demo_ids = torch.tensor(flat, dtype=torch.long).view(len(pool), width)
 
     query_ids = encode_all([render_query(template, query) for query in queries])
+    if query_context is not None:
+        query_ids = [sum(encode_all([render_demo(template, separator, demo) for demo in context]), []) + ids
+                     for context, ids in zip(query_context, query_ids, strict=True)]
     longest = len(special_ids) + k * width + max(len(ids) for ids in query_ids) + max(len(ids) for ids in option_ids)
     if longest > max_positions:
         raise InputError("k", f"prompts would be {longest} tokens (k={k} slots of {width} tokens plus the query), "

@@ -292,6 +292,40 @@ def test_selection_returns_and_scores_the_prompt_evaluate_scores(tiny, data):
         engine.select(SelectionRequest(pool, queries, k=3, method="random", params={"prompt_width": "wide"}))
 
 
+@pytest.mark.parametrize("method", ["gradient", "random"])
+def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(tiny, data, method):
+    """params.retrieve = r: k - r shared demos, then each query's (and target's) r nearest pool demos outside
+    them, best last; result["exact"] is the outcome evaluate() gives those very prompts."""
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    targets = ["good fun film", "boring plot"]
+    result = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets,
+                                            params={"retrieve": 2, "rounds": 1, "candidates": 2}))
+    shared = [d["id"] for d in result["selected"]]
+    retrieved = result["retrieved"]
+    assert len(shared) == 1 and retrieved["slots"] == 2
+    assert len(retrieved["queries"]) == len(queries) and len(retrieved["targets"]) == len(targets)
+    for ids in retrieved["queries"] + retrieved["targets"]:
+        assert len(ids) == 2 and not set(ids) & set(shared)
+    # the nearest neighbours by the engine's embedding retrieval, excluding the shared demo
+    outside = [d for d in pool if d.id not in shared]
+    expected = engine.retrieve_per_query(outside, [Example("t", t, "positive") for t in targets], 2, "topk-embed")
+    assert retrieved["targets"] == [[d.id for d in demos] for demos in expected]
+    by_id = {d.id: d for d in pool}
+    context = [[by_id[i] for i in ids] for ids in retrieved["queries"]]
+    scored = engine.evaluate([by_id[i] for i in shared], queries, context=context)
+    assert result["exact"]["loss"] == pytest.approx(scored["loss"], abs=1e-6)
+    as_demos = engine.evaluate([[by_id[i] for i in shared] + c for c in context], queries)
+    assert scored["loss"] != pytest.approx(as_demos["loss"], abs=1e-9)  # context rows are unpadded, not slots
+    without = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets))
+    assert without["retrieved"] is None and len(without["selected"]) == 3
+    for bad in (3, -1, True, "2"):
+        with pytest.raises(InputError, match="params.retrieve"):
+            engine.select(SelectionRequest(pool, queries, k=3, method=method, params={"retrieve": bad}))
+    with pytest.raises(InputError, match="targets"):
+        engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
+
+
 def test_compact_prompts_rebase_anchors_on_the_prompt_really_run(tiny, data):
     """Anchors take gradients in the pool-width layout; with compact prompts their zero-order value is the
     compact prompt's exact outcome, so the estimate of the anchor itself is that outcome."""

@@ -96,3 +96,14 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
     assert bad.returncode == 2 and "k: k=9 is larger than the pool" in bad.stderr
     missing = run_cli(["select", "--pool", str(tmp_path / "nope.jsonl"), "--queries", queries], tiny_model_dir, tmp_path)
     assert missing.returncode == 2 and "pool: cannot read" in missing.stderr
+
+    targets = _write(tmp_path / "t.jsonl", [{"input": "fine film"}, {"input": "awful"}, {"input": "so so"}])
+    retrieved = run_cli(["select", "--pool", pool, "--queries", queries, "-k", "3", "-q", "--targets", targets,
+                         "--param", "retrieve=2", "--param", "rounds=1"], tiny_model_dir, tmp_path)
+    assert retrieved.returncode == 0, retrieved.stderr
+    document = json.loads(retrieved.stdout)
+    assert len(document["selected"]) == 1 and len(document["retrieved"]["targets"]) == 3
+    no_input = _write(tmp_path / "t2.jsonl", [{"text": "x"}])
+    bad_targets = run_cli(["select", "--pool", pool, "--queries", queries, "--targets", no_input, "-q"],
+                          tiny_model_dir, tmp_path)
+    assert bad_targets.returncode == 2 and "targets[0].input" in bad_targets.stderr

@@ -120,12 +120,28 @@ def test_pools_are_stored_by_content(client):
     ({"pool_id": "abc"}, "body"),  # both pool and pool_id
     ({"params": {"subsets": 10_000}}, "params.subsets"),
     ({"surprise": 1}, "surprise"),
+    ({"targets": ["x" * 301]}, "targets[0]"),
+    ({"targets": ["t"] * 11}, "targets"),  # above ICLSEL_MAX_QUERIES
 ])
 def test_bad_requests_get_422_naming_the_field(client, change, field):
     reply = client.post("/v1/selections", json=selection(**change))
     assert reply.status_code == 422, reply.text
     error = reply.json()["error"]
     assert error["field"] == field and field.split("[")[0].split(".")[0] in error["message"]
+
+
+def test_retrieve_returns_each_targets_own_neighbours(client):
+    targets = ["a fine story", "dull acting"]
+    reply = client.post("/v1/selections", json=selection(k=3, targets=targets, params={"retrieve": 2}, wait_s=60))
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["result"]
+    shared = {d["id"] for d in result["selected"]}
+    assert len(shared) == 1 and result["retrieved"]["slots"] == 2
+    assert len(result["retrieved"]["queries"]) == len(QUERIES) and len(result["retrieved"]["targets"]) == len(targets)
+    for ids in result["retrieved"]["queries"] + result["retrieved"]["targets"]:
+        assert len(ids) == 2 and not shared & set(ids) and set(ids) <= {d["id"] for d in POOL}
+    bad = client.post("/v1/selections", json=selection(params={"retrieve": 2}, wait_s=60))  # k=2: at most 1
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "params.retrieve"
 
 
 def test_engine_input_errors_are_422_too(client):

@@ -2,7 +2,7 @@
 
 A job spec is the normalised selection request (JSON-able dict):
     {"pool_id", "pool": [records], "queries": [records], "k", "method", "options", "template",
-     "separator", "seed", "params"}
+     "separator", "seed", "params", "targets" (only when given)}
 Its id is the content hash of the spec without the pool records (the pool id stands for them) plus
 the model fingerprint, so the same request on the same model is one job, whoever sends it.
 """
@@ -65,7 +65,7 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
             pool=examples_from_records(spec["pool"], "pool"),
             queries=examples_from_records(spec["queries"], "queries"),
             k=spec["k"], method=spec["method"], options=spec["options"], template=spec["template"],
-            separator=spec["separator"], seed=spec["seed"], params=spec["params"])
+            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []))
         return "succeeded", engine.select(request, progress=progress, should_cancel=should_cancel), None
     except InputError as error:
         return "failed", None, {"type": "input", "field": error.field, "message": str(error)}
