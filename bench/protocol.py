@@ -93,7 +93,9 @@ def label_options(examples: list[Example]) -> list[str]:
 class MethodSpec:
     """One row of the benchmark.
 
-    kind "select": engine.select on the selection queries, one demo set scored on all test queries.
+    kind "select": engine.select on the selection queries, one demo set scored on all test queries (with
+        params.retrieve = r: k - r shared demos, and each test query's r nearest pool demos after them; the
+        test INPUTS are sent as request.targets, never their labels).
     kind "per-query": engine.retrieve_per_query on the test queries (as retrieval users do); each
         test query gets its own demos. Uses the test INPUTS only, never their labels.
     kind "random": ``draws`` random selections per seed; the seed's figures are their means.

@@ -202,8 +202,8 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
     out.append("")
     out.append("Protocol per dataset and seed: shuffle, then cut a label-balanced pool, a selection query set "
                "and a held-out test set, disjoint. Selection methods see the pool and the selection queries "
-               "(with labels); per-query retrieval sees the pool and each test query's input (never its "
-               "label); every selection is scored on the held-out test queries only. Nothing is tuned on "
+               "(with labels); per-query retrieval, and selection with params.retrieve, see the pool and each "
+               "test query's input (never its label); every selection is scored on the held-out test queries only. Nothing is tuned on "
                "test queries. Accuracy and macro-F1 are mean ± sample std over seeds. Selection passes: "
                "model passes spent choosing the demos (forward = 1, backward = 2 forward-equivalents), "
                "as the engine reports them; scoring on the test set is not included. Selection s: wall "
