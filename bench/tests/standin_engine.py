@@ -20,7 +20,8 @@ class StandInEngine:
     def select(self, request):
         StandInEngine.calls.append(f"select:{request.method}")
         rng = random.Random(f"{request.method}-{request.seed}")
-        chosen = rng.sample(request.pool, request.k)
+        retrieve = request.params.get("retrieve", 0)
+        chosen = rng.sample(request.pool, request.k - retrieve)
         gradient = request.method in ("gradient", "gradre")
         passes = {"forward": 0, "backward": 0, "forward_equivalent": 0}
         if gradient or request.method == "exact":
@@ -28,11 +29,19 @@ class StandInEngine:
             passes["forward_equivalent"] = passes["forward"] + 2 * passes["backward"]
         diagnostics = {"spearman": 0.3, "mean_relative_error": 0.5, "zero_order_relative_error": 0.4,
                        "paper_metric": 0.008} if gradient else None
-        return {"selected": [d.to_dict() for d in chosen], "passes": passes, "timings": {"total": 0.0},
+        others = [d for d in request.pool if d not in chosen]
+        retrieved = {"slots": retrieve, "by": "topk-embed", "queries": [],
+                     "targets": [[d.id for d in random.Random(text).sample(others, retrieve)] for text in request.targets]
+                     } if retrieve else None
+        return {"selected": [d.to_dict() for d in chosen], "retrieved": retrieved, "passes": passes,
+                "timings": {"total": 0.0},
                 "diagnostics": diagnostics, "estimate": None, "exact": None, "cache": {"hits": 0, "misses": 0}}
 
-    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", layout_pool=None):
+    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", layout_pool=None, context=None):
         StandInEngine.calls.append("evaluate" if layout_pool is None else "evaluate:pool-layout")
+        if context is not None:
+            assert len(context) == len(queries)
+            StandInEngine.calls.append(f"context:{len(context[0])}")
         per_query = demos and isinstance(demos[0], list)
         ids = sorted({d.id for ds in demos for d in ds}) if per_query else [d.id for d in demos]
         rng = random.Random(hashlib.sha256("|".join(ids).encode()).hexdigest())

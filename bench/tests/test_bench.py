@@ -120,6 +120,22 @@ def test_benchmark_writes_results_and_resumes(tmp_path):
     assert "evaluate" in StandInEngine.calls
 
 
+def test_retrieve_variants_send_test_inputs_as_targets_and_score_each_querys_prompt(tmp_path, monkeypatch):
+    _fake_data(tmp_path / "data")
+    sent = []
+    original = StandInEngine.select
+    monkeypatch.setattr(StandInEngine, "select", lambda self, request: sent.append(request) or original(self, request))
+    argv = ["--quick", "--datasets", "imdb", "--seeds", "0", "--pool-size", "20", "--select-size", "6",
+            "--test-size", "30", "--variant", "gr=gradient:retrieve=2", "--methods", "gr", "gradient",
+            "--out-dir", str(tmp_path / "results"), "--results-md", str(tmp_path / "RESULTS.md"),
+            "--data-dir", str(tmp_path / "data"), "--no-plots"]
+    StandInEngine.calls.clear()
+    result = quality.run_benchmark(quality.resolve_args(argv), StandInEngine, "standin-model", log=lambda _: None)
+    assert all(len(r.targets) == 30 and all(isinstance(t, str) for t in r.targets) for r in sent)
+    assert StandInEngine.calls.count("context:2") == 1  # only the retrieve variant scores per-query context
+    assert result["imdb"]["gr"]["seeds"][0]["retrieved_slots"] == 2
+
+
 def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
     _fake_data(tmp_path / "data")
     common = ["--datasets", "imdb", "--seeds", "0", "--pool-size", "20", "--select-size", "6", "--test-size", "30",
