@@ -17,6 +17,10 @@ from .errors import ApiError
 from .schemas import ErrorResponse, Job, PoolCreate, PoolOut, SelectionCreate
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
+# a job that failed: 422 (the engine rejected the input) or 500 answers with the job record itself
+JOB_RESPONSES = {202: {"model": Job, "description": "queued or running"},
+                 422: {"model": ErrorResponse | Job, "description": "invalid input (request or job)"},
+                 500: {"model": Job, "description": "the job failed inside the engine"}}
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERRORS)
 ops = APIRouter()
 
@@ -54,7 +58,7 @@ def delete_pool(pool_id: str, request: Request):
         raise ApiError(404, "not_found", f"no pool {pool_id!r}")
 
 
-@v1.post("/selections", response_model=Job, responses={202: {"model": Job}},
+@v1.post("/selections", response_model=Job, responses=JOB_RESPONSES,
          summary="Select demonstrations: 200 with the result if it is ready within wait_s, else 202 and a job")
 async def create_selection(body: SelectionCreate, request: Request):
     jobs, config = backend(request), settings(request)
@@ -71,7 +75,7 @@ async def create_selection(body: SelectionCreate, request: Request):
     return await job_response(jobs, await wait_for(request, record, min(wait_s, config.max_wait_s)))
 
 
-@v1.get("/jobs/{job}", response_model=Job, responses={202: {"model": Job}})
+@v1.get("/jobs/{job}", response_model=Job, responses=JOB_RESPONSES)
 async def get_job(job: str, request: Request, wait_s: float = Query(0, ge=0, description="long-poll this long")):
     record = await run_in_threadpool(backend(request).get, job)
     if record is None:
