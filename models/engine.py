@@ -22,6 +22,7 @@ CONTRACT (other packages rely on it):
                 own r nearest pool demos outside "selected" (embedding cosine, best last, unpadded), then the
                 query. The search optimises the shared demos for those per-query prompts; "exact" is their
                 outcome.
+    diagnostics: estimate-error diagnostics (gradient-based methods) or None
     passes:     {"forward": rows, "backward": rows, "forward_equivalent": forward + 2 * backward}
     timings:    {phase: seconds}
     cache:      {"hits": n, "misses": n}
@@ -110,8 +111,14 @@ class Engine:
                             max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all,
                             query_context=query_context)
 
-    def _runner(self, layout, checkpoint=lambda: None):
-        return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint)
+    def _runner(self, layout, checkpoint=lambda: None, counter=None):
+        return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint,
+                           counter=counter)
+
+    def _embedding_similarity(self, runner, pool_texts, query_texts):
+        """[Q, n] cosine of the model's mean-pooled hidden states (the topk-embed retrieval)."""
+        return cosine_similarity(runner.embed_texts(self.model.tokenizer, pool_texts),
+                                 runner.embed_texts(self.model.tokenizer, query_texts))
 
     def select(self, request: SelectionRequest, progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None) -> dict:
@@ -153,9 +160,8 @@ class Engine:
             # k - retrieve shared slots are searched; each query row carries its own `retrieve` nearest demos
             # between the slots and the query (a pool query never retrieves itself).
             embed_started = time.perf_counter()
-            similarity = cosine_similarity(
-                runner.embed_texts(self.model.tokenizer, [d.input for d in request.pool]),
-                runner.embed_texts(self.model.tokenizer, [q.input for q in scored_queries] + request.targets))
+            similarity = self._embedding_similarity(runner, [d.input for d in request.pool],
+                                                    [q.input for q in scored_queries] + request.targets)
             embed_seconds = time.perf_counter() - embed_started
             for row, demo in enumerate(query_demo):
                 if demo >= 0:
@@ -164,8 +170,7 @@ class Engine:
                        for row in similarity[:len(scored_queries)]]
             layout = self.layout(request.pool, scored_queries, request.k - retrieve, request.options,
                                  request.template, request.separator, request.params, query_context=context)
-            runner = ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint,
-                                 counter=runner.counter)
+            runner = self._runner(layout, checkpoint, counter=runner.counter)
         ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k - retrieve, request.seed,
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
@@ -194,8 +199,7 @@ class Engine:
                                         request.template, request.separator, request.params,
                                         query_context=[[request.pool[i] for i in ids]
                                                        for ids in retrieved[:len(request.queries)]])
-                    scores = ModelRunner(self.model.model, final, batch_size=self.batch_size, checkpoint=checkpoint,
-                                         counter=runner.counter).exact_scores(
+                    scores = self._runner(final, checkpoint, counter=runner.counter).exact_scores(
                         choice.selected, list(range(len(request.queries))), width=ctx.prompt_width(choice.selected))
                     exact_outcome = summarize(scores, final.gold)
                 else:
@@ -298,9 +302,7 @@ class Engine:
             similarity = bm25_similarity(pool_texts, query_texts)
         elif method == "topk-embed":
             layout = self.layout(pool, queries, k, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
-            runner = self._runner(layout)
-            similarity = cosine_similarity(runner.embed_texts(self.model.tokenizer, pool_texts),
-                                           runner.embed_texts(self.model.tokenizer, query_texts))
+            similarity = self._embedding_similarity(self._runner(layout), pool_texts, query_texts)
         else:
             raise InputError("method", "must be 'bm25' or 'topk-embed'")
         return [[pool[i] for i in top_k_ascending(row, k)] for row in similarity]
