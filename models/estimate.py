@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .outcome import on_all_rows, query_losses
+from .outcome import objective, on_all_rows, query_losses
 
 
 def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
@@ -94,9 +94,17 @@ class AnchorEstimator:
             return torch.ones((subsets.shape[0], self.gold.shape[0]))
         return (subsets[:, :, None] != self.query_demo[None, None, :]).all(1).float()
 
-    def estimate(self, subsets: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor | None]:
-        """subsets [S, k] -> {"loss": [S], "accuracy": [S] or None, "predictions": [S, Q] or None}."""
-        losses, accuracies, predictions = [], [], []
+    def objective(self, kind: str) -> float:
+        """The anchor's own value of the search objective (outcome.objective) on its exact scores."""
+        return float(objective(self.scores, self.gold, kind, self.counted(self.anchor[None])[0]))
+
+    def estimate(self, subsets: torch.Tensor, chunk: int = 4096, kind: str = "loss") -> dict[str, torch.Tensor | None]:
+        """subsets [S, k] -> {"loss": [S], "objective": [S] (outcome.objective ``kind``; the loss for "loss"),
+        "accuracy": [S] or None, "predictions": [S, Q] or None}. Objectives other than the loss need
+        per-query margins (not a mean-loss anchor)."""
+        if kind != "loss" and not self.per_query:
+            raise ValueError(f"objective {kind!r} needs per-query margins, not a mean-loss anchor")
+        losses, accuracies, predictions, objectives = [], [], [], []
         for start in range(0, subsets.shape[0], chunk):
             part = subsets[start:start + chunk]
             if self.per_query:
@@ -104,13 +112,15 @@ class AnchorEstimator:
                 counted = self.counted(part).to(margins.dtype)  # [s, Q]
                 count = counted.sum(-1)
                 losses.append((query_losses(margins, self.gold) * counted).sum(-1) / count)
+                objectives.append(losses[-1] if kind == "loss" else objective(margins, self.gold, kind, counted))
                 predicted = margins.argmax(-1)
                 predictions.append(predicted)
                 accuracies.append((((predicted == self.gold).to(margins.dtype) * counted).sum(-1) / count).float())
             else:
                 delta = subset_deltas(self.contrib, part, self.anchor)
                 losses.append(self.loss + delta / self.gold.shape[0])
-        return {"loss": torch.cat(losses),
+                objectives.append(losses[-1])
+        return {"loss": torch.cat(losses), "objective": torch.cat(objectives),
                 "accuracy": torch.cat(accuracies) if self.per_query else None,
                 "predictions": torch.cat(predictions) if self.per_query else None}
 

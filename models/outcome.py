@@ -27,6 +27,26 @@ def on_all_rows(values: torch.Tensor, rows: torch.Tensor | list[int], n_rows: in
     return full
 
 
+OBJECTIVES = ("loss", "errors")
+
+
+def objective(scores: torch.Tensor, gold: torch.Tensor, kind: str, counted: torch.Tensor | None = None) -> torch.Tensor:
+    """What a search minimises, from scores [..., Q, O] -> [...]; ``counted`` [..., Q] weights the queries
+    (1 = scored, 0 = not; default all).
+    loss:   mean -log p(gold).
+    errors: the error rate of the argmax prediction, ties broken by the mean loss: rate + (L / (1 + L)) / Q,
+            where the second term is below one error's step 1/Q, so fewer errors always wins."""
+    counted = torch.ones(scores.shape[:-1], dtype=scores.dtype) if counted is None else counted.to(scores.dtype)
+    count = counted.sum(-1)
+    loss = (query_losses(scores, gold) * counted).sum(-1) / count
+    if kind == "loss":
+        return loss
+    if kind == "errors":
+        errors = ((scores.argmax(-1) != gold).to(scores.dtype) * counted).sum(-1) / count
+        return errors + loss / (1 + loss) / count
+    raise ValueError(f"objective must be one of {OBJECTIVES}, not {kind!r}")
+
+
 def mean_loss(scores: torch.Tensor, gold: torch.Tensor) -> float:
     """Mean -log p(gold) over the scored queries of one subset's scores [Q, O]."""
     keep = scored_rows(scores)

@@ -368,3 +368,57 @@ def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir
     assert distributed["passes"]["backward"] == 0 and local["passes"]["backward"] > 0
     assert distributed["selected"] == local["selected"]
     assert distributed["scores"] == pytest.approx(local["scores"], rel=1e-6)
+
+
+def test_errors_objective_counts_errors_first_and_breaks_ties_by_loss():
+    from iclsel.models.outcome import mean_loss, objective
+
+    gold = torch.tensor([0, 1, 1])
+    one_error_confident = torch.tensor([[0.0, -9.0], [-9.0, 0.0], [0.0, -0.1]])  # 1 error, tiny losses elsewhere
+    no_error_unsure = torch.tensor([[0.0, -0.01], [-0.01, 0.0], [-0.01, 0.0]])  # 0 errors, losses near log 2
+    assert mean_loss(one_error_confident, gold) < mean_loss(no_error_unsure, gold)
+    assert objective(no_error_unsure, gold, "errors") < objective(one_error_confident, gold, "errors")
+    assert float(objective(no_error_unsure, gold, "loss")) == pytest.approx(mean_loss(no_error_unsure, gold))
+    sharper = torch.tensor([[0.0, -1.0], [-1.0, 0.0], [-1.0, 0.0]])  # same predictions, lower loss
+    assert objective(sharper, gold, "errors") < objective(no_error_unsure, gold, "errors") < 1 / 3
+    # counted: a query weighted 0 does not count
+    both = torch.stack([one_error_confident, one_error_confident])
+    weights = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    values = objective(both, gold, "errors", weights)
+    assert values[0] > 1 / 3 - 1e-9 and values[1] < 1 / 3
+    with pytest.raises(ValueError):
+        objective(both, gold, "accuracy")
+
+
+def test_per_slot_proposals_take_each_slots_best_estimate_first():
+    from iclsel.models.selectors import _proposals, _single_swaps
+
+    anchor = [0, 1]
+    swaps = _single_swaps(anchor, 5)  # slot 0 <- 2, 3, 4; slot 1 <- 2, 3, 4
+    estimated = torch.tensor([0.5, 0.1, 0.3, 0.2, 0.9, 0.0])
+    batches = _proposals(swaps, estimated, torch.tensor(anchor), "per-slot", candidates=4, patience=2)
+    assert [sorted(b.tolist()) for b in batches] == [[1, 5], [2, 3], [0, 4]]
+    assert all(len({int((swaps[i] != torch.tensor(anchor)).int().argmax()) for i in b}) == 2 for b in batches)
+    glob = _proposals(swaps, estimated, torch.tensor(anchor), "global", candidates=4, patience=1)
+    assert [b.tolist() for b in glob] == [[5, 1, 3, 2], [0, 4]]
+    assert len(_proposals(swaps, estimated, torch.tensor(anchor), "per-slot", candidates=4, patience=0)) == 1
+
+
+def test_gradient_search_objective_and_proposal_params(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3,
+                                            params={"rounds": 2, "objective": "errors", "patience": 2}))
+    notes = result["notes"]
+    assert (notes["objective"], notes["propose"], notes["patience"]) == ("errors", "per-slot", 2)
+    # each batch of per-slot proposals holds at most one swap per slot; at most 1 + patience batches a round
+    assert notes["confirmed"] <= notes["rounds_run"] * 3 * 3 + 1
+    # the search only moves when the exact objective drops: never more errors than its start (rounds=0)
+    start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3,
+                                           params={"rounds": 0, "objective": "errors"}))
+    assert result["exact"]["accuracy"] >= start["exact"]["accuracy"]
+    for params, field in (({"objective": "accuracy"}, "params.objective"),
+                          ({"objective": "errors", "anchor_mode": "mean-loss"}, "params.objective"),
+                          ({"propose": "best"}, "params.propose"), ({"patience": -1}, "params.patience")):
+        with pytest.raises(InputError, match=field):
+            engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params=params))
