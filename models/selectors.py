@@ -1,8 +1,9 @@
 """Selectors, one interface: select_<name>(ctx) -> Choice.
 
 - gradient: trust-region search. Start from the best (by exact loss) of ``starts`` label-balanced sets;
-  anchor at the current set, estimate every single swap (slot s <- demo i) to first order, run the few
-  best exactly, move to the best if it lowers the exact loss, repeat.
+  anchor at the current set, estimate every single swap (slot s <- demo i) to first order, run exactly the
+  best-estimated swap of each slot (propose="per-slot"; "global": the ``candidates`` best overall), move to
+  the best if it lowers the exact objective, else try the next batch (``patience`` times), repeat.
   Estimates stay local (one demo differs from the anchor), where DESIGN.md section 2 found them informative,
   and exact runs confirm every move, so the query-set loss never goes up. moves=same-label restricts the
   swaps to demos with the same label as the one they replace.
@@ -176,7 +177,7 @@ def _proposals(swaps: torch.Tensor, estimated_loss: torch.Tensor, anchor: torch.
 
     global: the ``candidates`` lowest estimated losses, then the next ``candidates``, ...
     per-slot: the lowest estimated loss within each slot (k swaps), then the second lowest of each, ...
-    Measured on dev seeds (bench/results/dev/STUDY.md): the first-order estimate ranks the swaps within a
+    Measured on BBC dev seeds (bench/results/dev/swap_study_bbc.md, python -m bench.swap_study): the first-order estimate ranks the swaps within a
     slot (Spearman about 0.3-0.5) but not across slots, where it gets the slot's mean effect wrong."""
     order = torch.argsort(estimated_loss)
     if propose == "global":
