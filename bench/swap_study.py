@@ -35,7 +35,7 @@ OUT_DIR = RESULTS_DIR / "dev"
 
 def study_seed(engine, examples, dataset: str, seed: int, swaps_run: int) -> dict:
     from iclsel.models.context import SelectionContext
-    from iclsel.models.selectors import _loss, _single_swaps
+    from iclsel.models.selectors import _objective, _single_swaps
 
     spec = DATASET_SPECS[dataset]
     split = make_split(examples, seed, Sizes())
@@ -48,7 +48,7 @@ def study_seed(engine, examples, dataset: str, seed: int, swaps_run: int) -> dic
     estimated = estimator.estimate(swaps)["loss"].numpy()
     drawn = np.random.default_rng(seed + 7).choice(swaps.shape[0], swaps_run, replace=False)
     slots = (swaps[drawn] != torch.tensor(start)).int().argmax(1).numpy()
-    exact = np.array([_loss(ctx, ctx.exact(swaps[i].tolist())) for i in drawn])
+    exact = np.array([_objective(ctx, ctx.exact(swaps[i].tolist())) for i in drawn])
     est = estimated[drawn]
     per_slot = []
     for slot in range(spec.k):

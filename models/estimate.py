@@ -111,7 +111,7 @@ class AnchorEstimator:
                 margins = self.estimated_margins(part)  # [s, Q, O]
                 counted = self.counted(part).to(margins.dtype)  # [s, Q]
                 count = counted.sum(-1)
-                losses.append((query_losses(margins, self.gold) * counted).sum(-1) / count)
+                losses.append(objective(margins, self.gold, "loss", counted))
                 objectives.append(losses[-1] if kind == "loss" else objective(margins, self.gold, kind, counted))
                 predicted = margins.argmax(-1)
                 predictions.append(predicted)

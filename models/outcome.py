@@ -50,7 +50,7 @@ def objective(scores: torch.Tensor, gold: torch.Tensor, kind: str, counted: torc
 def mean_loss(scores: torch.Tensor, gold: torch.Tensor) -> float:
     """Mean -log p(gold) over the scored queries of one subset's scores [Q, O]."""
     keep = scored_rows(scores)
-    return float(query_losses(scores[keep], gold[keep]).mean())
+    return float(objective(scores[keep], gold[keep], "loss"))
 
 
 def summarize(scores: torch.Tensor, gold: torch.Tensor) -> dict:

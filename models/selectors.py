@@ -24,12 +24,13 @@ from .context import SelectionContext
 from .data import InputError
 from .diagnostics import Check
 from .estimate import estimate_with_anchors
-from .outcome import OBJECTIVES, mean_loss, objective, scored_rows
+from .outcome import OBJECTIVES, objective, scored_rows
 from .retrieval import bm25_similarity, cosine_similarity, set_scores, top_k_ascending
 
 
 DEFAULT_OBJECTIVE = "loss"  # params.objective of the gradient search (outcome.OBJECTIVES)
-DEFAULT_PROPOSE = "per-slot"  # params.propose of the gradient search
+PROPOSALS = ("per-slot", "global")  # params.propose of the gradient search (see _proposals)
+DEFAULT_PROPOSE = "per-slot"
 DEFAULT_PATIENCE = 1  # params.patience: further batches of proposals when one confirms no improvement
 
 
@@ -97,8 +98,8 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     if goal != "loss" and mode == "mean-loss":
         raise InputError("params.objective", f"{goal!r} needs per-query margins: anchor_mode 'label-groups' or 'per-query'")
     propose = _param(ctx, "propose", DEFAULT_PROPOSE, str)
-    if propose not in ("per-slot", "global"):
-        raise InputError("params.propose", f"must be 'per-slot' or 'global', not {propose!r}")
+    if propose not in PROPOSALS:
+        raise InputError("params.propose", f"must be one of {list(PROPOSALS)}, not {propose!r}")
     patience = _param(ctx, "patience", DEFAULT_PATIENCE)
     if patience < 0:
         raise InputError("params.patience", f"must be 0 or more, got {patience}")
@@ -131,7 +132,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
             batches = _proposals(swaps, estimate["objective"], torch.tensor(current), propose, candidates, patience)
         anchor_value = estimator.objective(goal)
         moved = False
-        for batch in batches:  # the next batch only when no swap of this one lowered the exact loss
+        for batch in batches:  # the next batch only when no swap of this one lowered the exact objective
             exact_runs = ctx.exact_many([swaps[i].tolist() for i in batch], label="confirm")
             for index, scores in zip(batch.tolist(), exact_runs):
                 subset = swaps[index].tolist()
@@ -171,22 +172,22 @@ def select_gradient(ctx: SelectionContext) -> Choice:
                          "confirmed": len(checks)})
 
 
-def _proposals(swaps: torch.Tensor, estimated_loss: torch.Tensor, anchor: torch.Tensor, propose: str,
+def _proposals(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor, propose: str,
                candidates: int, patience: int) -> list[torch.Tensor]:
     """Which single swaps [S, k] to run exactly, as 1 + patience batches of swap indices, best first.
 
-    global: the ``candidates`` lowest estimated losses, then the next ``candidates``, ...
-    per-slot: the lowest estimated loss within each slot (k swaps), then the second lowest of each, ...
+    ``estimated`` [S]: each swap's estimated objective (lower is better).
+    global: the ``candidates`` lowest estimates, then the next ``candidates``, ...
+    per-slot: the lowest estimate within each slot (k swaps), then the second lowest of each, ...
     Measured on BBC dev seeds (bench/results/dev/swap_study_bbc.md, python -m bench.swap_study): the first-order estimate ranks the swaps within a
     slot (Spearman about 0.3-0.5) but not across slots, where it gets the slot's mean effect wrong."""
-    order = torch.argsort(estimated_loss)
+    order = torch.argsort(estimated)
     if propose == "global":
         return [b for b in order[: candidates * (1 + patience)].split(candidates) if b.numel()]
     slot_of = (swaps != anchor).int().argmax(1)[order]  # [S] the slot each swap changes, in estimate order
     ranked = [order[slot_of == s] for s in range(anchor.shape[0])]  # per slot, best estimate first
-    batches = [torch.stack([r[level] for r in ranked if r.numel() > level])
-               for level in range(1 + patience) if any(r.numel() > level for r in ranked)]
-    return batches
+    return [torch.stack([r[level] for r in ranked if r.numel() > level])
+            for level in range(1 + patience) if any(r.numel() > level for r in ranked)]
 
 
 def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
@@ -198,11 +199,7 @@ def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
     return margins - margins[:, :1]  # relative to option 0, as diagnostics compare them
 
 
-def _loss(ctx: SelectionContext, scores: torch.Tensor) -> float:
-    return mean_loss(scores, ctx.layout.gold)
-
-
-def _objective(ctx: SelectionContext, scores: torch.Tensor, kind: str) -> float:
+def _objective(ctx: SelectionContext, scores: torch.Tensor, kind: str = "loss") -> float:
     """outcome.objective of one subset's exact scores [Q, O] over its scored queries."""
     keep = scored_rows(scores)
     return float(objective(scores[keep], ctx.layout.gold[keep], kind))
@@ -247,7 +244,7 @@ def select_exact(ctx: SelectionContext) -> Choice:
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
     ctx.explored += n_subsets
-    losses = torch.tensor([_loss(ctx, scores) for scores in runs])
+    losses = torch.tensor([_objective(ctx, scores) for scores in runs])
     scores = influence_from_subsets(ctx.n, subsets, -losses)
     return Choice(top_k_ascending(scores, ctx.k), scores, notes={"subsets": n_subsets})
 
