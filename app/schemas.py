@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from iclsel.models.engine import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
+from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
 from iclsel.workers.jobs import STATUSES
 
 

@@ -85,7 +85,7 @@ def select_main(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from iclsel.models.engine import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
+    from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
 
     parser = argparse.ArgumentParser(prog="iclsel", description="Choose in-context demonstrations.")
     commands = parser.add_subparsers(dest="command", required=True)

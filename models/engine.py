@@ -53,6 +53,7 @@ import torch
 from .cache import MemoryCache
 from .context import SelectionContext
 from .data import Example, InputError
+from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
 from .inference import ModelRunner, PassCounter
 from .layout import TokenMemo, build_layout, resolve_options
@@ -60,10 +61,7 @@ from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .selectors import SELECTORS
 
-DEFAULT_TEMPLATE = "Input: {input}\nLabel: {output}"
-DEFAULT_SEPARATOR = "\n\n"
 DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
-METHODS = ("gradient", "gradre", "exact", "random", "bm25", "topk-embed")
 
 ProgressFn = Callable[[str, int, int], None]
 
