@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .deps import SettingsDep
 from .errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="one of the keys in ICLSEL_API_KEYS")
 
 
-def require_api_key(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-    keys = request.app.state.settings.api_key_list
+def require_api_key(settings: SettingsDep, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    keys = settings.api_key_list
     if not keys:
         return
     token = (credentials.credentials if credentials else "").encode()

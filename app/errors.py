@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from iclsel.workers.backend import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def install(app: FastAPI) -> None:
         return error_response(error.status_code, code.get(error.status_code, "http_error"), str(error.detail),
                               headers=getattr(error, "headers", None))
 
-    @app.exception_handler(redis.RedisError)
-    async def queue_down(request: Request, error: redis.RedisError):
-        log.warning("redis error: %s", error)
+    @app.exception_handler(BackendUnavailable)
+    async def queue_down(request: Request, error: BackendUnavailable):
+        log.warning("backend unavailable: %s", error)
         return error_response(503, "unavailable", f"queue unavailable: {error}", headers={"Retry-After": "5"})

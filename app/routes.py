@@ -9,10 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from iclsel.workers.backend import Backend
 from iclsel.workers.jobs import FINISHED, QueueFull, job_id, public
 
 from . import limits
 from .auth import require_api_key
+from .deps import BackendDep, SettingsDep
 from .errors import ApiError
 from .schemas import ErrorResponse, Job, PoolCreate, PoolOut, SelectionCreate
 
@@ -25,43 +27,34 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=
 ops = APIRouter()
 
 
-def backend(request: Request):
-    return request.app.state.backend
-
-
-def settings(request: Request):
-    return request.app.state.settings
-
-
 @v1.post("/pools", status_code=201, response_model=PoolOut, response_model_exclude_none=True,
          responses={200: {"model": PoolOut, "description": "the pool was stored already"}},
          summary="Store a pool (idempotent: its id is the content hash)")
-def create_pool(body: PoolCreate, request: Request, response: Response):
-    pool_id, records = limits.pool(body.examples, settings(request))
-    if not backend(request).put_pool(pool_id, records):
+def create_pool(body: PoolCreate, jobs: BackendDep, config: SettingsDep, response: Response):
+    pool_id, records = limits.pool(body.examples, config)
+    if not jobs.put_pool(pool_id, records):
         response.status_code = 200
     response.headers["Location"] = f"/v1/pools/{pool_id}"
     return PoolOut(id=pool_id, size=len(records))
 
 
 @v1.get("/pools/{pool_id}", response_model=PoolOut)
-def get_pool(pool_id: str, request: Request):
-    records = backend(request).get_pool(pool_id)
+def get_pool(pool_id: str, jobs: BackendDep):
+    records = jobs.get_pool(pool_id)
     if records is None:
         raise ApiError(404, "not_found", f"no pool {pool_id!r}")
     return PoolOut(id=pool_id, size=len(records), examples=records)
 
 
 @v1.delete("/pools/{pool_id}", status_code=204)
-def delete_pool(pool_id: str, request: Request):
-    if not backend(request).delete_pool(pool_id):
+def delete_pool(pool_id: str, jobs: BackendDep):
+    if not jobs.delete_pool(pool_id):
         raise ApiError(404, "not_found", f"no pool {pool_id!r}")
 
 
 @v1.post("/selections", response_model=Job, responses=JOB_RESPONSES,
          summary="Select demonstrations: 200 with the result if it is ready within wait_s, else 202 and a job")
-async def create_selection(body: SelectionCreate, request: Request):
-    jobs, config = backend(request), settings(request)
+async def create_selection(body: SelectionCreate, request: Request, jobs: BackendDep, config: SettingsDep):
     spec = await run_in_threadpool(limits.selection_spec, body, jobs.get_pool, config)
     fingerprint = await run_in_threadpool(jobs.fingerprint)
     if fingerprint is None:
@@ -72,30 +65,30 @@ async def create_selection(body: SelectionCreate, request: Request):
         raise ApiError(429, "queue_full", f"{config.max_queue} jobs are queued; try again later",
                        headers={"Retry-After": "5"}) from None
     wait_s = config.default_wait_s if body.wait_s is None else body.wait_s
-    return await job_response(jobs, await wait_for(request, record, min(wait_s, config.max_wait_s)))
+    return job_response(await wait_for(request, jobs, record, min(wait_s, config.max_wait_s)))
 
 
 @v1.get("/jobs/{job}", response_model=Job, responses=JOB_RESPONSES)
-async def get_job(job: str, request: Request, wait_s: float = Query(0, ge=0, description="long-poll this long")):
-    record = await run_in_threadpool(backend(request).get, job)
+async def get_job(job: str, request: Request, jobs: BackendDep, config: SettingsDep,
+                  wait_s: float = Query(0, ge=0, description="long-poll this long")):
+    record = await run_in_threadpool(jobs.get, job)
     if record is None:
         raise ApiError(404, "not_found", f"no job {job!r} (finished jobs expire)")
-    return await job_response(backend(request), await wait_for(request, record,
-                                                               min(wait_s, settings(request).max_wait_s)))
+    return job_response(await wait_for(request, jobs, record, min(wait_s, config.max_wait_s)))
 
 
 @v1.delete("/jobs/{job}", response_model=Job, summary="Cancel a job (a running one stops at its next check)")
-def cancel_job(job: str, request: Request):
-    record = backend(request).cancel(job)
+def cancel_job(job: str, jobs: BackendDep):
+    record = jobs.cancel(job)
     if record is None:
         raise ApiError(404, "not_found", f"no job {job!r}")
     return public(record)
 
 
-async def wait_for(request: Request, record: dict, wait_s: float) -> dict:
+async def wait_for(request: Request, jobs: Backend, record: dict, wait_s: float) -> dict:
     """Poll the job until it finished, wait_s passed or the client went away (the job itself goes on:
     it is shared by everyone who sends the same request, and its result is kept)."""
-    jobs, deadline, delay = backend(request), time.monotonic() + wait_s, 0.005
+    deadline, delay = time.monotonic() + wait_s, 0.005
     with request.app.state.metrics.waiting.track_inprogress():
         while record["status"] not in FINISHED and (remaining := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(delay, remaining))
@@ -106,7 +99,7 @@ async def wait_for(request: Request, record: dict, wait_s: float) -> dict:
     return record
 
 
-async def job_response(jobs, record: dict) -> JSONResponse:
+def job_response(record: dict) -> JSONResponse:
     """200 when finished (422 for input errors, 500 for internal ones), 202 while queued or running."""
     headers = {"Location": f"/v1/jobs/{record['id']}"}
     if record["status"] not in FINISHED:
@@ -125,8 +118,7 @@ def health():
 
 @ops.get("/ready", summary="200 when a model is loaded and the queue and cache answer, else 503",
          responses={503: {"description": "not ready: {\"status\": \"not ready\", \"reason\": ...}"}})
-def ready(request: Request):
-    jobs = backend(request)
+def ready(jobs: BackendDep):
     reason = jobs.not_ready_reason()
     if reason is not None:
         return JSONResponse({"status": "not ready", "reason": reason}, 503, headers={"Retry-After": "5"})

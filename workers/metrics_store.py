@@ -10,10 +10,21 @@ from __future__ import annotations
 import json
 import math
 import threading
+from typing import Protocol
 
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600, math.inf)
 
-Key = tuple[str, tuple[tuple[str, str], ...]]
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, sorted (label, value) pairs)
+
+
+class MetricsStore(Protocol):
+    """MemoryMetrics (embedded mode) or RedisMetrics (shared by the API and all workers)."""
+
+    def apply(self, increments: dict[Key, float], gauges: dict[Key, float]) -> None:
+        """Add the increments to counters and overwrite the gauges, in one step."""
+
+    def snapshot(self) -> dict[Key, float]:
+        """Every value stored."""
 
 
 def _key(name: str, labels: dict[str, str]) -> Key:

@@ -25,6 +25,7 @@ several query chunks missing from the cache, so that idle workers compute them (
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import uuid
 
 import redis
 
+from .backend import BackendUnavailable
 from .jobs import QueueFull, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
@@ -81,8 +83,20 @@ def decode(fields: dict[str, str]) -> dict:
     return {key: value if key == "status" else json.loads(value) for key, value in fields.items() if key != "cancel"}
 
 
+def unavailable_on_redis_error(method):
+    """Backend methods raise BackendUnavailable, not redis errors: the API knows no Redis."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except redis.RedisError as error:
+            raise BackendUnavailable(str(error)) from error
+    return call
+
+
 class RedisQueue:
-    """What the API and the workers share: keys, submit, read, cancel, pools, workers' registry."""
+    """The Redis backend (workers/backend.Backend) and what the workers share with it: keys, the
+    streams, job records, pools and the workers' registry."""
 
     def __init__(self, settings, client: redis.Redis | None = None):
         self.settings = settings
@@ -99,6 +113,7 @@ class RedisQueue:
     def job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    @unavailable_on_redis_error
     def start(self) -> None:
         for stream in (self.stream, self.anchor_stream):
             try:
@@ -110,9 +125,11 @@ class RedisQueue:
                 log.warning("redis is not reachable yet")
                 return
 
+    @unavailable_on_redis_error
     def stop(self) -> None:
         self.client.close()
 
+    @unavailable_on_redis_error
     def not_ready_reason(self) -> str | None:
         try:
             self.client.ping()
@@ -128,16 +145,20 @@ class RedisQueue:
             self.client.hdel(self.prefix + "workers", *stale)
         return {name: entry for name, entry in entries.items() if entry["expires_at"] >= now}
 
+    @unavailable_on_redis_error
     def live_workers(self) -> int:
         return len(self.workers())
 
+    @unavailable_on_redis_error
     def fingerprint(self) -> str | None:
         live = [entry["fingerprint"] for entry in self.workers().values()]
         return max(set(live), key=live.count) if live else self.client.get(self.prefix + "model")
 
+    @unavailable_on_redis_error
     def depth(self) -> int:
         return self.client.xlen(self.stream)
 
+    @unavailable_on_redis_error
     def submit(self, job_id: str, spec: dict) -> tuple[dict, bool]:
         record = new_record(job_id, spec)
         flat = [item for pair in encode(record).items() for item in pair]
@@ -150,10 +171,12 @@ class RedisQueue:
             return record, True
         return self.get(job_id) or record, False
 
+    @unavailable_on_redis_error
     def get(self, job_id: str) -> dict | None:
         fields = self.client.hgetall(self.job_key(job_id))
         return decode(fields) if fields else None
 
+    @unavailable_on_redis_error
     def cancel(self, job_id: str) -> dict | None:
         outcome = self._cancel(keys=[self.job_key(job_id)], args=[json.dumps(time.time()), self.settings.job_ttl_s])
         if outcome is None:
@@ -162,13 +185,16 @@ class RedisQueue:
             record_finished(self.metrics, "cancelled", None)
         return self.get(job_id)
 
+    @unavailable_on_redis_error
     def put_pool(self, pool_id: str, records: list[dict]) -> bool:
         return bool(self.client.set(f"{self.prefix}pool:{pool_id}", json.dumps(records), nx=True))
 
+    @unavailable_on_redis_error
     def get_pool(self, pool_id: str) -> list[dict] | None:
         text = self.client.get(f"{self.prefix}pool:{pool_id}")
         return json.loads(text) if text is not None else None
 
+    @unavailable_on_redis_error
     def delete_pool(self, pool_id: str) -> bool:
         return bool(self.client.delete(f"{self.prefix}pool:{pool_id}"))
 
