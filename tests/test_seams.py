@@ -9,6 +9,7 @@ import pytest
 
 from iclsel.settings import Settings
 from iclsel.workers.backend import Backend, BackendUnavailable
+from iclsel.workers.jobs import cancel_checkpoint
 from iclsel.workers.local import LocalBackend
 from iclsel.workers.redis_queue import RedisQueue
 from service_fixtures import free_port
@@ -42,3 +43,13 @@ def test_an_unreachable_redis_is_backend_unavailable(call):
         call(queue)
     assert queue.not_ready_reason().startswith("redis is not reachable")
 
+
+def test_a_cancel_checkpoint_raises_only_once_cancelled():
+    from iclsel.models.engine import Cancelled
+
+    flag = [False]
+    checkpoint = cancel_checkpoint(lambda: flag[0])
+    checkpoint()
+    flag[0] = True
+    with pytest.raises(Cancelled):
+        checkpoint()

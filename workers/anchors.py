@@ -23,7 +23,9 @@ import logging
 import threading
 import time
 
+from .jobs import cancel_checkpoint
 from .metrics_store import count_anchor_task
+from .redis_queue import cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +40,23 @@ return 0
 
 
 class AnchorSharing:
-    """One per worker process: the engine's anchor_runner and the handler of "anchor-task" entries."""
+    """One per worker process: the engine's anchor_runner and the handler of "anchor-task" entries.
 
-    def __init__(self, queue, cache, name: str):
-        self.queue, self.cache, self.name = queue, cache, name
+    model is the worker's loaded model (the one its engine runs on): tasks are computed on it."""
+
+    def __init__(self, queue, cache, name: str, model):
+        self.queue, self.cache, self.name, self.model = queue, cache, name, model
         self.settings, self.client = queue.settings, queue.client
         self.stream = queue.anchor_stream
-        self.engine = None  # set by attach()
-        self.job = threading.local()  # the job this thread runs: progress and cancel callbacks
+        self.job = threading.local()  # the job this thread runs: progress and cancel callbacks (for_job)
         self._claims: set[str] = set()  # claim keys held now (refreshed by heartbeats)
         self._lock = threading.Lock()
         self._release = self.client.register_script(RELEASE)
         self._refresh = self.client.register_script(REFRESH)
 
-    def attach(self, engine) -> None:
-        self.engine = engine
+    def for_job(self, job_id: str, progress, checkpoint) -> None:
+        """The job the calling thread runs next: run() reports its progress and stops at checkpoint()."""
+        self.job.id, self.job.progress, self.job.checkpoint = job_id, progress, checkpoint
 
     @property
     def claim_ms(self) -> int:
@@ -100,9 +104,9 @@ class AnchorSharing:
     # ---------- computing one task ----------
     def compute(self, task: dict, checkpoint=lambda: None) -> bool:
         """Compute task into the cache unless it is there or claimed; False when another worker holds it."""
-        if task.get("model") != self.engine.model.fingerprint:
+        if task.get("model") != self.model.fingerprint:
             raise ValueError(f"anchor task for model {task.get('model')!r}, this worker has "
-                             f"{self.engine.model.fingerprint!r}")
+                             f"{self.model.fingerprint!r}")
         claim = self.claim_key(task)
         if not self.client.set(claim, self.name, nx=True, px=self.claim_ms):
             return False
@@ -112,7 +116,7 @@ class AnchorSharing:
             if not self.cache.has(task["key"]):
                 from iclsel.models.tasks import run_anchor_task
 
-                tensors = run_anchor_task(self.engine.model, task, self.engine.batch_size, checkpoint)
+                tensors = run_anchor_task(self.model, task, self.settings.batch_size, checkpoint)
                 self.cache.put(task["key"], tensors)
                 count_anchor_task(self.queue.metrics, self.name)
         finally:
@@ -124,26 +128,16 @@ class AnchorSharing:
     def compute_entry(self, fields: dict) -> None:
         """An "anchor-task" stream entry (another worker's job): compute it unless that job was cancelled."""
         task = json.loads(fields["task"])
-        if task.get("model") != self.engine.model.fingerprint:
+        if task.get("model") != self.model.fingerprint:
             log.error("refusing an anchor task made for model %s", task.get("model"))
             return
         job_key = self.queue.job_key(fields.get("job", ""))
         if self.client.hexists(job_key, "cancel") or self.client.hget(job_key, "status") in ("cancelled", "failed"):
             return
-        checked = [time.monotonic()]
-
-        def checkpoint() -> None:  # stop when the job is cancelled meanwhile
-            from iclsel.models.engine import Cancelled
-
-            if time.monotonic() - checked[0] > 0.25:
-                checked[0] = time.monotonic()
-                if self.client.hexists(job_key, "cancel"):
-                    raise Cancelled("job cancelled")
-
         from iclsel.models.engine import Cancelled
 
-        try:
-            self.compute(task, checkpoint)
+        try:  # stop when the job is cancelled meanwhile
+            self.compute(task, cancel_checkpoint(cancel_requested(self.client, job_key)))
         except Cancelled:
             log.info("dropped an anchor task of cancelled job %s", fields.get("job"))
 

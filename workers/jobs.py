@@ -50,6 +50,17 @@ class QueueFull(Exception):
     """The queue holds settings.max_queue jobs already."""
 
 
+def cancel_checkpoint(should_cancel: Callable[[], bool]) -> Callable[[], None]:
+    """checkpoint() for long loops (model batches, anchor tasks): raises the engine's Cancelled once
+    should_cancel() is true, which ends the job as "cancelled"."""
+    def checkpoint() -> None:
+        if should_cancel():
+            from iclsel.models.engine import Cancelled
+
+            raise Cancelled("selection cancelled")
+    return checkpoint
+
+
 def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
             should_cancel: Callable[[], bool], reraise: tuple[type[BaseException], ...] = ()
             ) -> tuple[str, dict | None, dict | None]:
@@ -78,12 +89,17 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
         return "failed", None, {"type": "internal", "field": None, "message": f"{type(error).__name__}: {error}"}
 
 
-def load_engine(settings, cache, anchor_runner=None):
-    """The engine for settings.model (loaded once per worker); anchor_runner shares anchor passes
-    with other workers (workers/anchors.py, Redis mode)."""
-    from iclsel.models.engine import Engine
+def load_worker_model(settings):
+    """settings.model on settings.device, loaded once per worker."""
     from iclsel.models.loading import load_model
 
-    model = load_model(settings.model, device=settings.device, dtype=settings.dtype, home=settings.home)
+    return load_model(settings.model, device=settings.device, dtype=settings.dtype, home=settings.home)
+
+
+def make_engine(model, settings, cache, anchor_runner=None):
+    """The engine a worker runs jobs on; anchor_runner shares anchor passes with other workers
+    (workers/anchors.py, Redis mode)."""
+    from iclsel.models.engine import Engine
+
     return Engine(model, cache=cache, batch_size=settings.batch_size, anchor_chunk=settings.anchor_chunk,
                   anchor_runner=anchor_runner)

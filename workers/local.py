@@ -8,7 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from .jobs import FINISHED, RESUBMITTABLE, QueueFull, load_engine, new_record, run_job
+from .jobs import FINISHED, RESUBMITTABLE, QueueFull, load_worker_model, make_engine, new_record, run_job
 from .metrics_store import MemoryMetrics, count_job, record_finished
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class LocalBackend:
             try:
                 from iclsel.models.cache import MemoryCache
 
-                self.engine = load_engine(self.settings, MemoryCache())
+                self.engine = make_engine(load_worker_model(self.settings), self.settings, MemoryCache())
             except Exception as error:
                 log.exception("model failed to load")
                 self.load_error = f"{type(error).__name__}: {error}"

@@ -6,10 +6,10 @@ import argparse
 import signal
 
 from .anchors import AnchorSharing
-from .jobs import load_engine
+from .jobs import load_worker_model, make_engine
 from .process import add_common_options, start
 from .redis_cache import RedisTensorCache
-from .redis_queue import RedisQueue, RedisWorker
+from .redis_queue import RedisQueue, RedisWorker, worker_name
 
 
 def worker_parser() -> argparse.ArgumentParser:
@@ -26,11 +26,11 @@ def worker_main(argv: list[str]) -> None:
     if not settings.redis_url:
         parser.error("a worker needs Redis: set REDIS_URL or pass --redis-url")
 
-    queue, cache = RedisQueue(settings), RedisTensorCache.from_settings(settings)
-    worker = RedisWorker(queue, None, name=args.name)
-    worker.sharing = AnchorSharing(queue, cache, worker.name)
-    worker.engine = load_engine(settings, cache, anchor_runner=worker.sharing.run)
-    worker.sharing.attach(worker.engine)
+    queue, cache, name = RedisQueue(settings), RedisTensorCache.from_settings(settings), args.name or worker_name()
+    model = load_worker_model(settings)
+    sharing = AnchorSharing(queue, cache, name, model)  # computes anchor tasks on the engine's model
+    engine = make_engine(model, settings, cache, anchor_runner=sharing.run)
+    worker = RedisWorker(queue, engine, name, sharing)
     for signum in (signal.SIGTERM, signal.SIGINT):  # finish the current job, then leave
         signal.signal(signum, lambda *_: worker.stop_event.set())
     worker.run()

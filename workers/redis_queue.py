@@ -33,11 +33,12 @@ import socket
 import threading
 import time
 import uuid
+from typing import Callable
 
 import redis
 
 from .backend import BackendUnavailable
-from .jobs import QueueFull, new_record, run_job
+from .jobs import QueueFull, cancel_checkpoint, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,24 @@ def encode(record: dict) -> dict[str, str]:
 
 def decode(fields: dict[str, str]) -> dict:
     return {key: value if key == "status" else json.loads(value) for key, value in fields.items() if key != "cancel"}
+
+
+def worker_name() -> str:
+    """A consumer name unique across machines and restarts: host-pid-random."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def cancel_requested(client: redis.Redis, job_key: str, every_s: float = 0.25) -> Callable[[], bool]:
+    """should_cancel() for a running job: whether its hash has the "cancel" field, asked of Redis at
+    most every every_s seconds (the checks sit in tight loops); once true it stays true."""
+    last = [0.0, False]
+
+    def should_cancel() -> bool:
+        now = time.monotonic()
+        if not last[1] and now - last[0] > every_s:
+            last[:] = [now, client.hexists(job_key, "cancel")]
+        return last[1]
+    return should_cancel
 
 
 def unavailable_on_redis_error(method):
@@ -207,7 +226,7 @@ class RedisWorker:
         self.sharing = sharing  # workers/anchors.AnchorSharing: shares anchor passes with the other workers
         self.settings = queue.settings
         self.client = queue.client
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.name = name or worker_name()
         self._start = self.client.register_script(START)
         self._current: str | None = None  # stream entry id of the job being run
         self.handlers = {"selection": self._run_selection,  # stream entry kind -> handler(entry_id, fields)
@@ -277,14 +296,9 @@ class RedisWorker:
         self._current = entry_id
         count_job(self.queue.metrics, "running")
         spec = json.loads(self.client.hget(key, "spec"))
-        progress, should_cancel = self._progress_writer(key), self._cancel_checker(key)
+        progress, should_cancel = self._progress_writer(key), cancel_requested(self.client, key)
         if self.sharing is not None:  # the anchor runner reports progress and stops on cancel for this job
-            from iclsel.models.engine import Cancelled
-
-            def checkpoint() -> None:
-                if should_cancel():
-                    raise Cancelled("selection cancelled")
-            self.sharing.job.id, self.sharing.job.progress, self.sharing.job.checkpoint = job_id, progress, checkpoint
+            self.sharing.for_job(job_id, progress, cancel_checkpoint(should_cancel))
         try:
             status, result, error = run_job(self.engine, spec, progress, should_cancel, reraise=(redis.RedisError,))
             self._finish(entry_id, job_id, status, result, error)
@@ -319,16 +333,6 @@ class RedisWorker:
                 last[:] = [now, phase]
                 self.client.hset(key, "progress", json.dumps({"phase": phase, "done": done, "total": total}))
         return progress
-
-    def _cancel_checker(self, key: str):
-        last = [0.0, False]
-
-        def should_cancel() -> bool:
-            now = time.monotonic()
-            if not last[1] and now - last[0] > 0.25:
-                last[:] = [now, self.client.hexists(key, "cancel")]
-            return last[1]
-        return should_cancel
 
     def _beat(self) -> None:
         entry = {"fingerprint": self.engine.model.fingerprint, "model": self.engine.model.name,
