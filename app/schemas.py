@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
 from iclsel.workers.jobs import STATUSES
@@ -78,11 +78,69 @@ class JobError(BaseModel):
     message: str
 
 
+# A number from the engine, passed through as it is (an int stays an int; NaN and infinities become
+# null, as for any JSON value): a `float` field would turn 3 into 3.0 and keep NaN.
+Number = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "null"}]})]
+
+
+class ResultPart(BaseModel):
+    model_config = ConfigDict(extra="allow")  # keys the engine adds pass through
+
+
+class Prompt(ResultPart):
+    text: str = Field(description="the demo prefix as the model sees it")
+    token_ids: list[int] = Field(description="the exact token sequence scored")
+    slot_width: int = Field(description="tokens per demo slot")
+    query_template: str = Field(description="what follows the demos, up to the label")
+
+
+class Retrieved(ResultPart):
+    slots: int = Field(description="params.retrieve: demos per prompt chosen per query")
+    by: str
+    queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
+    targets: list[list[str]] = Field(description="each target's own demo ids")
+
+
+class Outcome(ResultPart):
+    loss: Number = Field(description="mean -log p(gold option) over the queries")
+    accuracy: Number = Field(description="share of queries answered right (null where not estimated)")
+
+
+class ModelInfo(ResultPart):
+    name: str
+    fingerprint: str
+    device: str
+    dtype: str
+
+
+class SelectionResult(ResultPart):
+    """Engine.select's result (models/engine.py), in the engine's key order."""
+
+    method: str
+    k: int
+    seed: int
+    options: list[str]
+    params: dict[str, Any]
+    selected: list[ExampleOut] = Field(description="the chosen demos in prompt order")
+    prompt: Prompt
+    retrieved: Retrieved | None = Field(description="with params.retrieve, the per-query demos")
+    scores: dict[str, Number] = Field(description="demo id -> influence score (higher is better)")
+    estimate: Outcome | None = Field(description="estimated outcome of the selected set on the queries")
+    exact: Outcome | None = Field(description="exact outcome of the selected set on the queries")
+    diagnostics: dict[str, Any] | None = Field(description="estimate-error checks (gradient-based methods)")
+    explored_subsets: int
+    notes: dict[str, Any] = Field(description="what the method did (moves, rounds, ...)")
+    passes: dict[str, Number] = Field(description="forward and backward rows, forward_equivalent, ...")
+    timings: dict[str, Number] = Field(description="seconds per phase")
+    cache: dict[str, int] = Field(description="anchor cache hits and misses")
+    model: ModelInfo
+
+
 class Job(BaseModel):
     id: str = Field(description="content hash of the normalised request and the model fingerprint")
     status: Literal[STATUSES]  # type: ignore[valid-type]
     progress: Progress
-    result: dict[str, Any] | None = Field(None, description="Engine.select result (see models/engine.py)")
+    result: SelectionResult | None = Field(None, description="when succeeded: the selection")
     error: JobError | None = None
     created_at: float
     started_at: float | None = None
