@@ -81,4 +81,4 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
     return {"pool_id": pool_id, "pool": records, "queries": queries, "k": body.k, "method": body.method,
             "options": body.options, "template": body.template, "separator": body.separator,
             "seed": body.seed, "params": body.params,
-            **({"targets": body.targets} if body.targets else {})}  # absent when empty: older job ids hold
+            **({"targets": body.targets} if body.targets else {})}  # in the job id only when given
