@@ -206,8 +206,9 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                "test query's input (never its label); every selection is scored on the held-out test queries only. Nothing is tuned on "
                "test queries. Accuracy and macro-F1 are mean ± sample std over seeds. Selection passes: "
                "model passes spent choosing the demos (forward = 1, backward = 2 forward-equivalents), "
-               "as the engine reports them; scoring on the test set is not included. Selection s: wall "
-               "time of the selection call (per-query: of the retrieval for all test queries). "
+               "as the engine reports them (`selection_forward_equivalent`); scoring on the test set and the "
+               "engine's diagnostic checks are not included. Selection s: wall time of the selection call, less "
+               "its diagnostic checks (per-query: of the retrieval for all test queries). "
                "Top-label share: fraction of test predictions that are the most frequent predicted "
                "label (1.00 = the model answers one label for everything).")
     out.append("")

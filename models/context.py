@@ -22,6 +22,18 @@ from .tasks import anchor_task
 ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")
 
 
+def stratified_rows(gold: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` indices into ``gold`` [Q], label-balanced where the labels allow: round-robin over the labels
+    (in random order), each label's members in random order."""
+    by_label = [list(rng.permutation(np.flatnonzero(gold == g))) for g in rng.permutation(np.unique(gold))]
+    rows: list[int] = []
+    while len(rows) < size:
+        for members in by_label:
+            if members and len(rows) < size:
+                rows.append(int(members.pop()))
+    return np.array(rows, dtype=np.int64)
+
+
 class SelectionContext:
     def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
                  seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
@@ -58,6 +70,7 @@ class SelectionContext:
         self.explored = 0  # subsets whose outcome was estimated or run
         self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
+        self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
         self._queries_digest = hashlib.sha256(json.dumps(
             [layout.query_ids, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
 
@@ -109,6 +122,27 @@ class SelectionContext:
                 self.cache.put(cache_key, {"scores": self._exact[key]})
         return self._exact[key]
 
+    def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
+        """Exact option scores [len(rows), O] of ``subset`` on query ``rows`` only, NaN on rows it hides. Runs just
+        the rows not yet run for this subset in this job (a full exact run, memoised, answers every row)."""
+        key = tuple(int(i) for i in subset)
+        if key in self._exact:
+            return self._exact[key][rows]
+        known = self._exact_rows.setdefault(key, {})
+        visible = set(self.visible(key))
+        missing = [q for q in rows if q not in known and q in visible]
+        if missing:
+            with self.phase("exact"):
+                scores = self.runner.exact_scores(list(key), missing, width=self.prompt_width(key))
+            known.update(zip(missing, scores))
+        hidden = torch.full((self.layout.n_options,), float("nan"))
+        return torch.stack([known.get(q, hidden) for q in rows])
+
+    def sample_rows(self, size: int) -> list[int]:
+        """``size`` query rows (all of them if fewer), label-stratified, drawn with the job's generator."""
+        gold = self.layout.gold[self.queries].numpy()
+        return [self.queries[i] for i in stratified_rows(gold, min(size, len(self.queries)), self.rng)]
+
     def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
         results = []
         for done, subset in enumerate(subsets):
@@ -130,8 +164,10 @@ class SelectionContext:
             "gold": [int(self.layout.gold[q]) for q in queries],
         })
 
-    def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
-        """Anchor quantities at ``subset`` (from the cache when present), in query chunks."""
+    def anchor(self, subset: list[int], mode: str = "mean-loss", rebase: bool = True) -> AnchorEstimator:
+        """Anchor quantities at ``subset`` (from the cache when present), in query chunks. With compact prompts
+        and ``rebase``, the zero-order term is the compact prompt's exact outcome (one more exact run);
+        without, it stays the pool-width anchor pass's (enough to rank swaps against each other)."""
         if mode not in ANCHOR_MODES:
             raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
         rows = self.visible(subset)
@@ -170,7 +206,7 @@ class SelectionContext:
             estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
                                         self.layout.gold[rows], query_demo=self.query_demo[rows],
                                         rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
-        if self.compact_prompts:  # zero-order term: the compact prompt's own outcome (one exact run, memoised)
+        if self.compact_prompts and rebase:  # zero-order term: the compact prompt's own outcome (one exact run, memoised)
             estimator.rebase(self.exact(subset)[rows])
         return estimator
 

@@ -1,12 +1,17 @@
 """Selectors, one interface: select_<name>(ctx) -> Choice.
 
-- gradient: trust-region search. Start from the best (by exact loss) of ``starts`` label-balanced sets;
-  anchor at the current set, estimate every single swap (slot s <- demo i) to first order, run exactly the
-  best-estimated swap of each slot (propose="per-slot"; "global": the ``candidates`` best overall), move to
-  the best if it lowers the exact objective, else try the next batch (``patience`` times), repeat.
-  Estimates stay local (one demo differs from the anchor), where DESIGN.md section 2 found them informative,
-  and exact runs confirm every move, so the query-set loss never goes up. moves=same-label restricts the
-  swaps to demos with the same label as the one they replace.
+- gradient: a local search over single swaps (slot s <- demo i) from the best (by exact objective) of
+  ``starts`` label-balanced sets. A first-order estimate (the gradient w.r.t. the demo-slot embeddings at an
+  anchor) proposes the swaps; ``evaluator`` says what decides a move:
+    subsample (default): one gradient at the start ranks each slot's candidates (the estimate ranks swaps
+      within a slot, not across slots: bench/FIDELITY.md); each round the next ``per_slot`` candidates of every
+      slot run exactly on a fresh label-stratified sample of ``sample`` queries, paired with the current set on
+      the same queries, and the search moves to the lowest mean difference if it is below zero;
+    exact: re-anchor at every move; the best-estimated swap of each slot (propose="per-slot"; "global": the
+      ``candidates`` best overall) runs on every query; move if the exact objective drops, else try the next
+      batch (``patience`` times). The query-set objective never goes up;
+    first-order: trust the estimate: move to the best-estimated swap while it beats the anchor, re-anchor.
+  moves=same-label restricts the swaps to demos with the same label as the one they replace.
 - gradre: the paper's random ensemble: random k-subsets, a few random anchors, score = mean estimated
   outcome of the subsets containing a demo.
 - exact: the same sampling with exact inference for every subset (the reference, and the cost saved).
@@ -32,6 +37,11 @@ DEFAULT_OBJECTIVE = "loss"  # params.objective of the gradient search (outcome.O
 PROPOSALS = ("per-slot", "global")  # params.propose of the gradient search (see _proposals)
 DEFAULT_PROPOSE = "per-slot"
 DEFAULT_PATIENCE = 1  # params.patience: further batches of proposals when one confirms no improvement
+EVALUATORS = ("subsample", "exact", "first-order")  # params.evaluator: what decides the gradient search's moves
+DEFAULT_EVALUATOR = "subsample"
+DEFAULT_SAMPLE = 8  # params.sample: queries per subsample evaluation
+DEFAULT_PER_SLOT = 2  # params.per_slot: proposals per slot in each subsample batch
+DEFAULT_CHECKS = 4  # params.checks: evaluated subsets run on every query for diagnostics
 
 
 @dataclass
@@ -78,59 +88,110 @@ def _single_swaps(anchor: list[int], n: int, labels: list[str] | None = None) ->
     return torch.cat(swaps)
 
 
-def select_gradient(ctx: SelectionContext) -> Choice:
-    rounds = _param(ctx, "rounds", 4)
-    candidates = _param(ctx, "candidates", 4)
-    mode = _param(ctx, "anchor_mode", "label-groups", str)
-    swap_budget = _param(ctx, "swaps", 0)  # single swaps estimated per round; 0 = all k * (n - k)
-    init = _param(ctx, "init", "balanced", str)
-    if init not in ("balanced", "random"):
-        raise InputError("params.init", f"must be 'balanced' or 'random', not {init!r}")
-    move_set = _param(ctx, "moves", "any", str)
-    if move_set not in ("any", "same-label"):
-        raise InputError("params.moves", f"must be 'any' or 'same-label', not {move_set!r}")
-    # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
-    # each move changes only a demo's input text: a smaller step from the anchor than a label change.
-    move_labels = ctx.layout.demo_outputs if move_set == "same-label" else None
-    goal = _param(ctx, "objective", DEFAULT_OBJECTIVE, str)
-    if goal not in OBJECTIVES:
-        raise InputError("params.objective", f"must be one of {list(OBJECTIVES)}, not {goal!r}")
-    if goal != "loss" and mode == "mean-loss":
+@dataclass
+class SearchParams:
+    """The gradient search's parameters, parsed once (a bad value is an InputError naming params.<field>)."""
+    evaluator: str  # what decides a move: "subsample", "exact" or "first-order" (EVALUATORS)
+    rounds: int
+    mode: str  # anchor_mode
+    goal: str  # objective
+    move_labels: list[str] | None  # per demo, with moves=same-label (a swap keeps the replaced demo's label)
+    move_set: str
+    swap_budget: int  # single swaps estimated per round; 0 = all k * (n - k)
+    propose: str
+    candidates: int
+    patience: int
+    sample: int  # queries a subsample evaluation runs
+    per_slot: int  # proposals per slot and batch (subsample evaluator)
+    checks: int  # evaluated subsets also run on every query, for diagnostics (subsample, first-order)
+    starts: list[list[int]]
+
+
+def _one_of(ctx: SelectionContext, name: str, default: str, allowed) -> str:
+    value = _param(ctx, name, default, str)
+    if value not in allowed:
+        raise InputError(f"params.{name}", f"must be one of {list(allowed)}, not {value!r}")
+    return value
+
+
+def _at_least(ctx: SelectionContext, name: str, default: int, low: int) -> int:
+    value = _param(ctx, name, default)
+    if value < low:
+        raise InputError(f"params.{name}", f"must be at least {low}, got {value}")
+    return value
+
+
+def _search_params(ctx: SelectionContext) -> SearchParams:
+    evaluator = _one_of(ctx, "evaluator", DEFAULT_EVALUATOR, EVALUATORS)
+    # the subsample search only ranks proposals within a slot by the gradient: the cheapest anchor does that
+    mode = _param(ctx, "anchor_mode", "mean-loss" if evaluator == "subsample" else "label-groups", str)
+    init = _one_of(ctx, "init", "balanced", ("balanced", "random"))
+    move_set = _one_of(ctx, "moves", "any", ("any", "same-label"))
+    goal = _one_of(ctx, "objective", DEFAULT_OBJECTIVE, OBJECTIVES)
+    if goal != "loss" and mode == "mean-loss" and evaluator != "subsample":
         raise InputError("params.objective", f"{goal!r} needs per-query margins: anchor_mode 'label-groups' or 'per-query'")
-    propose = _param(ctx, "propose", DEFAULT_PROPOSE, str)
-    if propose not in PROPOSALS:
-        raise InputError("params.propose", f"must be one of {list(PROPOSALS)}, not {propose!r}")
-    patience = _param(ctx, "patience", DEFAULT_PATIENCE)
-    if patience < 0:
-        raise InputError("params.patience", f"must be 0 or more, got {patience}")
-    n_starts = _param(ctx, "starts", 1)
-    if n_starts < 1:
-        raise InputError("params.starts", f"must be at least 1, got {n_starts}")
-    starts = [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
-              for _ in range(n_starts)]
-    current = starts[0]
-    if n_starts > 1:  # run every start exactly (forward passes only) and search from the best
-        start_losses = [_objective(ctx, scores, goal) for scores in ctx.exact_many(starts, label="starts")]
-        ctx.explored += n_starts
-        current = starts[int(np.argmin(start_losses))]
+    propose = _one_of(ctx, "propose", DEFAULT_PROPOSE, PROPOSALS)
+    patience = _at_least(ctx, "patience", DEFAULT_PATIENCE, 0)
+    n_starts = _at_least(ctx, "starts", 1, 1)
+    params = SearchParams(
+        evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, goal=goal, move_set=move_set,
+        # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
+        # each move changes only a demo's input text: a smaller step from the anchor than a label change.
+        move_labels=ctx.layout.demo_outputs if move_set == "same-label" else None,
+        swap_budget=_param(ctx, "swaps", 0), propose=propose, candidates=_param(ctx, "candidates", 4),
+        patience=patience, sample=_at_least(ctx, "sample", DEFAULT_SAMPLE, 1),
+        per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
+        starts=[])
+    params.starts = [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+                     for _ in range(n_starts)]
+    return params
+
+
+@dataclass
+class SearchResult:
+    current: list[int]  # the set the search returns, in slot order
+    estimator: object  # the AnchorEstimator whose gradient ranked the last proposals (influence scores)
+    checks: list[Check]
+    estimated_loss: float | None  # the evaluator's estimate of the returned set's loss
+    notes: dict
+
+
+def select_gradient(ctx: SelectionContext) -> Choice:
+    p = _search_params(ctx)
+    current = p.starts[0]
+    if len(p.starts) > 1:  # run every start exactly (forward passes only) and search from the best
+        start_losses = [_objective(ctx, scores, p.goal) for scores in ctx.exact_many(p.starts, label="starts")]
+        ctx.explored += len(p.starts)
+        current = p.starts[int(np.argmin(start_losses))]
+    search = {"exact": _search_exact, "subsample": _search_subsample, "first-order": _search_first_order}[p.evaluator]
+    result = search(ctx, p, current)
+    scores = _influence_scores(ctx, result.estimator, result.current)
+    return Choice(result.current, scores, estimated_loss=result.estimated_loss, checks=result.checks,
+                  notes={"evaluator": p.evaluator, **result.notes, "move_set": p.move_set, "anchor_mode": p.mode,
+                         "starts": len(p.starts), "objective": p.goal, "confirmed": len(result.checks)})
+
+
+def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
+    """evaluator=exact: at each anchor, the proposals (best first-order estimates) run on every query; move to
+    the best if it lowers the exact objective, else try the next batch (patience), then re-anchor."""
     checks: list[Check] = []
     proposed_by: dict[tuple, Check] = {}
     moves = 0
     rounds_run = 0
-    for round_index in range(rounds):
-        ctx.progress("search", round_index, rounds)
+    for round_index in range(p.rounds):
+        ctx.progress("search", round_index, p.rounds)
         rounds_run += 1
-        estimator = ctx.anchor(current, mode)
+        estimator = ctx.anchor(current, p.mode)
         with ctx.phase("estimate"):
-            swaps = _single_swaps(current, ctx.n, move_labels)
+            swaps = _single_swaps(current, ctx.n, p.move_labels)
             if swaps.shape[0] == 0:
                 break  # no demo left to swap in (same-label moves, every demo of each label already in)
-            if 0 < swap_budget < swaps.shape[0]:
-                swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], swap_budget, replace=False))]
-            estimate = estimator.estimate(swaps, kind=goal)
+            if 0 < p.swap_budget < swaps.shape[0]:
+                swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], p.swap_budget, replace=False))]
+            estimate = estimator.estimate(swaps, kind=p.goal)
             ctx.explored += swaps.shape[0]
-            batches = _proposals(swaps, estimate["objective"], torch.tensor(current), propose, candidates, patience)
-        anchor_value = estimator.objective(goal)
+            batches = _proposals(swaps, estimate["objective"], torch.tensor(current), p.propose, p.candidates, p.patience)
+        anchor_value = estimator.objective(p.goal)
         moved = False
         for batch in batches:  # the next batch only when no swap of this one lowered the exact objective
             exact_runs = ctx.exact_many([swaps[i].tolist() for i in batch], label="confirm")
@@ -140,7 +201,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
                               _margins(estimator, swaps[index]))
                 checks.append(check)
                 proposed_by[tuple(subset)] = check
-            exact_values = [_objective(ctx, s, goal) for s in exact_runs]
+            exact_values = [_objective(ctx, s, p.goal) for s in exact_runs]
             winner = int(np.argmin(exact_values))
             if exact_values[winner] < anchor_value:
                 current = swaps[batch[winner]].tolist()
@@ -149,27 +210,134 @@ def select_gradient(ctx: SelectionContext) -> Choice:
                 break
         if not moved:
             break  # no confirmed improvement around this anchor: a local optimum of the search
-    ctx.progress("search", rounds, rounds)
-
-    final = ctx.anchor(current, mode)  # cached when the loop ended on it; else one more anchor pass
-    with ctx.phase("estimate"):
-        swaps = _single_swaps(current, ctx.n)
-        swap_loss = final.estimate(swaps)["loss"].view(ctx.k, ctx.n - ctx.k)  # [k, n-k]
-        outside = [i for i in range(ctx.n) if i not in set(current)]
-        # score[i] = mean over slots of (mean estimated loss of a swap in that slot - estimated loss with i there)
-        slot_mean = swap_loss.mean(1, keepdim=True)
-        scores = np.zeros(ctx.n)
-        scores[outside] = (slot_mean - swap_loss).mean(0).numpy()
-        for slot, member in enumerate(current):
-            scores[member] = float(slot_mean[slot] - final.loss) / ctx.k
+    ctx.progress("search", p.rounds, p.rounds)
+    final = ctx.anchor(current, p.mode)  # cached when the loop ended on it; else one more anchor pass
     returned = proposed_by.get(tuple(current)) or Check(current, final.loss, final.loss, ctx.exact(current),
                                                         _margins(final, torch.tensor(current)), is_anchor=True)
     if not any(check is returned for check in checks):
         checks.append(returned)
-    return Choice(current, scores, estimated_loss=returned.estimated_loss, checks=checks,
-                  notes={"moves": moves, "move_set": move_set, "anchor_mode": mode, "rounds_run": rounds_run,
-                         "starts": n_starts, "objective": goal, "propose": propose, "patience": patience,
-                         "confirmed": len(checks)})
+    return SearchResult(current, final, checks, returned.estimated_loss,
+                        {"moves": moves, "rounds_run": rounds_run, "propose": p.propose, "patience": p.patience})
+
+
+def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
+    """evaluator=subsample: one gradient, at the start, ranks the candidates of each slot (where the first-order
+    estimate is informative: bench/FIDELITY.md); each round its next ``per_slot`` candidates per slot run on a
+    fresh label-stratified sample of ``sample`` queries, paired with the current set on the same queries, and the
+    search moves to the proposal with the lowest mean difference if it is below zero (else the next batch,
+    ``patience`` times). An estimate is the start's exact value plus the accepted differences."""
+    start = list(current)
+    estimator = ctx.anchor(start, p.mode, rebase=False)  # proposals only need the ranking within a slot
+    with ctx.phase("estimate"):
+        swaps = _single_swaps(start, ctx.n, p.move_labels)
+        ranked = _ranked_per_slot(swaps, estimator.estimate(swaps, kind="loss")["loss"], torch.tensor(start))
+        ctx.explored += swaps.shape[0]
+    value = _objective(ctx, ctx.exact(start), p.goal)  # the reference every paired difference adds to
+    tried = [set() for _ in range(ctx.k)]
+    evaluated: list[tuple[list[int], float, float]] = []  # (subset, its estimate, the estimate it was compared to)
+    moves = rounds_run = batches_run = 0
+    for round_index in range(p.rounds):
+        ctx.progress("search", round_index, p.rounds)
+        rounds_run += 1
+        moved = False
+        for _ in range(1 + p.patience):
+            proposals = []
+            for slot in range(ctx.k):
+                fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]][:p.per_slot]
+                tried[slot].update(fresh)
+                proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
+            if not proposals:
+                break
+            batches_run += 1
+            rows = ctx.sample_rows(p.sample)
+            base = _objective(ctx, ctx.exact_rows(current, rows), p.goal, rows)
+            deltas = [_objective(ctx, ctx.exact_rows(subset, rows), p.goal, rows) - base for subset in proposals]
+            ctx.explored += len(proposals)
+            evaluated += [(subset, value + delta, value) for subset, delta in zip(proposals, deltas)]
+            winner = int(np.argmin(deltas))
+            if deltas[winner] < 0:
+                current, value = proposals[winner], value + deltas[winner]
+                moves += 1
+                moved = True
+                break
+        if not moved:
+            break
+    ctx.progress("search", p.rounds, p.rounds)
+    checks = _diagnostic_checks(ctx, evaluated, current, value, p.checks)
+    return SearchResult(current, estimator, checks, value,
+                        {"moves": moves, "rounds_run": rounds_run, "batches": batches_run, "sample": p.sample,
+                         "per_slot": p.per_slot, "patience": p.patience, "evaluated": len(evaluated)})
+
+
+def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
+    """evaluator=first-order: trust the estimate alone. At each anchor move to the best-estimated single swap if
+    its estimated objective is below the anchor's own, then re-anchor there. No exact run decides anything, and
+    anchors are not rebased on the compact prompt: estimates stay in the pool-width layout of the gradient."""
+    evaluated: list[tuple[list[int], float, float]] = []
+    moves = rounds_run = 0
+    estimator = ctx.anchor(current, p.mode, rebase=False)
+    for round_index in range(p.rounds):
+        ctx.progress("search", round_index, p.rounds)
+        rounds_run += 1
+        with ctx.phase("estimate"):
+            swaps = _single_swaps(current, ctx.n, p.move_labels)
+            if swaps.shape[0] == 0:
+                break
+            estimate = estimator.estimate(swaps, kind=p.goal)
+            ctx.explored += swaps.shape[0]
+        best = int(torch.argmin(estimate["objective"]))
+        evaluated.append((swaps[best].tolist(), float(estimate["loss"][best]), estimator.loss))
+        if float(estimate["objective"][best]) >= estimator.objective(p.goal):
+            break
+        current = swaps[best].tolist()
+        moves += 1
+        estimator = ctx.anchor(current, p.mode, rebase=False)
+    ctx.progress("search", p.rounds, p.rounds)
+    checks = _diagnostic_checks(ctx, evaluated, current, estimator.loss, p.checks)
+    return SearchResult(current, estimator, checks, estimator.loss, {"moves": moves, "rounds_run": rounds_run})
+
+
+def _ranked_per_slot(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor) -> list[list[int]]:
+    """For each slot, the demos a single swap there puts in, best estimate first."""
+    order = torch.argsort(estimated)
+    slot_of = (swaps != anchor).int().argmax(1)[order]  # [S] the slot each swap changes, in estimate order
+    demo_of = swaps[order].gather(1, slot_of[:, None]).squeeze(1)  # [S] the demo it puts there
+    return [demo_of[slot_of == s].tolist() for s in range(anchor.shape[0])]
+
+
+def _diagnostic_checks(ctx: SelectionContext, evaluated: list[tuple[list[int], float, float]], current: list[int],
+                       estimated: float, count: int) -> list[Check]:
+    """Run ``count`` - 1 evaluated subsets (spread over the evaluator's range of estimates) and the returned set
+    on every query, for diagnostics only (counted apart from the selection's passes): how well the evaluator
+    that decided the moves estimated them. Each check's zero-order value is the estimate of the set it was
+    compared to."""
+    if count == 0:
+        return []
+    others = [e for e in evaluated if e[0] != current]
+    picks = sorted(others, key=lambda e: e[1])
+    if len(picks) > count - 1:
+        picks = [picks[int(i)] for i in np.linspace(0, len(picks) - 1, count - 1).round()] if count > 1 else []
+    with ctx.diagnostic(), ctx.phase("checks"):
+        checks = [Check(subset, est, zero, ctx.exact(subset)) for subset, est, zero in picks]
+        checks.append(Check(current, estimated, estimated, ctx.exact(current), is_anchor=True))
+    return checks
+
+
+def _influence_scores(ctx: SelectionContext, estimator, current: list[int]) -> np.ndarray:
+    """score[i] = mean over the returned set's slots of (mean estimated loss of a swap in that slot - estimated
+    loss with i there); a member's score is its slot's mean swap loss minus the set's estimated loss, over k."""
+    with ctx.phase("estimate"):
+        swaps = _single_swaps(current, ctx.n)
+        swap_loss = estimator.estimate(swaps)["loss"].view(ctx.k, ctx.n - ctx.k)  # [k, n-k]
+        at_anchor = estimator.anchor.tolist() == list(current)
+        current_loss = estimator.loss if at_anchor else float(estimator.estimate(torch.tensor([current]))["loss"][0])
+        outside = [i for i in range(ctx.n) if i not in set(current)]
+        slot_mean = swap_loss.mean(1, keepdim=True)
+        scores = np.zeros(ctx.n)
+        scores[outside] = (slot_mean - swap_loss).mean(0).numpy()
+        for slot, member in enumerate(current):
+            scores[member] = float(slot_mean[slot] - current_loss) / ctx.k
+    return scores
 
 
 def _proposals(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor, propose: str,
@@ -199,10 +367,12 @@ def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
     return margins - margins[:, :1]  # relative to option 0, as diagnostics compare them
 
 
-def _objective(ctx: SelectionContext, scores: torch.Tensor, kind: str = "loss") -> float:
-    """outcome.objective of one subset's exact scores [Q, O] over its scored queries."""
+def _objective(ctx: SelectionContext, scores: torch.Tensor, kind: str = "loss", rows: list[int] | None = None) -> float:
+    """outcome.objective of one subset's exact scores [Q, O] (or [len(rows), O] of query ``rows``) over its
+    scored queries."""
     keep = scored_rows(scores)
-    return float(objective(scores[keep], ctx.layout.gold[keep], kind))
+    gold = ctx.layout.gold if rows is None else ctx.layout.gold[rows]
+    return float(objective(scores[keep], gold[keep], kind))
 
 
 def select_gradre(ctx: SelectionContext) -> Choice:

@@ -187,7 +187,7 @@ def test_pool_queries_never_score_a_demo_on_itself(tiny, data, mode):
 def test_gradient_with_pool_queries_reports_the_user_queries(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    params = {"rounds": 2, "candidates": 2, "pool_queries": True}
+    params = {"rounds": 2, "candidates": 2, "pool_queries": True, "evaluator": "exact"}
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1, params=params))
     by_id = {d.id: d for d in pool}
     chosen = [by_id[d["id"]] for d in result["selected"]]
@@ -197,16 +197,18 @@ def test_gradient_with_pool_queries_reports_the_user_queries(tiny, data):
     assert diagnostics["label_agreement"] is not None and diagnostics["label_agreement"] == diagnostics["label_agreement"]
     # every anchor and check scored the pool's other demos too: more query rows than without pool queries
     plain = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
-                                                                     params={"rounds": 2, "candidates": 2}))
+                                                                     params={"rounds": 2, "candidates": 2,
+                                                                             "evaluator": "exact"}))
     assert result["passes"]["forward"] > plain["passes"]["forward"]
     with pytest.raises(InputError, match="params.pool_queries"):
         engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"pool_queries": "yes"}))
 
 
-def test_gradient_search_never_returns_worse_than_its_start(tiny, data):
+def test_exact_confirmed_search_never_returns_worse_than_its_start(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"rounds": 3, "candidates": 3}))
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient",
+                                            params={"rounds": 3, "candidates": 3, "evaluator": "exact"}))
     start = result["diagnostics"]["checks"]
     assert result["exact"]["loss"] <= min(c["exact_loss"] for c in start) + 1e-6
     assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * (len(pool) - 3)
@@ -408,17 +410,93 @@ def test_gradient_search_objective_and_proposal_params(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3,
-                                            params={"rounds": 2, "objective": "errors", "patience": 2}))
+                                            params={"rounds": 2, "objective": "errors", "patience": 2,
+                                                    "evaluator": "exact"}))
     notes = result["notes"]
     assert (notes["objective"], notes["propose"], notes["patience"]) == ("errors", "per-slot", 2)
     # each batch of per-slot proposals holds at most one swap per slot; at most 1 + patience batches a round
     assert notes["confirmed"] <= notes["rounds_run"] * 3 * 3 + 1
     # the search only moves when the exact objective drops: never more errors than its start (rounds=0)
     start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3,
-                                           params={"rounds": 0, "objective": "errors"}))
+                                           params={"rounds": 0, "objective": "errors", "evaluator": "exact"}))
     assert result["exact"]["accuracy"] >= start["exact"]["accuracy"]
     for params, field in (({"objective": "accuracy"}, "params.objective"),
-                          ({"objective": "errors", "anchor_mode": "mean-loss"}, "params.objective"),
+                          ({"objective": "errors", "anchor_mode": "mean-loss", "evaluator": "exact"}, "params.objective"),
                           ({"propose": "best"}, "params.propose"), ({"patience": -1}, "params.patience")):
         with pytest.raises(InputError, match=field):
             engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params=params))
+
+
+def test_subsample_search_runs_only_the_sampled_query_rows(tiny, data):
+    pool, queries = data  # 10 demos, 5 queries, single-token options
+    engine = Engine(tiny, cache=MemoryCache())
+    params = {"rounds": 1, "patience": 0, "per_slot": 1, "sample": 2, "checks": 0, "evaluate_selected": False}
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=4, params=params))
+    assert result["notes"]["evaluator"] == "subsample" and result["notes"]["anchor_mode"] == "mean-loss"
+    assert result["notes"]["evaluated"] == 3  # one proposal per slot
+    # the mean-loss anchor (5 rows forward and back), the start on every query (5: its sampled rows are
+    # taken from that run), then the 3 proposals on the 2 sampled rows
+    assert result["passes"]["forward"] == 5 + 5 + 2 * 3
+    assert result["passes"]["backward"] == 5
+    assert result["passes"]["selection_forward_equivalent"] == result["passes"]["forward_equivalent"]
+
+
+def test_subsample_search_on_every_query_is_exact(tiny, data):
+    """With the sample as large as the query set, a paired difference is the exact difference: the running
+    estimate equals the returned set's exact loss and the search never returns worse than its start."""
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    params = {"rounds": 3, "sample": len(queries)}
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params=params))
+    start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params={"rounds": 0}))
+    assert result["estimate"]["loss"] == pytest.approx(result["exact"]["loss"], abs=1e-9)
+    assert result["exact"]["loss"] <= start["exact"]["loss"] + 1e-9
+    assert result["notes"]["moves"] >= 1  # the tiny model's balanced start is improvable: the test exercises moves
+
+
+def test_subsample_search_diagnostics_measure_its_own_estimates(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
+                                            params={"rounds": 2, "sample": 2, "checks": 3}))
+    diagnostics, passes = result["diagnostics"], result["passes"]
+    assert diagnostics["checked_subsets"] == 3
+    returned = diagnostics["checks"][-1]
+    assert returned["is_anchor"] and returned["ids"] == [d["id"] for d in result["selected"]]
+    assert returned["estimated_loss"] == pytest.approx(result["estimate"]["loss"])
+    assert returned["exact_loss"] == pytest.approx(result["exact"]["loss"])
+    # the checks run every query for diagnostics only: counted apart from the selection's passes
+    assert passes["diagnostics_forward_equivalent"] >= 2 * len(queries)
+    assert passes["selection_forward_equivalent"] + passes["diagnostics_forward_equivalent"] == passes["forward_equivalent"]
+
+
+def test_first_order_search_runs_no_exact_inference(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
+                                            params={"rounds": 3, "evaluator": "first-order", "checks": 0,
+                                                    "evaluate_selected": False}))
+    # label-group anchors only (one per distinct position of the search): each query row runs forward once
+    # and back-propagates one margin (two options); no forward-only (exact) row
+    assert "exact" not in result["timings"]
+    assert result["passes"]["forward"] == result["passes"]["backward"]
+    assert len(queries) <= result["passes"]["forward"] <= (result["notes"]["moves"] + 1) * len(queries)
+
+
+@pytest.mark.parametrize("params, field", [({"evaluator": "oracle"}, "params.evaluator"),
+                                           ({"sample": 0}, "params.sample"), ({"per_slot": 0}, "params.per_slot"),
+                                           ({"checks": -1}, "params.checks"), ({"sample": "few"}, "params.sample")])
+def test_gradient_search_rejects_bad_evaluator_params(tiny, data, params, field):
+    with pytest.raises(InputError, match=field):
+        Engine(tiny).select(SelectionRequest(*data, k=3, method="gradient", params=params))
+
+
+def test_subsample_search_with_pool_queries_scores_each_row_only_where_visible(tiny, data):
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
+                                            params={"rounds": 2, "sample": 6, "pool_queries": True}))
+    by_id = {d.id: d for d in pool}
+    chosen = [by_id[d["id"]] for d in result["selected"]]
+    assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries)["loss"], abs=1e-6)
+    assert all(c["exact_loss"] == c["exact_loss"] for c in result["diagnostics"]["checks"])  # no NaN
