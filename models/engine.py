@@ -89,6 +89,70 @@ def _no_progress(phase: str, done: int, total: int) -> None:
     return None
 
 
+def _cancel_checkpoint(should_cancel: Callable[[], bool] | None) -> Callable[[], None]:
+    """A checkpoint for the model runner: raises Cancelled once ``should_cancel()`` turns true."""
+    def checkpoint() -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("selection cancelled")
+    return checkpoint
+
+
+def _validate(request: SelectionRequest) -> tuple[bool, str]:
+    """Request-level checks before any model work -> (params.pool_queries, params.prompt_width)."""
+    if request.method not in SELECTORS:
+        raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
+    if not isinstance(request.params, dict):
+        raise InputError("params", "must be an object")
+    if isinstance(request.seed, bool) or not isinstance(request.seed, int) or request.seed < 0:
+        raise InputError("seed", "must be a non-negative integer")
+    pool_queries = request.params.get("pool_queries", False)
+    if not isinstance(pool_queries, bool):
+        raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
+    prompt_width = request.params.get("prompt_width", "subset")
+    if prompt_width not in ("subset", "pool"):
+        raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
+    if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
+        raise InputError("targets", "must be a list of input strings")
+    return pool_queries, prompt_width
+
+
+def _retrieve_slots(request: SelectionRequest) -> int:
+    retrieve = request.params.get("retrieve", DEFAULT_RETRIEVE)
+    if isinstance(retrieve, bool) or not isinstance(retrieve, int) or not 0 <= retrieve < request.k:
+        raise InputError("params.retrieve", f"must be an integer from 0 to k-1 = {request.k - 1}, got {retrieve!r}")
+    return retrieve
+
+
+@dataclass
+class _ScoredQueries:
+    """The query rows a selection scores: the user's queries, then (params.pool_queries) the pool's demos, each
+    scored only for prompts it is not in, so the search's objective rests on n - k more labelled queries."""
+    examples: list[Example]
+    query_demo: list[int]  # per row: the pool index of a row that is a pool demo, -1 for the user's queries
+
+
+def _scored_queries(request: SelectionRequest, pool_queries: bool) -> _ScoredQueries:
+    return _ScoredQueries(list(request.queries) + (list(request.pool) if pool_queries else []),
+                          [-1] * len(request.queries) + (list(range(len(request.pool))) if pool_queries else []))
+
+
+@dataclass
+class _Neighbours:
+    similarity: np.ndarray  # [queries + targets, n] embedding cosine, -inf where a pool query meets itself
+    context: list[list[Example]]  # per scored query row, its nearest demos (best last)
+    seconds: float
+
+
+def _retrieved(neighbours: _Neighbours, selected: list[int], n_scored: int, n_queries: int,
+               retrieve: int) -> list[list[int]]:
+    """The prompts returned: each query's and target's ``retrieve`` nearest demos outside the shared ones (the
+    search's rows kept theirs fixed, so a row whose neighbour joined the shared slots held it twice)."""
+    outside = neighbours.similarity.copy()
+    outside[:, selected] = -np.inf
+    rows = list(range(n_queries)) + list(range(n_scored, len(outside)))
+    return [top_k_ascending(outside[row], retrieve) for row in rows]
+
+
 class Engine:
     """Holds a loaded model and an anchor cache; runs selections and evaluations."""
 
@@ -121,94 +185,80 @@ class Engine:
     def select(self, request: SelectionRequest, progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None) -> dict:
         progress = progress or _no_progress
-        if request.method not in SELECTORS:
-            raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
-        if not isinstance(request.params, dict):
-            raise InputError("params", "must be an object")
-        if isinstance(request.seed, bool) or not isinstance(request.seed, int) or request.seed < 0:
-            raise InputError("seed", "must be a non-negative integer")
-
-        def checkpoint() -> None:
-            if should_cancel is not None and should_cancel():
-                raise Cancelled("selection cancelled")
-
-        pool_queries = request.params.get("pool_queries", False)
-        if not isinstance(pool_queries, bool):
-            raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
-        prompt_width = request.params.get("prompt_width", "subset")
-        if prompt_width not in ("subset", "pool"):
-            raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
-        if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
-            raise InputError("targets", "must be a list of input strings")
-
+        checkpoint = _cancel_checkpoint(should_cancel)
+        pool_queries, prompt_width = _validate(request)
         started = time.perf_counter()
         progress("layout", 0, 1)
-        # pool_queries: the pool's demos are selection queries too, each scored only for prompts it is not in,
-        # so the search's objective rests on n - k more labelled queries than the user's.
-        scored_queries = list(request.queries) + (list(request.pool) if pool_queries else [])
-        query_demo = [-1] * len(request.queries) + (list(range(len(request.pool))) if pool_queries else [])
-        layout = self.layout(request.pool, scored_queries, request.k, request.options, request.template,
+        scored = _scored_queries(request, pool_queries)
+        layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
                              request.separator, request.params)
         runner = self._runner(layout, checkpoint)
-        retrieve = request.params.get("retrieve", DEFAULT_RETRIEVE)  # checked once the layout has checked k
-        if isinstance(retrieve, bool) or not isinstance(retrieve, int) or not 0 <= retrieve < request.k:
-            raise InputError("params.retrieve", f"must be an integer from 0 to k-1 = {request.k - 1}, got {retrieve!r}")
-        similarity = None  # [queries + targets, n] embedding cosine (params.retrieve)
-        if retrieve:
-            # k - retrieve shared slots are searched; each query row carries its own `retrieve` nearest demos
-            # between the slots and the query (a pool query never retrieves itself).
-            embed_started = time.perf_counter()
-            similarity = self._embedding_similarity(runner, [d.input for d in request.pool],
-                                                    [q.input for q in scored_queries] + request.targets)
-            embed_seconds = time.perf_counter() - embed_started
-            for row, demo in enumerate(query_demo):
-                if demo >= 0:
-                    similarity[row, demo] = -np.inf
-            context = [[request.pool[i] for i in top_k_ascending(row, retrieve)]
-                       for row in similarity[:len(scored_queries)]]
-            layout = self.layout(request.pool, scored_queries, request.k - retrieve, request.options,
-                                 request.template, request.separator, request.params, query_context=context)
+        retrieve = _retrieve_slots(request)  # checked once the layout has checked k
+        neighbours = self._neighbours(request, scored, runner, retrieve) if retrieve else None
+        if neighbours is not None:
+            layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
+                                 request.template, request.separator, request.params, query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
         ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k - retrieve, request.seed,
                                request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
                                lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
                                anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner,
-                               query_demo=query_demo, compact_prompts=prompt_width == "subset")
+                               query_demo=scored.query_demo, compact_prompts=prompt_width == "subset")
         ctx.timings["layout"] = time.perf_counter() - started
-        if retrieve:
-            ctx.timings["retrieve"] = embed_seconds
+        if neighbours is not None:
+            ctx.timings["retrieve"] = neighbours.seconds
         with ctx.phase("select"):
             choice = SELECTORS[request.method](ctx)
         selection_passes = runner.counter.as_dict()["forward_equivalent"] - ctx.diagnostic_passes
-        retrieved = None
-        if retrieve:
-            # the prompts returned: each query's and target's `retrieve` nearest demos outside the shared ones
-            # (the search's rows kept theirs fixed, so a row whose neighbour joined the shared slots held it twice)
-            outside = similarity.copy()
-            outside[:, choice.selected] = -np.inf
-            rows = list(range(len(request.queries))) + list(range(len(scored_queries), len(outside)))
-            retrieved = [top_k_ascending(outside[row], retrieve) for row in rows]
-        exact_outcome = None
-        if request.params.get("evaluate_selected", True):
-            with ctx.diagnostic():
-                user_rows = slice(0, len(request.queries))  # the user's query set, not the pool queries
-                if retrieve:  # the returned prompts, run exactly
-                    final = self.layout(request.pool, request.queries, request.k - retrieve, request.options,
-                                        request.template, request.separator, request.params,
-                                        query_context=[[request.pool[i] for i in ids]
-                                                       for ids in retrieved[:len(request.queries)]])
-                    scores = self._runner(final, checkpoint, counter=runner.counter).exact_scores(
-                        choice.selected, list(range(len(request.queries))), width=ctx.prompt_width(choice.selected))
-                    exact_outcome = summarize(scores, final.gold)
-                else:
-                    exact_outcome = summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
+        retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
+                                                                 len(request.queries), retrieve)
+        exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, retrieve, checkpoint)
         diagnostics = None
         if choice.checks:
             with ctx.phase("diagnostics"):
                 diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
         ctx.timings["total"] = time.perf_counter() - started
         progress("done", 1, 1)
+        return self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
 
+    def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
+                    retrieve: int) -> "_Neighbours":
+        """params.retrieve: k - retrieve shared slots are searched; each query row carries its own ``retrieve``
+        nearest demos between the slots and the query (a pool query never retrieves itself)."""
+        embed_started = time.perf_counter()
+        similarity = self._embedding_similarity(runner, [d.input for d in request.pool],
+                                                [q.input for q in scored.examples] + request.targets)
+        seconds = time.perf_counter() - embed_started
+        for row, demo in enumerate(scored.query_demo):
+            if demo >= 0:
+                similarity[row, demo] = -np.inf
+        context = [[request.pool[i] for i in top_k_ascending(row, retrieve)]
+                   for row in similarity[:len(scored.examples)]]
+        return _Neighbours(similarity, context, seconds)
+
+    def _evaluate_selected(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, retrieve: int,
+                           checkpoint):
+        """The returned prompts' exact outcome on the user's queries (params.evaluate_selected), or None."""
+        if not request.params.get("evaluate_selected", True):
+            return None
+        layout = ctx.layout
+        with ctx.diagnostic():
+            user_rows = slice(0, len(request.queries))  # the user's query set, not the pool queries
+            if retrieved is None:
+                return summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
+            # the returned prompts, run exactly
+            final = self.layout(request.pool, request.queries, request.k - retrieve, request.options,
+                                request.template, request.separator, request.params,
+                                query_context=[[request.pool[i] for i in ids]
+                                               for ids in retrieved[:len(request.queries)]])
+            scores = self._runner(final, checkpoint, counter=ctx.runner.counter).exact_scores(
+                choice.selected, list(range(len(request.queries))), width=ctx.prompt_width(choice.selected))
+            return summarize(scores, final.gold)
+
+    def _result(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, retrieve: int,
+                exact_outcome, diagnostics, selection_passes) -> dict:
+        """The CONTRACT's result dict."""
+        layout = ctx.layout
         width = ctx.prompt_width(choice.selected)
         prefix = layout.prefix_ids(choice.selected, width)
         estimate = None
@@ -234,7 +284,7 @@ class Engine:
             "diagnostics": diagnostics,
             "explored_subsets": ctx.explored,
             "notes": choice.notes,
-            "passes": {**runner.counter.as_dict(), "selection_forward_equivalent": selection_passes,
+            "passes": {**ctx.runner.counter.as_dict(), "selection_forward_equivalent": selection_passes,
                        "diagnostics_forward_equivalent": ctx.diagnostic_passes},
             "timings": {name: round(seconds, 4) for name, seconds in ctx.timings.items()},
             "cache": {"hits": ctx.cache_hits, "misses": ctx.cache_misses},
