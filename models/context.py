@@ -138,10 +138,15 @@ class SelectionContext:
         hidden = torch.full((self.layout.n_options,), float("nan"))
         return torch.stack([known.get(q, hidden) for q in rows])
 
-    def sample_rows(self, size: int) -> list[int]:
-        """``size`` query rows (all of them if fewer), label-stratified, drawn with the job's generator."""
-        gold = self.layout.gold[self.queries].numpy()
-        return [self.queries[i] for i in stratified_rows(gold, min(size, len(self.queries)), self.rng)]
+    def sample_rows(self, size: int, exclude: list[int] = ()) -> list[int]:
+        """``size`` query rows, label-stratified, drawn with the job's generator, outside ``exclude`` while enough
+        rows are left there (else from all rows); all of them if fewer."""
+        excluded = set(exclude)
+        pool = [q for q in self.queries if q not in excluded]
+        if len(pool) < size:
+            pool = self.queries
+        gold = self.layout.gold[pool].numpy()
+        return [pool[i] for i in stratified_rows(gold, min(size, len(pool)), self.rng)]
 
     def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
         results = []

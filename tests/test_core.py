@@ -430,23 +430,25 @@ def test_gradient_search_objective_and_proposal_params(tiny, data):
 def test_subsample_search_runs_only_the_sampled_query_rows(tiny, data):
     pool, queries = data  # 10 demos, 5 queries, single-token options
     engine = Engine(tiny, cache=MemoryCache())
-    params = {"rounds": 1, "patience": 0, "per_slot": 1, "sample": 2, "checks": 0, "evaluate_selected": False}
+    params = {"rounds": 1, "patience": 0, "per_slot": 1, "screen": 1, "finalists": 1, "sample": 2, "checks": 0,
+              "evaluate_selected": False}
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=4, params=params))
     assert result["notes"]["evaluator"] == "subsample" and result["notes"]["anchor_mode"] == "mean-loss"
     assert result["notes"]["evaluated"] == 3  # one proposal per slot
     # the mean-loss anchor (5 rows forward and back), the start on every query (5: its sampled rows are
-    # taken from that run), then the 3 proposals on the 2 sampled rows
-    assert result["passes"]["forward"] == 5 + 5 + 2 * 3
+    # taken from that run), the 3 proposals on the 1 screening row, the finalist on 2 other rows
+    assert result["passes"]["forward"] == 5 + 5 + 3 * 1 + 2
     assert result["passes"]["backward"] == 5
     assert result["passes"]["selection_forward_equivalent"] == result["passes"]["forward_equivalent"]
 
 
 def test_subsample_search_on_every_query_is_exact(tiny, data):
-    """With the sample as large as the query set, a paired difference is the exact difference: the running
-    estimate equals the returned set's exact loss and the search never returns worse than its start."""
+    """With the sample as large as the query set, the paired difference that decides a move is the exact
+    difference: the running estimate equals the returned set's exact loss and the search never returns worse
+    than its start."""
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    params = {"rounds": 3, "sample": len(queries)}
+    params = {"rounds": 3, "screen": 1, "sample": len(queries)}  # too few rows outside the screen: all of them
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params=params))
     start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params={"rounds": 0}))
     assert result["estimate"]["loss"] == pytest.approx(result["exact"]["loss"], abs=1e-9)
@@ -485,6 +487,8 @@ def test_first_order_search_runs_no_exact_inference(tiny, data):
 
 @pytest.mark.parametrize("params, field", [({"evaluator": "oracle"}, "params.evaluator"),
                                            ({"sample": 0}, "params.sample"), ({"per_slot": 0}, "params.per_slot"),
+                                           ({"screen": 0}, "params.screen"), ({"finalists": 0}, "params.finalists"),
+                                           ({"budget": -1}, "params.budget"),
                                            ({"checks": -1}, "params.checks"), ({"sample": "few"}, "params.sample")])
 def test_gradient_search_rejects_bad_evaluator_params(tiny, data, params, field):
     with pytest.raises(InputError, match=field):
@@ -500,3 +504,31 @@ def test_subsample_search_with_pool_queries_scores_each_row_only_where_visible(t
     chosen = [by_id[d["id"]] for d in result["selected"]]
     assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries)["loss"], abs=1e-6)
     assert all(c["exact_loss"] == c["exact_loss"] for c in result["diagnostics"]["checks"])  # no NaN
+
+
+def test_sample_rows_are_label_stratified_and_avoid_excluded_rows(tiny):
+    labels = ("a", "b", "c")
+    pool, queries = make_examples(9, "d", 3, labels), make_examples(12, "q", 4, labels)  # 4 queries per label
+    ctx = context(tiny, pool, queries)
+    screen = ctx.sample_rows(3)
+    assert sorted(int(ctx.layout.gold[q]) for q in screen) == [0, 1, 2]  # one per label
+    rows = ctx.sample_rows(6, exclude=screen)
+    assert not set(rows) & set(screen) and len(set(rows)) == 6
+    assert sorted(int(ctx.layout.gold[q]) for q in rows) == [0, 0, 1, 1, 2, 2]
+    # too few rows outside the exclusion (9 < 11): drawn from all 12
+    assert len(set(ctx.sample_rows(11, exclude=screen))) == 11
+
+
+def test_subsample_search_stops_before_a_batch_would_pass_its_budget(tiny, data):
+    pool, queries = data  # 10 demos, 5 queries: the anchor (5 forward + 5 backward) and the start (5) cost 20
+    # (a fresh engine each time: a cached anchor would cost nothing)
+    params = {"rounds": 4, "screen": 2, "sample": 2, "per_slot": 1, "finalists": 1, "checks": 0,
+              "evaluate_selected": False}
+    # a batch may cost (3 proposals + 1) * 2 + (1 finalist + 1) * 2 = 12: a budget of 31 leaves room for none
+    none = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 31}))
+    assert none["notes"]["budget_exhausted"] and none["notes"]["batches"] == 0
+    assert none["passes"]["selection_forward_equivalent"] == 20
+    one = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 32}))
+    assert one["notes"]["batches"] == 1 and one["passes"]["selection_forward_equivalent"] <= 32
+    free = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 0}))
+    assert not free["notes"]["budget_exhausted"] and free["notes"]["batches"] >= 1
