@@ -1,0 +1,541 @@
+"""Fidelity benchmark: how well each cheap evaluator ranks demo sets like exact inference does.
+
+    python -m bench.fidelity --datasets bbc imdb --seeds 10 [--threads 2]
+    python -m bench.fidelity --report-only          # rebuild the report from the journal, run nothing
+
+Per dataset and dev seed (the protocol's split; test seeds 0-2 are refused), at two anchors:
+    start  the label-balanced set the gradient search starts from (same seed);
+    end    the set the default gradient search returns (run here, journalled, named after its evaluator).
+At each anchor a fixed sample of swaps is run exactly, once, on all selection queries with compact
+prompts (as the search runs them): ``--singles`` single swaps spread evenly over the slots and
+``--pairs`` two-demo swaps. Every evaluator then estimates the same swaps from what it would have had
+(evaluators are in ``EVALUATORS``; the subsampled ones are computed from the query rows of the exact
+runs, which is what running only those rows gives, and are averaged over ``DRAWS`` random subsamples).
+
+Figures per evaluator (mean over anchors and seeds):
+    spearman_all      Spearman of estimate and exact loss over all sampled swaps;
+    spearman_within   within each slot (single swaps), mean over slots;
+    spearman_across   over the k swaps that are each slot's best by the estimate;
+    precision_top8    share of the evaluator's 8 best swaps that are in the exact top quartile;
+    closer_than_zero  share of swaps where |estimate - exact| < |anchor's own loss - exact|;
+    passes_per_subset forward-equivalents per evaluated subset, fitting and anchors included.
+
+Writes bench/results/fidelity_runs.jsonl (journal: one record per anchor and per exact run; an
+interrupted run resumes), bench/results/fidelity.json (dataset -> evaluator -> figures),
+bench/FIDELITY.md and bench/results/fidelity.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+if __package__ in (None, ""):  # run as a script: python bench/fidelity.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from . import report
+from iclsel.models.context import stratified_rows
+
+from .protocol import DATASET_SPECS, SEPARATOR, Sizes, label_options, load_examples, make_split
+from .quality import BENCH_DIR, RESULTS_DIR, append_journal, default_engine_factory, read_journal
+
+JOURNAL = RESULTS_DIR / "fidelity_runs.jsonl"
+TEST_SEEDS = (0, 1, 2)
+DRAWS = 50  # random query subsamples a subsampled evaluator's figures are averaged over
+SUBSAMPLE_SIZES = (4, 8, 16)
+TOP = 8
+
+
+# ---------------------------------------------------------------- running (model work, journalled)
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:24]
+
+
+def sample_swaps(anchor: list[int], n: int, singles: int, pairs: int, seed: int) -> list[list[int]]:
+    """``singles`` single swaps spread evenly over the k slots (distinct demos per slot), then ``pairs``
+    two-demo swaps (two distinct slots, two distinct demos), all from demos outside the anchor."""
+    k = len(anchor)
+    rng = np.random.default_rng([seed, *anchor])
+    outside = np.array([i for i in range(n) if i not in set(anchor)])
+    per_slot = -(-singles // k)
+    swaps = []
+    for slot in range(k):
+        for demo in rng.choice(outside, per_slot, replace=False):
+            subset = list(anchor)
+            subset[slot] = int(demo)
+            swaps.append(subset)
+    for _ in range(pairs):
+        slots = rng.choice(k, 2, replace=False)
+        demos = rng.choice(outside, 2, replace=False)
+        subset = list(anchor)
+        for slot, demo in zip(slots, demos):
+            subset[int(slot)] = int(demo)
+        swaps.append(subset)
+    return swaps
+
+
+@dataclass
+class SeedSetup:
+    dataset: str
+    seed: int
+    engine: object
+    ctx: object  # models.context.SelectionContext with compact prompts, as the search has
+    split: object
+    base_key: list
+
+
+def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str) -> SeedSetup:
+    from iclsel.models.context import SelectionContext
+
+    spec = DATASET_SPECS[dataset]
+    split = make_split(examples, seed, Sizes())
+    layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
+    ctx = SelectionContext(engine._runner(layout), layout, split.pool, split.select, spec.k, seed, {}, engine.cache,
+                           fingerprint, engine.model.tokenizer, lambda *_: None, compact_prompts=True)
+    base_key = [dataset, seed, fingerprint, spec.template, spec.k, [e.id for e in split.pool],
+                [e.id for e in split.select]]
+    return SeedSetup(dataset, seed, engine, ctx, split, base_key)
+
+
+def _losses(ctx, scores: torch.Tensor) -> list[float]:
+    from iclsel.models.outcome import query_losses
+
+    return query_losses(scores.double(), ctx.layout.gold).tolist()
+
+
+def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> list[int]:
+    """The default gradient search's returned set for this seed (journalled)."""
+    from iclsel.models.engine import SelectionRequest
+
+    from .quality import engine_source_hash
+
+    # the default search of this engine version (an older engine's default may differ: its record stays apart)
+    key = _key("search", *setup.base_key, engine_source_hash())
+    if key not in journal:
+        spec = DATASET_SPECS[setup.dataset]
+        result = setup.engine.select(SelectionRequest(
+            pool=setup.split.pool, queries=setup.split.select, k=spec.k, method="gradient",
+            options=setup.ctx.layout.options, template=spec.template, separator=SEPARATOR, seed=setup.seed,
+            params={"evaluate_selected": False}))
+        ids = [d["id"] for d in result["selected"]]
+        index = {e.id: i for i, e in enumerate(setup.split.pool)}
+        record = {"key": key, "type": "search", "dataset": setup.dataset, "seed": setup.seed,
+                  "evaluator": result["notes"].get("evaluator", "exact"),
+                  "selected": [index[i] for i in ids], "notes": result["notes"], "passes": result["passes"],
+                  "seconds": result["timings"]["total"]}
+        append_journal(JOURNAL, record)
+        journal[key] = record
+        log(f"  {setup.dataset} seed {setup.seed}: default search ended on {record['selected']} "
+            f"({result['passes']['selection_forward_equivalent']} fwd-eq)")
+    return journal[key]["selected"]
+
+
+def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pairs: int, journal: dict,
+               log: Callable[[str], None]) -> None:
+    """Journal the anchor's estimates of its sampled swaps, then each swap's exact run."""
+    from iclsel.models.outcome import query_losses
+
+    ctx = setup.ctx
+    swaps = sample_swaps(anchor, ctx.n, singles, pairs, setup.seed)
+    anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs)
+    if anchor_key not in journal:
+        counter = ctx.runner.counter
+        anchor_scores = ctx.exact(anchor)  # compact prompt: the zero-order value every evaluator starts from
+        estimates, passes = {}, {}
+        tensor = torch.tensor(swaps)
+        for mode in ("label-groups", "mean-loss"):
+            before = counter.as_dict()["forward_equivalent"]
+            estimator = ctx.anchor(anchor, mode)
+            passes[mode] = counter.as_dict()["forward_equivalent"] - before
+            estimates[mode] = estimator.estimate(tensor)["loss"].tolist()
+            if mode == "label-groups":  # per-query estimated losses [S, Q] (the control-variate evaluator)
+                margins = estimator.estimated_margins(tensor)
+                estimates["label-groups-per-query"] = query_losses(margins.double(), ctx.layout.gold).tolist()
+        record = {"key": anchor_key, "type": "anchor", "dataset": setup.dataset, "seed": setup.seed, "name": name,
+                  "anchor": anchor, "swaps": swaps, "k": ctx.k, "n": ctx.n, "queries": len(ctx.queries),
+                  "gold": ctx.layout.gold.tolist(), "labels": [ctx.layout.demo_outputs[i] for i in range(ctx.n)],
+                  "anchor_losses": _losses(ctx, anchor_scores), "estimates": estimates,
+                  "anchor_passes": passes}
+        append_journal(JOURNAL, record)
+        journal[anchor_key] = record
+    done = 0
+    for index, subset in enumerate(swaps):
+        key = _key("swap", *setup.base_key, subset)
+        if key in journal:
+            continue
+        before = ctx.runner.counter.as_dict()
+        scores = ctx.exact(subset)
+        after = ctx.runner.counter.as_dict()
+        record = {"key": key, "type": "swap", "dataset": setup.dataset, "seed": setup.seed, "subset": subset,
+                  "losses": _losses(ctx, scores), "predictions": scores.argmax(-1).tolist(),
+                  "forward": after["forward"] - before["forward"],
+                  "tokens_forward": after["tokens_forward"] - before["tokens_forward"]}
+        append_journal(JOURNAL, record)
+        journal[key] = record
+        done += 1
+        if done % 10 == 0:
+            log(f"  {setup.dataset} seed {setup.seed} {name}: {index + 1}/{len(swaps)} swaps run exactly")
+
+
+# ---------------------------------------------------------------- evaluators (from journalled data only)
+
+@dataclass
+class AnchorData:
+    """One anchor's sampled swaps with their exact per-query losses and the anchor quantities."""
+    dataset: str
+    seed: int
+    name: str
+    anchor: list[int]
+    swaps: np.ndarray  # [S, k]
+    slot: np.ndarray  # [S] the slot a single swap changes, -1 for two-demo swaps
+    exact_q: np.ndarray  # [S, Q] exact per-query losses
+    anchor_q: np.ndarray  # [Q] the anchor's exact per-query losses (compact prompt)
+    gold: np.ndarray  # [Q]
+    labels: list[str]  # [n] each pool demo's label
+    estimates: dict
+    anchor_passes: dict
+    n: int
+
+    @property
+    def exact(self) -> np.ndarray:  # [S]
+        return self.exact_q.mean(1)
+
+    @property
+    def zero(self) -> float:
+        return float(self.anchor_q.mean())
+
+    @property
+    def k(self) -> int:
+        return len(self.anchor)
+
+    @property
+    def single_swaps(self) -> int:  # every single swap the search estimates at an anchor
+        return self.k * (self.n - self.k)
+
+
+Evaluator = Callable[[AnchorData, np.random.Generator], np.ndarray]  # -> estimated loss [S]
+
+
+def first_order(mode: str) -> Evaluator:
+    return lambda a, rng: np.array(a.estimates[mode])
+
+
+def subsample(m: int) -> Evaluator:
+    """Exact on m label-stratified queries, as a difference from the anchor on the same rows:
+    zero-order + mean over the rows of (loss(S, q) - loss(anchor, q))."""
+    def evaluate(a: AnchorData, rng: np.random.Generator) -> np.ndarray:
+        rows = stratified_rows(a.gold, m, rng)
+        return a.zero + (a.exact_q[:, rows] - a.anchor_q[rows]).mean(1)
+    return evaluate
+
+
+def subsample_control(m: int) -> Evaluator:
+    """The first-order estimate on all queries, corrected by its error on m exact rows (a difference
+    estimator with the label-group first-order per-query losses as control variate)."""
+    def evaluate(a: AnchorData, rng: np.random.Generator) -> np.ndarray:
+        rows = stratified_rows(a.gold, m, rng)
+        fo_q = np.array(a.estimates["label-groups-per-query"])  # [S, Q]
+        return fo_q.mean(1) + (a.exact_q[:, rows] - fo_q[:, rows]).mean(1)
+    return evaluate
+
+
+def surrogate_features(a: AnchorData) -> np.ndarray:
+    """[S, F]: which slots changed (one-hot), the first-order delta, how many swaps keep the label."""
+    changed = (a.swaps != np.array(a.anchor)[None]).astype(float)  # [S, k]
+    fo = np.array(a.estimates["label-groups"]) - a.zero
+    same_label = np.array([sum(a.labels[s] == a.labels[t] for s, t in zip(row, a.anchor) if s != t)
+                           for row in a.swaps], dtype=float)
+    return np.column_stack([changed, fo, same_label])
+
+
+def surrogate(folds: int = 4, ridge: float = 1e-2) -> Evaluator:
+    """A datamodel-style ridge regression of the exact change on surrogate_features, cross-fitted: each
+    fold is predicted by a fit on the other folds' exact runs."""
+    def evaluate(a: AnchorData, rng: np.random.Generator) -> np.ndarray:
+        x, y = surrogate_features(a), a.exact - a.zero
+        order = rng.permutation(len(y))
+        predicted = np.empty(len(y))
+        for fold in np.array_split(order, folds):
+            train = np.setdiff1d(order, fold)
+            xt = np.column_stack([x[train], np.ones(len(train))])
+            coef = np.linalg.solve(xt.T @ xt + ridge * np.eye(xt.shape[1]), xt.T @ y[train])
+            predicted[fold] = np.column_stack([x[fold], np.ones(len(fold))]) @ coef
+        return a.zero + predicted
+    return evaluate
+
+
+@dataclass
+class EvaluatorSpec:
+    name: str
+    evaluate: Evaluator
+    cost: Callable[[AnchorData], float]  # forward-equivalents per evaluated subset
+    random: bool  # averaged over DRAWS draws
+    note: str
+
+
+def _anchor_cost(mode: str) -> Callable[[AnchorData], float]:
+    # the anchor pass plus the compact prompt's exact run (the zero-order term), over every single swap estimated
+    return lambda a: (a.anchor_passes[mode] + len(a.gold)) / a.single_swaps
+
+
+EVALUATORS = [
+    EvaluatorSpec("first-order label-groups", first_order("label-groups"), _anchor_cost("label-groups"), False,
+                  "today's estimate: per-label margin gradients in input embeddings, rebased on the compact prompt"),
+    EvaluatorSpec("first-order mean-loss", first_order("mean-loss"), _anchor_cost("mean-loss"), False,
+                  "gradient of the summed loss only (one backward per query row)"),
+    *[EvaluatorSpec(f"subsample {m}", subsample(m), lambda a, m=m: float(m), True,
+                    f"exact on {m} label-stratified queries, as a paired difference from the anchor on them")
+      for m in SUBSAMPLE_SIZES],
+    EvaluatorSpec("subsample 8 + first-order", subsample_control(8),
+                  lambda a: 8 + _anchor_cost("label-groups")(a), True,
+                  "first-order on all queries plus its error measured on 8 exact queries (control variate)"),
+    EvaluatorSpec("surrogate", surrogate(), lambda a: (0.75 * len(a.swaps) * len(a.gold)
+                                                      + a.anchor_passes["label-groups"] + len(a.gold)) / a.single_swaps,
+                  True, "ridge on slot one-hots, first-order delta and same-label count, fitted on 3/4 of the "
+                        "exact runs (4-fold cross-fitting); cost: the fitting runs spread over every single swap"),
+    EvaluatorSpec("exact", lambda a, rng: a.exact, lambda a: float(len(a.gold)), False,
+                  "every query run exactly (the reference)"),
+]
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def figures(a: AnchorData, estimate: np.ndarray) -> dict:
+    exact = a.exact
+    singles = a.slot >= 0
+    within, best_of_slot = [], []
+    for slot in range(a.k):
+        members = np.flatnonzero(a.slot == slot)
+        within.append(_spearman(estimate[members], exact[members]))
+        best_of_slot.append(members[np.argmin(estimate[members])])
+    top_quartile = set(np.argsort(exact)[: max(1, len(exact) // 4)].tolist())
+    top = np.argsort(estimate)[:TOP]
+    return {
+        "spearman_all": _spearman(estimate, exact),
+        "spearman_within": float(np.nanmean(within)) if not np.all(np.isnan(within)) else float("nan"),
+        "spearman_across": _spearman(estimate[best_of_slot], exact[best_of_slot]),
+        "spearman_singles": _spearman(estimate[singles], exact[singles]),
+        "precision_top8": float(np.mean([i in top_quartile for i in top])),
+        "closer_than_zero": float(np.mean(np.abs(estimate - exact) < np.abs(a.zero - exact))),
+        "closer_than_zero_singles": float(np.mean((np.abs(estimate - exact) < np.abs(a.zero - exact))[singles])),
+        "mean_abs_error": float(np.mean(np.abs(estimate - exact))),
+        "zero_order_abs_error": float(np.mean(np.abs(a.zero - exact))),
+    }
+
+
+def evaluate_anchor(a: AnchorData, spec: EvaluatorSpec) -> dict:
+    draws = DRAWS if spec.random else 1
+    rng = np.random.default_rng([a.seed, *a.anchor, len(spec.name)])
+    per_draw = [figures(a, spec.evaluate(a, rng)) for _ in range(draws)]
+    out = {name: float(np.nanmean([d[name] for d in per_draw])) for name in per_draw[0]}
+    out["passes_per_subset"] = spec.cost(a)
+    return out
+
+
+def load_anchors(journal: dict, datasets: list[str], seeds: list[int] | None) -> list[AnchorData]:
+    swaps = {(r["dataset"], r["seed"], tuple(r["subset"])): r for r in journal.values() if r.get("type") == "swap"}
+    # an end anchor is named after the evaluator of the search that ended there (engines before params.evaluator
+    # had only the exact-confirmed search)
+    ended_by = {(r["dataset"], r["seed"], tuple(r["selected"])): r["notes"].get("evaluator", "exact")
+                for r in journal.values() if r.get("type") == "search"}
+    anchors = []
+    for r in journal.values():
+        if r.get("type") != "anchor" or r["dataset"] not in datasets or (seeds and r["seed"] not in seeds):
+            continue
+        runs = [swaps.get((r["dataset"], r["seed"], tuple(s))) for s in r["swaps"]]
+        if any(run is None for run in runs):
+            continue  # not every swap has run yet
+        subsets = np.array(r["swaps"])
+        changed = subsets != np.array(r["anchor"])[None]
+        slot = np.where(changed.sum(1) == 1, changed.argmax(1), -1)
+        name = r["name"]
+        if name == "end":
+            name = f"end of search ({ended_by.get((r['dataset'], r['seed'], tuple(r['anchor'])), '?')})"
+        anchors.append(AnchorData(r["dataset"], r["seed"], name, r["anchor"], subsets, slot,
+                                  np.array([run["losses"] for run in runs]), np.array(r["anchor_losses"]),
+                                  np.array(r["gold"]), r["labels"], r["estimates"], r["anchor_passes"], r["n"]))
+    return sorted(anchors, key=lambda a: (a.dataset, a.seed, a.name))
+
+
+def summarize(anchors: list[AnchorData]) -> dict:
+    """dataset -> evaluator -> figures (mean over that dataset's anchors), plus per-anchor rows."""
+    out: dict = {}
+    for dataset in sorted({a.dataset for a in anchors}):
+        mine = [a for a in anchors if a.dataset == dataset]
+        out[dataset] = {}
+        for spec in EVALUATORS:
+            rows = [evaluate_anchor(a, spec) for a in mine]
+            mean = {name: float(np.nanmean([row[name] for row in rows])) for name in rows[0]}
+            mean["anchors"] = [{"seed": a.seed, "anchor": a.name, **row} for a, row in zip(mine, rows)]
+            mean["note"] = spec.note
+            out[dataset][spec.name] = mean
+    return out
+
+
+def kv_reuse_bound(journal: dict, model: str, datasets: list[str]) -> dict:
+    """What reusing the key/value cache of the slots before a swapped slot could save in an exact run: the
+    prefix's share of the tokens the journalled runs computed, times the mean over slots s of s/k (the share of
+    the prefix before slot s). It saves no rows: every query row still runs. Tokenizer work only."""
+    from iclsel.models.engine import Engine
+    from iclsel.models.loading import load_model
+
+    from . import data as bench_data
+
+    engine = Engine(load_model(model))
+    out = {}
+    for dataset in datasets:
+        runs = [r for r in journal.values() if r.get("type") == "swap" and r["dataset"] == dataset]
+        if not runs:
+            continue
+        spec = DATASET_SPECS[dataset]
+        examples = load_examples(bench_data.ensure(dataset))
+        shares = []
+        for seed in sorted({r["seed"] for r in runs}):
+            split = make_split(examples, seed, Sizes())
+            layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
+            query_tokens = sum(len(ids) for ids in layout.query_ids)
+            shares += [(r["tokens_forward"] - query_tokens) / r["tokens_forward"] for r in runs if r["seed"] == seed]
+        prefix_share = float(np.mean(shares))
+        out[dataset] = {"exact_runs": len(shares), "prefix_token_share": prefix_share,
+                        "kv_reuse_token_saving_at_most": prefix_share * (spec.k - 1) / (2 * spec.k),
+                        "kv_reuse_row_saving": 0.0}
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+COLUMNS = [("spearman_all", "Spearman, all swaps"), ("spearman_within", "within a slot"),
+           ("spearman_across", "across slots (each slot's best)"), ("precision_top8", "top-8 precision"),
+           ("closer_than_zero", "closer than zero-order"), ("passes_per_subset", "fwd-eq per subset")]
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
+
+
+def markdown(result: dict, anchors: list[AnchorData], journal: dict, command: str, kv: dict | None = None) -> str:
+    info = report.machine_info()
+    lines = ["# Evaluator fidelity", "", "This file is regenerated by `python -m bench.fidelity`; do not edit by hand.",
+             "", "Command:", "", f"    {command}", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores (torch {info['torch']}); date {info['date']}; "
+             f"commit {info['commit']}.", "",
+             __doc__.split("\n\n", 1)[1].split("Writes")[0].strip(), ""]
+    for dataset, evaluators in result.items():
+        mine = [a for a in anchors if a.dataset == dataset]
+        sizes = mine[0]
+        lines += [f"## {dataset}", "",
+                  f"Pool {sizes.n}, {len(sizes.gold)} selection queries, k = {sizes.k}; anchors: "
+                  + ", ".join(f"seed {a.seed} {a.name} (exact loss {a.zero:.3f}, {int((a.slot >= 0).sum())} single "
+                              f"+ {int((a.slot < 0).sum())} two-demo swaps)" for a in mine) + ".", "",
+                  "| evaluator | " + " | ".join(title for _, title in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for name, figs in evaluators.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(figs[c]) for c, _ in COLUMNS) + " |")
+        lines += ["", "Per anchor (Spearman across slots / closer than zero-order):", "",
+                  "| evaluator | " + " | ".join(f"seed {a.seed} {a.name}" for a in mine) + " |",
+                  "|---|" + "---|" * len(mine)]
+        for name, figs in evaluators.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_fmt(row['spearman_across'])} / {_fmt(row['closer_than_zero'])}" for row in figs["anchors"]) + " |")
+        lines += [""]
+    lines += ["Evaluators:", ""] + [f"- **{spec.name}**: {spec.note}." for spec in EVALUATORS]
+    if kv:
+        lines += ["", "Key/value reuse (a swap at slot s reusing the cache of slots 0..s-1) saves no row and at most "
+                  "this share of an exact run's computed tokens:", ""]
+        lines += [f"- {dataset}: prefix {v['prefix_token_share']:.1%} of the tokens over {v['exact_runs']} exact runs, "
+                  f"so at most {v['kv_reuse_token_saving_at_most']:.1%}" for dataset, v in kv.items()]
+    searches = [r for r in journal.values() if r.get("type") == "search"]
+    if searches:
+        lines += ["", "End anchors: the default gradient search (`params.evaluate_selected` false) on each seed:", ""]
+        for r in sorted(searches, key=lambda r: (r["dataset"], r["seed"])):
+            lines.append(f"- {r['dataset']} seed {r['seed']}, evaluator {r['notes'].get('evaluator', 'exact')}: {r['selected']}, "
+                         f"{r['passes']['selection_forward_equivalent']} selection fwd-eq, notes {json.dumps(r['notes'])}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(result)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for name, figs in result[dataset].items():
+            ax.scatter(figs["passes_per_subset"], figs["spearman_across"], s=40)
+            ax.annotate(name, (figs["passes_per_subset"], figs["spearman_across"]), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.axhline(0.6, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("forward-equivalents per evaluated subset (log)")
+        ax.set_ylabel("Spearman across slots (each slot's best swap)")
+        ax.set_title(dataset)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASET_SPECS), default=sorted(DATASET_SPECS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10])
+    parser.add_argument("--anchors", nargs="+", choices=("start", "end"), default=["start", "end"])
+    parser.add_argument("--singles", type=int, default=64, help="single swaps per anchor (spread evenly over slots)")
+    parser.add_argument("--pairs", type=int, default=16, help="two-demo swaps per anchor")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report from the journal")
+    parser.add_argument("--kv-bound", action="store_true",
+                        help="also bound what key/value reuse of the slots before a swap could save (tokenizer only)")
+    args = parser.parse_args(argv)
+    if any(seed in TEST_SEEDS for seed in args.seeds):
+        parser.error("seeds 0-2 are the protocol's test seeds: measure fidelity on dev seeds")
+    journal = read_journal(JOURNAL)
+    if not args.report_only:
+        from . import data as bench_data
+
+        new_engine, fingerprint = default_engine_factory(args.model, args.threads)
+        for dataset in args.datasets:
+            examples = load_examples(bench_data.ensure(dataset))
+            for seed in args.seeds:
+                setup = setup_seed(new_engine(), examples, dataset, seed, fingerprint)
+                for name in args.anchors:
+                    anchor = setup.ctx.balanced_subset() if name == "start" else end_anchor(setup, journal, print)
+                    if name == "start":
+                        setup.ctx.rng = np.random.default_rng(seed)  # leave the context as the search found it
+                    run_anchor(setup, name, anchor, args.singles, args.pairs, journal, print)
+                    print(f"{dataset} seed {seed} {name}: done", flush=True)
+    anchors = load_anchors(journal, args.datasets, None)
+    if not anchors:
+        print("no complete anchor in the journal yet")
+        return 0
+    result = summarize(anchors)
+    kv = kv_reuse_bound(journal, args.model, args.datasets) if args.kv_bound else None
+    report.write_json(RESULTS_DIR / "fidelity.json", result if kv is None else {**result, "kv_reuse_bound": kv})
+    command = "python -m bench.fidelity " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    (BENCH_DIR / "FIDELITY.md").write_text(markdown(result, anchors, journal, command, kv))
+    plot(result, RESULTS_DIR / "fidelity.png")
+    for dataset, evaluators in result.items():
+        for name, figs in evaluators.items():
+            print(f"{dataset:5s} {name:28s} " + " ".join(f"{c}={_fmt(figs[c])}" for c, _ in COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
