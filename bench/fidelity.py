@@ -5,7 +5,8 @@
 
 Per dataset and dev seed (the protocol's split; test seeds 0-2 are refused), at two anchors:
     start  the label-balanced set the gradient search starts from (same seed);
-    end    the set the default gradient search returns (run here, journalled, named after its evaluator).
+    end    the set the default gradient search returns (run here, journalled, named after its evaluator;
+           an end anchor of an older default search stays in the journal and in the report).
 At each anchor a fixed sample of swaps is run exactly, once, on all selection queries with compact
 prompts (as the search runs them): ``--singles`` single swaps spread evenly over the slots and
 ``--pairs`` two-demo swaps. Every evaluator then estimates the same swaps from what it would have had
@@ -400,7 +401,9 @@ def kv_reuse_bound(journal: dict, model: str, datasets: list[str]) -> dict:
     engine = Engine(load_model(model))
     out = {}
     for dataset in datasets:
-        runs = [r for r in journal.values() if r.get("type") == "swap" and r["dataset"] == dataset]
+        # runs that computed their rows (a set already run in the same job is answered from memory: 0 tokens)
+        runs = [r for r in journal.values() if r.get("type") == "swap" and r["dataset"] == dataset
+                and r["tokens_forward"] > 0]
         if not runs:
             continue
         spec = DATASET_SPECS[dataset]
