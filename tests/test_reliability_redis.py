@@ -55,6 +55,11 @@ def forget(cluster, job_id: str) -> None:
     cluster.redis.delete(*keys)
 
 
+# A job that runs for seconds on the tiny model: the exact-confirmed search re-anchors (label-group gradients, in
+# many chunks) at every move. The default subsample search can finish a 60-query job in under a second.
+LONG = {"evaluator": "exact"}
+
+
 def test_a_large_anchor_pass_is_shared_by_both_workers(cluster):
     request = selection(queries=labelled_queries(12, "share"), seed=1, wait_s=60)
     before = anchor_counts(cluster)
@@ -85,7 +90,7 @@ def test_a_large_anchor_pass_is_shared_by_both_workers(cluster):
 
 
 def test_a_worker_killed_during_the_anchor_pass_loses_nothing(cluster):
-    request = selection(queries=labelled_queries(24, "crash"), seed=2, wait_s=0)
+    request = selection(queries=labelled_queries(24, "crash"), seed=2, wait_s=0, params=LONG)
     succeeded = metric(cluster.client, "iclsel_jobs_total", status="succeeded")
     job_id = cluster.client.post("/v1/selections", json=request).json()["id"]
     running = wait_job(cluster.client, job_id, lambda job: job["progress"]["phase"] == "anchor"
@@ -112,7 +117,7 @@ def test_a_worker_killed_during_the_anchor_pass_loses_nothing(cluster):
 
 
 def test_cancelling_a_running_job_frees_the_workers_within_seconds(cluster):
-    request = selection(queries=labelled_queries(60, "cancel"), seed=3, wait_s=0)
+    request = selection(queries=labelled_queries(60, "cancel"), seed=3, wait_s=0, params=LONG)
     job_id = cluster.client.post("/v1/selections", json=request).json()["id"]
     wait_job(cluster.client, job_id, lambda job: job["progress"]["phase"] == "anchor" and job["progress"]["done"] >= 4)
     asked = time.monotonic()
@@ -132,7 +137,7 @@ def test_cancelling_a_running_job_frees_the_workers_within_seconds(cluster):
 
 
 def test_a_client_that_goes_away_leaves_no_waiting_request(cluster):
-    request = selection(queries=labelled_queries(60, "gone"), seed=5, wait_s=60)
+    request = selection(queries=labelled_queries(60, "gone"), seed=5, wait_s=60, params=LONG)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(cluster.api.url + "/v1/selections", json=request, timeout=1.5)
     deadline = time.monotonic() + 5
