@@ -3,10 +3,11 @@
 - gradient: a local search over single swaps (slot s <- demo i) from the best (by exact objective) of
   ``starts`` label-balanced sets. A first-order estimate (the gradient w.r.t. the demo-slot embeddings at an
   anchor) proposes the swaps; ``evaluator`` says what decides a move:
-    subsample (default): one gradient at the start ranks each slot's candidates (the estimate ranks swaps
-      within a slot, not across slots: bench/FIDELITY.md); each round the next ``per_slot`` candidates of every
-      slot run exactly on a fresh label-stratified sample of ``sample`` queries, paired with the current set on
-      the same queries, and the search moves to the lowest mean difference if it is below zero;
+    subsample (default): one gradient at the start orders each slot's candidates; each batch screens the next
+      ``per_slot`` candidates of every slot exactly on ``screen`` label-stratified queries, paired with the
+      current set on the same queries, runs the ``finalists`` best on ``sample`` more, and moves on the paired
+      difference over both samples if it is below zero; it stops before a batch could pass ``budget``
+      (bench/FIDELITY.md: such differences rank swaps, the first-order estimate barely does);
     exact: re-anchor at every move; the best-estimated swap of each slot (propose="per-slot"; "global": the
       ``candidates`` best overall) runs on every query; move if the exact objective drops, else try the next
       batch (``patience`` times). The query-set objective never goes up;
@@ -109,7 +110,7 @@ class SearchParams:
     screen: int  # queries every proposal runs on (subsample evaluator)
     sample: int  # other queries the finalists run on: the paired difference that decides a move
     finalists: int  # screened proposals that run on the sample
-    budget: float  # forward-equivalents the subsample search may spend (0 = no limit)
+    budget: int  # forward-equivalents the subsample search may spend (0 = no limit)
     per_slot: int  # proposals per slot and batch (subsample evaluator)
     checks: int  # evaluated subsets also run on every query, for diagnostics (subsample, first-order)
     starts: list[list[int]]
@@ -141,7 +142,7 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
     propose = _one_of(ctx, "propose", DEFAULT_PROPOSE, PROPOSALS)
     patience = _at_least(ctx, "patience", DEFAULT_PATIENCE, 0)
     n_starts = _at_least(ctx, "starts", 1, 1)
-    params = SearchParams(
+    return SearchParams(
         evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, goal=goal, move_set=move_set,
         # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
         # each move changes only a demo's input text: a smaller step from the anchor than a label change.
@@ -151,10 +152,9 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
         sample=_at_least(ctx, "sample", DEFAULT_SAMPLE, 1), finalists=_at_least(ctx, "finalists", DEFAULT_FINALISTS, 1),
         per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
         budget=_at_least(ctx, "budget", DEFAULT_BUDGET_PER_QUERY * len(ctx.queries), 0),
-        starts=[])
-    params.starts = [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
-                     for _ in range(n_starts)]
-    return params
+        # drawn last, after every parameter has been checked (the draws use the job's generator)
+        starts=[ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+                for _ in range(n_starts)])
 
 
 @dataclass
@@ -231,14 +231,14 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
 
 
 def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
-    """evaluator=subsample: one gradient, at the start, ranks the candidates of each slot (where the first-order
-    estimate is informative: bench/FIDELITY.md). Each batch, the next ``per_slot`` candidates of every slot are
-    screened on ``screen`` label-stratified queries, paired with the current set on the same queries; the
-    ``finalists`` best then also run on ``sample`` other queries, and the search moves to the best of them if its
-    paired difference over both samples is below zero (else the next batch, ``patience`` times); a batch that
-    could take the search past ``budget`` forward-equivalents is not started. The fresh
-    queries halve the winner's curse of the screening (the minimum of noisy differences) in the move and in the
-    estimate: the start's exact value plus the accepted differences."""
+    """evaluator=subsample: one gradient, at the start, orders the candidates of each slot (bench/FIDELITY.md:
+    the first-order estimate barely ranks swaps, so it only chooses which to try first). Each batch, the next
+    ``per_slot`` candidates of every slot are screened on ``screen`` label-stratified queries, paired with the
+    current set on the same queries; the ``finalists`` best then also run on ``sample`` other queries, and the
+    search moves to the best of them if its paired difference over both samples is below zero (else the next
+    batch, ``patience`` times); a batch that could take the search past ``budget`` forward-equivalents is not
+    started. The fresh queries halve the winner's curse of the screening (the minimum of noisy differences) in
+    the move and in the estimate: the start's exact value plus the accepted differences."""
     start = list(current)
     counter, before = ctx.runner.counter, ctx.runner.counter.as_dict()["forward_equivalent"]
     spent = lambda: counter.as_dict()["forward_equivalent"] - before  # noqa: E731 (the search's own passes)
@@ -332,12 +332,16 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
     return SearchResult(current, estimator, checks, estimator.loss, {"moves": moves, "rounds_run": rounds_run})
 
 
-def _ranked_per_slot(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor) -> list[list[int]]:
-    """For each slot, the demos a single swap there puts in, best estimate first."""
+def _per_slot_order(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor) -> list[torch.Tensor]:
+    """For each slot, the indices of the single swaps [S, k] that change it, lowest ``estimated`` [S] first."""
     order = torch.argsort(estimated)
     slot_of = (swaps != anchor).int().argmax(1)[order]  # [S] the slot each swap changes, in estimate order
-    demo_of = swaps[order].gather(1, slot_of[:, None]).squeeze(1)  # [S] the demo it puts there
-    return [demo_of[slot_of == s].tolist() for s in range(anchor.shape[0])]
+    return [order[slot_of == s] for s in range(anchor.shape[0])]
+
+
+def _ranked_per_slot(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor) -> list[list[int]]:
+    """For each slot, the demos a single swap there puts in, best estimate first."""
+    return [swaps[indices, slot].tolist() for slot, indices in enumerate(_per_slot_order(swaps, estimated, anchor))]
 
 
 def _diagnostic_checks(ctx: SelectionContext, evaluated: list[tuple[list[int], float, float]], current: list[int],
@@ -384,11 +388,10 @@ def _proposals(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tenso
     per-slot: the lowest estimate within each slot (k swaps), then the second lowest of each, ...
     Measured on BBC dev seeds (bench/results/dev/swap_study_bbc.md, python -m bench.swap_study): the first-order estimate ranks the swaps within a
     slot (Spearman about 0.3-0.5) but not across slots, where it gets the slot's mean effect wrong."""
-    order = torch.argsort(estimated)
     if propose == "global":
+        order = torch.argsort(estimated)
         return [b for b in order[: candidates * (1 + patience)].split(candidates) if b.numel()]
-    slot_of = (swaps != anchor).int().argmax(1)[order]  # [S] the slot each swap changes, in estimate order
-    ranked = [order[slot_of == s] for s in range(anchor.shape[0])]  # per slot, best estimate first
+    ranked = _per_slot_order(swaps, estimated, anchor)
     return [torch.stack([r[level] for r in ranked if r.numel() > level])
             for level in range(1 + patience) if any(r.numel() > level for r in ranked)]
 
