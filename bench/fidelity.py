@@ -98,13 +98,14 @@ class SeedSetup:
 
 
 def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str) -> SeedSetup:
-    from iclsel.models.context import SelectionContext
+    from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 
     spec = DATASET_SPECS[dataset]
     split = make_split(examples, seed, Sizes())
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
-    ctx = SelectionContext(engine._runner(layout), layout, split.pool, split.select, spec.k, seed, {}, engine.cache,
-                           fingerprint, engine.model.tokenizer, lambda *_: None, compact_prompts=True)
+    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k, compact_prompts=True),
+                           ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, fingerprint),
+                           seed, {}, lambda *_: None)
     base_key = [dataset, seed, fingerprint, spec.template, spec.k, [e.id for e in split.pool],
                 [e.id for e in split.select]]
     return SeedSetup(dataset, seed, engine, ctx, split, base_key)
@@ -160,7 +161,7 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
             before = counter.as_dict()["forward_equivalent"]
             estimator = ctx.anchor(anchor, mode)
             passes[mode] = counter.as_dict()["forward_equivalent"] - before
-            estimates[mode] = estimator.estimate(tensor)["loss"].tolist()
+            estimates[mode] = estimator.estimate(tensor).loss.tolist()
             if mode == "label-groups":  # per-query estimated losses [S, Q] (the control-variate evaluator)
                 margins = estimator.estimated_margins(tensor)
                 estimates["label-groups-per-query"] = query_losses(margins.double(), ctx.layout.gold).tolist()

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
                 subsets = random_subsets(n, k, count, generator)
                 estimate, seconds = best_of(lambda: estimator.estimate(subsets), args.repeats)
                 row["subsets"].append({"count": count, "seconds": seconds, "us_per_subset": 1e6 * seconds / count,
-                                       "finite": bool(torch.isfinite(estimate["loss"]).all())})
+                                       "finite": bool(torch.isfinite(estimate.loss).all())})
             result["by_n"].append(row)
             biggest = row["subsets"][-1]
             print(f"  {mode} n={n}: precompute {precompute:.3f}s; {row['single_swaps']['count']} single swaps "

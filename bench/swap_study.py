@@ -34,18 +34,19 @@ OUT_DIR = RESULTS_DIR / "dev"
 
 
 def study_seed(engine, examples, dataset: str, seed: int, swaps_run: int) -> dict:
-    from iclsel.models.context import SelectionContext
+    from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
     from iclsel.models.selectors import _objective, _single_swaps
 
     spec = DATASET_SPECS[dataset]
     split = make_split(examples, seed, Sizes())
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
-    ctx = SelectionContext(engine._runner(layout), layout, split.pool, split.select, spec.k, seed, {}, engine.cache,
-                           engine.model.fingerprint, engine.model.tokenizer, lambda *_: None, compact_prompts=True)
+    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k, compact_prompts=True),
+                           ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, engine.model.fingerprint),
+                           seed, {}, lambda *_: None)
     start = ctx.balanced_subset()  # the gradient search's start for this seed
     estimator = ctx.anchor(start, "label-groups")
     swaps = _single_swaps(start, ctx.n)  # [k (n - k), k]
-    estimated = estimator.estimate(swaps)["loss"].numpy()
+    estimated = estimator.estimate(swaps).loss.numpy()
     drawn = np.random.default_rng(seed + 7).choice(swaps.shape[0], swaps_run, replace=False)
     slots = (swaps[drawn] != torch.tensor(start)).int().argmax(1).numpy()
     exact = np.array([_objective(ctx, ctx.exact(swaps[i].tolist())) for i in drawn])

@@ -6,20 +6,20 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .anchor import ANCHOR_MODES, AnchorTensors
 from .cache import TensorCache
 from .data import Example, InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner
 from .layout import Layout
 from .outcome import on_all_rows
-from .tasks import anchor_task
-
-ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")
+from .tasks import AnchorTask
 
 
 def stratified_rows(gold: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -34,36 +34,56 @@ def stratified_rows(gold: np.ndarray, size: int, rng: np.random.Generator) -> np
     return np.array(rows, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class SelectionProblem:
+    """What a job selects for: the laid-out prompts and the examples behind them."""
+    layout: Layout
+    pool: list[Example]
+    queries: list[Example]  # the user's queries (the layout's query rows may add pool demos after them)
+    k: int  # slots searched
+    # [Q] pool index of each query row that is a pool demo (params.pool_queries), -1 for the user's queries.
+    # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the mean
+    # loss over visible(S). None: every row is a user's query.
+    query_demo: list[int] | None = None
+    # exact runs (and the prompt returned) use slots as wide as the subset's widest demo, not the pool's;
+    # anchors still take gradients in the pool-width layout (slot-aligned estimates) and are rebased on their
+    # compact exact outcome
+    compact_prompts: bool = False
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """How a job reaches the model: the runner, its tokenizer, and the tensor cache keyed by its fingerprint."""
+    runner: ModelRunner
+    tokenizer: Any
+    cache: TensorCache
+    fingerprint: str
+    anchor_chunk: int = 32  # query rows per cached anchor part
+    anchor_runner: Callable[[list[AnchorTask]], None] | None = None  # optional: fans anchor tasks out to other workers
+
+
 class SelectionContext:
-    def __init__(self, runner: ModelRunner, layout: Layout, pool: list[Example], queries: list[Example], k: int,
-                 seed: int, params: dict, cache: TensorCache, model_fingerprint: str, tokenizer,
-                 progress: Callable[[str, int, int], None], anchor_chunk: int = 32,
-                 anchor_runner: Callable[[list[dict]], None] | None = None, query_demo: list[int] | None = None,
-                 compact_prompts: bool = False):
-        self.runner = runner
-        self.tokenizer = tokenizer
-        self.pool_inputs = [example.input for example in pool]
-        self.query_inputs = [example.input for example in queries]
+    def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int, params: dict,
+                 progress: Callable[[str, int, int], None]):
+        layout = problem.layout
+        self.runner = model.runner
+        self.tokenizer = model.tokenizer
+        self.pool_inputs = [example.input for example in problem.pool]
+        self.query_inputs = [example.input for example in problem.queries]
         self.layout = layout
-        self.k = k
+        self.k = problem.k
         self.n = layout.demo_ids.shape[0]
         self.queries = list(range(len(layout.query_ids)))
-        # [Q] pool index of each query row that is a pool demo (params.pool_queries), -1 for the user's queries.
-        # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the
-        # mean loss over visible(S).
-        # compact_prompts: exact runs (and the prompt returned) use slots as wide as the subset's widest demo,
-        # not the pool's; anchors still take gradients in the pool-width layout (slot-aligned estimates)
-        # and are rebased on their compact exact outcome.
-        self.compact_prompts = compact_prompts
-        self.query_demo = torch.tensor(query_demo if query_demo is not None else [-1] * len(self.queries),
+        self.compact_prompts = problem.compact_prompts
+        self.query_demo = torch.tensor(problem.query_demo if problem.query_demo is not None else [-1] * len(self.queries),
                                        dtype=torch.long)
         self.rng = np.random.default_rng(seed)
         self.params = params
-        self.cache = cache
-        self.model_fingerprint = model_fingerprint
+        self.cache = model.cache
+        self.model_fingerprint = model.fingerprint
         self.progress = progress
-        self.anchor_chunk = anchor_chunk
-        self.anchor_runner = anchor_runner  # optional: fans anchor tasks out to other workers
+        self.anchor_chunk = model.anchor_chunk
+        self.anchor_runner = model.anchor_runner
         self.timings: dict[str, float] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -157,10 +177,10 @@ class SelectionContext:
         return results
 
     # ---------- anchors (cached by content) ----------
-    def _key(self, kind: str, content: dict) -> str:
+    def _key(self, namespace: str, content: dict) -> str:
         """Cache key: content hash of everything the cached tensors depend on."""
         content = {"v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
-        return f"{kind}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+        return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
     def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
         return self._key("anchor", {
@@ -168,6 +188,10 @@ class SelectionContext:
             "queries": [self.layout.query_ids[q] for q in queries],
             "gold": [int(self.layout.gold[q]) for q in queries],
         })
+
+    def _cached_anchor(self, key: str) -> AnchorTensors | None:
+        tensors = self.cache.get(key)
+        return None if tensors is None else AnchorTensors.from_named(tensors)
 
     def anchor(self, subset: list[int], mode: str = "mean-loss", rebase: bool = True) -> AnchorEstimator:
         """Anchor quantities at ``subset`` (from the cache when present), in query chunks. With compact prompts
@@ -178,7 +202,7 @@ class SelectionContext:
         rows = self.visible(subset)
         chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
         keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
-        parts = [self.cache.get(key) for key in keys]
+        parts = [self._cached_anchor(key) for key in keys]
         self.cache_hits += sum(part is not None for part in parts)
         self.cache_misses += sum(part is None for part in parts)
         missing = [i for i, part in enumerate(parts) if part is None]
@@ -186,27 +210,19 @@ class SelectionContext:
         if self.anchor_runner is not None and len(missing) > 1:
             # other workers compute chunks into the shared cache; whatever is not there after, runs here
             with self.phase("anchor"):
-                self.anchor_runner([anchor_task(self.layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
+                self.anchor_runner([AnchorTask.of(self.layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
                                     for i in missing])
-            parts = [part if part is not None else self.cache.get(key) for part, key in zip(parts, keys)]
+            parts = [part if part is not None else self._cached_anchor(key) for part, key in zip(parts, keys)]
         for done, (chunk, key) in enumerate(zip(chunks, keys)):
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
                     parts[done] = self.runner.anchor(mode, list(subset), chunk)
-                self.cache.put(key, parts[done])
+                self.cache.put(key, parts[done].named())
         self.progress("anchor", len(chunks), len(chunks))
-        merged = {"scores": torch.cat([p["scores"] for p in parts])}
-        if mode == "per-query":
-            merged.update({name: torch.cat([p[name] for p in parts]) for name in ("grad_margins", "reference", "row_count")})
-            merged["row_of_query"] = torch.arange(len(rows))
-        elif mode == "label-groups":
-            merged.update({name: torch.stack([p[name] for p in parts]).sum(0) for name in ("grad_margins", "row_count")})
-            merged.update({name: torch.cat([p[name] for p in parts]) for name in ("reference", "row_of_query")})
-        else:
-            merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
+        merged = AnchorTensors.merge(mode, parts)
         if not self.compact_prompts:  # the anchor pass ran the prompt exactly
-            self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged["scores"], rows, len(self.queries)))
+            self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged.scores, rows, len(self.queries)))
         with self.phase("estimate"):
             estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
                                         self.layout.gold[rows], query_demo=self.query_demo[rows],

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .cache import MemoryCache
-from .context import SelectionContext
+from .context import ModelAccess, SelectionContext, SelectionProblem
 from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
@@ -60,6 +60,7 @@ from .layout import TokenMemo, build_layout, resolve_options
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .selectors import SELECTORS
+from .tasks import AnchorTask
 
 DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
 
@@ -162,7 +163,7 @@ class Engine:
         self.cache = cache if cache is not None else MemoryCache()
         self.batch_size = batch_size
         self.anchor_chunk = anchor_chunk
-        # anchor_runner(tasks: list[dict]) -> None: optional hook that has other workers compute anchor
+        # anchor_runner(tasks: list[AnchorTask]) -> None: optional hook that has other workers compute anchor
         # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
         self.anchor_runner = anchor_runner
 
@@ -199,11 +200,12 @@ class Engine:
             layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
                                  request.template, request.separator, request.params, query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
-        ctx = SelectionContext(runner, layout, request.pool, request.queries, request.k - retrieve, request.seed,
-                               request.params, self.cache, self.model.fingerprint, self.model.tokenizer,
-                               lambda phase, done, total: (checkpoint(), progress(phase, done, total)),
-                               anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner,
-                               query_demo=scored.query_demo, compact_prompts=prompt_width == "subset")
+        problem = SelectionProblem(layout, request.pool, request.queries, request.k - retrieve,
+                                   query_demo=scored.query_demo, compact_prompts=prompt_width == "subset")
+        model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
+                            anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
+        ctx = SelectionContext(problem, model, request.seed, request.params,
+                               lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
         ctx.timings["layout"] = time.perf_counter() - started
         if neighbours is not None:
             ctx.timings["retrieve"] = neighbours.seconds

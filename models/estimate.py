@@ -8,8 +8,11 @@ with the per-slot, per-demo contributions c[.., s, i] = <G[s], E(i)> (one matrix
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from .anchor import AnchorTensors
 from .outcome import objective, on_all_rows, query_losses
 
 
@@ -35,20 +38,28 @@ def subset_deltas(contrib: torch.Tensor, subsets: torch.Tensor, anchor: torch.Te
     return at_subsets - at_anchor
 
 
+@dataclass(frozen=True)
+class Estimates:
+    """First-order estimates of S subsets."""
+    loss: torch.Tensor  # [S] mean query loss
+    objective: torch.Tensor  # [S] the search objective (outcome.objective; the loss itself for "loss")
+    accuracy: torch.Tensor | None = None  # [S] (margin anchors only)
+    predictions: torch.Tensor | None = None  # [S, Q] predicted option per query (margin anchors only)
+    zero_order: torch.Tensor | None = None  # [S] the estimating anchor's own loss (estimate_with_anchors)
+    anchor: torch.Tensor | None = None  # [S] index of the estimating anchor (estimate_with_anchors)
+
+
 class AnchorEstimator:
-    """Estimates around one anchor, from one of two kinds of anchor quantities (inference.ModelRunner):
-    - margin gradients: scores [Q, O]; grad_margins [R, O, k, W, d], the gradient of the summed margins
-      (score[q, o] - score[q, reference[q]]) of the queries in row r; row_of_query [Q]; row_count [R].
-      Per-query anchors have one row per query; label-group anchors one row per gold label. Each
-      query's margins move by its row's mean shift, then the loss, the predicted label and accuracy
-      are computed exactly from the estimated margins.
-    - mean-loss: scores [Q, O] and grad_loss_sum [k, W, d]: a first-order estimate of the mean loss only.
+    """Estimates around one anchor, from either kind of AnchorTensors (inference.ModelRunner.anchor):
+    - margin gradients (label-groups, per-query): each query's margins move by its gradient row's mean
+      shift, then the loss, the predicted label and accuracy are computed exactly from the estimated margins;
+    - mean-loss: a first-order estimate of the mean loss only.
     Q here counts the anchor's scored queries: ``rows`` [Q] are their indices in the whole query set of
     ``n_queries``; ``query_demo`` [Q] the pool index of a query that is a pool demo (-1 if none). A subset
     that contains such a demo does not count that query (per-query and label-group estimates; a mean-loss
     estimate cannot drop a query's share of the gradient and keeps it)."""
 
-    def __init__(self, anchor: list[int], tensors: dict[str, torch.Tensor], demo_ids: torch.Tensor,
+    def __init__(self, anchor: list[int], tensors: AnchorTensors, demo_ids: torch.Tensor,
                  embedding: torch.Tensor, gold: torch.Tensor, query_demo: torch.Tensor | None = None,
                  rows: torch.Tensor | None = None, n_queries: int | None = None):
         self.anchor = torch.tensor(anchor, dtype=torch.long)
@@ -57,14 +68,14 @@ class AnchorEstimator:
         self.has_pool_queries = bool((self.query_demo >= 0).any())
         self.rows = rows if rows is not None else torch.arange(gold.shape[0])
         self.n_queries = n_queries if n_queries is not None else gold.shape[0]
-        self.per_query = "grad_margins" in tensors  # per-query estimates available
-        grad = tensors["grad_margins"] if self.per_query else tensors["grad_loss_sum"]
+        self.per_query = tensors.has_margins  # per-query estimates available
+        grad = tensors.grad_margins if self.per_query else tensors.grad_loss_sum
         self.contrib = slot_contributions(grad, demo_ids, embedding)  # [R, O, k, n] or [k, n]
         if self.per_query:
-            self.reference = tensors["reference"]  # [Q]
-            self.row_of_query = tensors["row_of_query"]
-            self.row_weight = (1.0 / tensors["row_count"].clamp_min(1)).to(grad.dtype)  # [R]
-        self.rebase(tensors["scores"].to(grad.dtype))
+            self.reference = tensors.reference  # [Q]
+            self.row_of_query = tensors.row_of_query  # [Q]
+            self.row_weight = (1.0 / tensors.row_count.clamp_min(1)).to(grad.dtype)  # [R]
+        self.rebase(tensors.scores.to(grad.dtype))
 
     def rebase(self, scores: torch.Tensor) -> None:
         """Take ``scores`` [Q, O] as the anchor's own outcome (the zero-order term); the first-order deltas
@@ -94,16 +105,15 @@ class AnchorEstimator:
             return torch.ones((subsets.shape[0], self.gold.shape[0]))
         return (subsets[:, :, None] != self.query_demo[None, None, :]).all(1).float()
 
-    def objective(self, kind: str) -> float:
-        """The anchor's own value of the search objective (outcome.objective) on its exact scores."""
-        return float(objective(self.scores, self.gold, kind, self.counted(self.anchor[None])[0]))
+    def objective(self, name: str) -> float:
+        """The anchor's own value of the search objective ``name`` (outcome.objective) on its exact scores."""
+        return float(objective(self.scores, self.gold, name, self.counted(self.anchor[None])[0]))
 
-    def estimate(self, subsets: torch.Tensor, chunk: int = 4096, kind: str = "loss") -> dict[str, torch.Tensor | None]:
-        """subsets [S, k] -> {"loss": [S], "objective": [S] (outcome.objective ``kind``; the loss for "loss"),
-        "accuracy": [S] or None, "predictions": [S, Q] or None}. Objectives other than the loss need
-        per-query margins (not a mean-loss anchor)."""
-        if kind != "loss" and not self.per_query:
-            raise ValueError(f"objective {kind!r} needs per-query margins, not a mean-loss anchor")
+    def estimate(self, subsets: torch.Tensor, chunk: int = 4096, objective_name: str = "loss") -> Estimates:
+        """subsets [S, k] -> their Estimates (accuracy and predictions with margin anchors). Objectives other
+        than the loss need per-query margins (not a mean-loss anchor)."""
+        if objective_name != "loss" and not self.per_query:
+            raise ValueError(f"objective {objective_name!r} needs per-query margins, not a mean-loss anchor")
         losses, accuracies, predictions, objectives = [], [], [], []
         for start in range(0, subsets.shape[0], chunk):
             part = subsets[start:start + chunk]
@@ -112,7 +122,7 @@ class AnchorEstimator:
                 counted = self.counted(part).to(margins.dtype)  # [s, Q]
                 count = counted.sum(-1)
                 losses.append(objective(margins, self.gold, "loss", counted))
-                objectives.append(losses[-1] if kind == "loss" else objective(margins, self.gold, kind, counted))
+                objectives.append(losses[-1] if objective_name == "loss" else objective(margins, self.gold, objective_name, counted))
                 predicted = margins.argmax(-1)
                 predictions.append(predicted)
                 accuracies.append((((predicted == self.gold).to(margins.dtype) * counted).sum(-1) / count).float())
@@ -120,9 +130,9 @@ class AnchorEstimator:
                 delta = subset_deltas(self.contrib, part, self.anchor)
                 losses.append(self.loss + delta / self.gold.shape[0])
                 objectives.append(losses[-1])
-        return {"loss": torch.cat(losses), "objective": torch.cat(objectives),
-                "accuracy": torch.cat(accuracies) if self.per_query else None,
-                "predictions": torch.cat(predictions) if self.per_query else None}
+        return Estimates(torch.cat(losses), torch.cat(objectives),
+                         accuracy=torch.cat(accuracies) if self.per_query else None,
+                         predictions=torch.cat(predictions) if self.per_query else None)
 
 
 def nearest_anchor(subsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -131,8 +141,8 @@ def nearest_anchor(subsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor
     return overlap.argmax(-1)
 
 
-def estimate_with_anchors(estimators: list[AnchorEstimator], subsets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Estimate each subset from its nearest anchor; also return that anchor's own loss (zero-order)."""
+def estimate_with_anchors(estimators: list[AnchorEstimator], subsets: torch.Tensor) -> Estimates:
+    """Estimate each subset's loss from its nearest anchor; also return that anchor's own loss (zero-order)."""
     anchors = torch.stack([e.anchor for e in estimators])
     assignment = nearest_anchor(subsets, anchors)
     dtype = estimators[0].scores.dtype
@@ -146,9 +156,9 @@ def estimate_with_anchors(estimators: list[AnchorEstimator], subsets: torch.Tens
         if chosen.numel() == 0:
             continue
         result = estimator.estimate(subsets[chosen])
-        loss[chosen] = result["loss"]
+        loss[chosen] = result.loss
         zero_order[chosen] = estimator.loss
         if per_query:
-            accuracy[chosen] = result["accuracy"]
-            predictions[chosen] = result["predictions"]
-    return {"loss": loss, "accuracy": accuracy, "predictions": predictions, "zero_order": zero_order, "anchor": assignment}
+            accuracy[chosen] = result.accuracy
+            predictions[chosen] = result.predictions
+    return Estimates(loss, loss, accuracy=accuracy, predictions=predictions, zero_order=zero_order, anchor=assignment)

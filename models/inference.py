@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
+from .anchor import AnchorTensors
 from .layout import Layout
 from .outcome import query_losses
 
@@ -158,7 +159,7 @@ class ModelRunner:
         start, width = self.layout.slot_start(), self.layout.slot_width
         return grad[..., start:start + k * width, :].unflatten(-2, (k, width))
 
-    def anchor_mean_loss(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+    def anchor_mean_loss(self, subset: list[int], queries: list[int]) -> AnchorTensors:
         """Scores [Q, O] at the anchor and the gradient [k, W, d] of the SUMMED loss over the queries
         with respect to the demo-slot input embeddings. The prefix runs forward once; each batch of
         queries back-propagates into detached copies of the prefix keys/values only, and one backward
@@ -183,9 +184,9 @@ class ModelRunner:
         torch.autograd.backward(outputs, grads)  # one backward through the prefix
         self.counter.tokens_backward += prefix_len
         grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
-        return {"scores": torch.cat(parts).cpu(), "grad_loss_sum": _at_least_float32(grad.detach()).cpu()}
+        return AnchorTensors(torch.cat(parts).cpu(), grad_loss_sum=_at_least_float32(grad.detach()).cpu())
 
-    def anchor_label_groups(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+    def anchor_label_groups(self, subset: list[int], queries: list[int]) -> AnchorTensors:
         """Scores [Q, O] and, for each gold label g and option o, the gradient of the summed margin
         sum_{q: gold=g} (score[q, o] - score[q, g]) w.r.t. the demo-slot embeddings: grad_margins
         [G=O, O, k, W, d], with row_of_query [Q] (= gold) and row_count [G] (queries per label).
@@ -228,12 +229,12 @@ class ModelRunner:
             (embed_grad,) = torch.autograd.grad(outputs, prefix_embeds, total, retain_graph=position < len(pairs) - 1)
             grad[label, o] = embed_grad[0].cpu()
             self.counter.tokens_backward += prefix_len
-        return {"scores": scores.to(_at_least_float32(prefix_embeds).dtype),
-                "grad_margins": _at_least_float32(self._slots(grad, len(subset))),
-                "row_of_query": gold.clone(), "reference": gold.clone(),
-                "row_count": torch.bincount(gold, minlength=n_opt).to(torch.float64)}
+        return AnchorTensors(scores.to(_at_least_float32(prefix_embeds).dtype),
+                             grad_margins=_at_least_float32(self._slots(grad, len(subset))),
+                             reference=gold.clone(), row_of_query=gold.clone(),
+                             row_count=torch.bincount(gold, minlength=n_opt).to(torch.float64))
 
-    def anchor_per_query(self, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
+    def anchor_per_query(self, subset: list[int], queries: list[int]) -> AnchorTensors:
         """Scores [Q, O] and per-query gradients [Q, O, k, W, d] of the option margins
         d[q, o] = score[q, o] - score[q, 0] (d[:, 0] = 0) w.r.t. the demo-slot embeddings.
         A per-query gradient through the prefix needs the prefix in every row: rows are unshared."""
@@ -263,12 +264,12 @@ class ModelRunner:
             score_parts.append(scores.detach())
             grad_parts.append(_at_least_float32(self._slots(grads, len(subset))).cpu())
         n_queries = len(queries)
-        return {"scores": torch.cat(score_parts).cpu(), "grad_margins": torch.cat(grad_parts),
-                "row_of_query": torch.arange(n_queries), "reference": torch.zeros(n_queries, dtype=torch.long),
-                "row_count": torch.ones(n_queries, dtype=torch.float64)}
+        return AnchorTensors(torch.cat(score_parts).cpu(), grad_margins=torch.cat(grad_parts),
+                             reference=torch.zeros(n_queries, dtype=torch.long), row_of_query=torch.arange(n_queries),
+                             row_count=torch.ones(n_queries, dtype=torch.float64))
 
-    def anchor(self, mode: str, subset: list[int], queries: list[int]) -> dict[str, torch.Tensor]:
-        """Anchor quantities of one kind: "label-groups", "per-query" or "mean-loss"."""
+    def anchor(self, mode: str, subset: list[int], queries: list[int]) -> AnchorTensors:
+        """Anchor quantities in one of the ANCHOR_MODES: "label-groups", "per-query" or "mean-loss"."""
         compute = {"label-groups": self.anchor_label_groups, "per-query": self.anchor_per_query,
                    "mean-loss": self.anchor_mean_loss}
         return compute[mode](subset, queries)

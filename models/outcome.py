@@ -30,7 +30,7 @@ def on_all_rows(values: torch.Tensor, rows: torch.Tensor | list[int], n_rows: in
 OBJECTIVES = ("loss", "errors")
 
 
-def objective(scores: torch.Tensor, gold: torch.Tensor, kind: str, counted: torch.Tensor | None = None) -> torch.Tensor:
+def objective(scores: torch.Tensor, gold: torch.Tensor, name: str, counted: torch.Tensor | None = None) -> torch.Tensor:
     """What a search minimises, from scores [..., Q, O] -> [...]; ``counted`` [..., Q] weights the queries
     (1 = scored, 0 = not; default all).
     loss:   mean -log p(gold).
@@ -39,12 +39,12 @@ def objective(scores: torch.Tensor, gold: torch.Tensor, kind: str, counted: torc
     counted = torch.ones(scores.shape[:-1], dtype=scores.dtype) if counted is None else counted.to(scores.dtype)
     count = counted.sum(-1)
     loss = (query_losses(scores, gold) * counted).sum(-1) / count
-    if kind == "loss":
+    if name == "loss":
         return loss
-    if kind == "errors":
+    if name == "errors":
         errors = ((scores.argmax(-1) != gold).to(scores.dtype) * counted).sum(-1) / count
         return errors + loss / (1 + loss) / count
-    raise ValueError(f"objective must be one of {OBJECTIVES}, not {kind!r}")
+    raise ValueError(f"objective must be one of {OBJECTIVES}, not {name!r}")
 
 
 def mean_loss(scores: torch.Tensor, gold: torch.Tensor) -> float:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .anchor import ANCHOR_MODES
 from .context import SelectionContext
 from .data import InputError
 from .diagnostics import Check
@@ -60,12 +61,12 @@ class Choice:
     notes: dict = field(default_factory=dict)
 
 
-def _param(ctx: SelectionContext, name: str, default, kind=int):
+def _param(ctx: SelectionContext, name: str, default, convert=int):
     value = ctx.params.get(name, default)
     try:
-        return kind(value)
+        return convert(value)
     except (TypeError, ValueError):
-        raise InputError(f"params.{name}", f"must be {kind.__name__}, got {value!r}") from None
+        raise InputError(f"params.{name}", f"must be {convert.__name__}, got {value!r}") from None
 
 
 def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor) -> np.ndarray:
@@ -100,7 +101,7 @@ class SearchParams:
     evaluator: str  # what decides a move: "subsample", "exact" or "first-order" (EVALUATORS)
     rounds: int
     mode: str  # anchor_mode
-    goal: str  # objective
+    objective: str  # what a move must lower: outcome.OBJECTIVES
     move_labels: list[str] | None  # per demo, with moves=same-label (a swap keeps the replaced demo's label)
     move_set: str
     swap_budget: int  # single swaps estimated per round; 0 = all k * (n - k)
@@ -133,17 +134,17 @@ def _at_least(ctx: SelectionContext, name: str, default: int, low: int) -> int:
 def _search_params(ctx: SelectionContext) -> SearchParams:
     evaluator = _one_of(ctx, "evaluator", DEFAULT_EVALUATOR, EVALUATORS)
     # the subsample search only ranks proposals within a slot by the gradient: the cheapest anchor does that
-    mode = _param(ctx, "anchor_mode", "mean-loss" if evaluator == "subsample" else "label-groups", str)
+    mode = _one_of(ctx, "anchor_mode", "mean-loss" if evaluator == "subsample" else "label-groups", ANCHOR_MODES)
     init = _one_of(ctx, "init", "balanced", ("balanced", "random"))
     move_set = _one_of(ctx, "moves", "any", ("any", "same-label"))
-    goal = _one_of(ctx, "objective", DEFAULT_OBJECTIVE, OBJECTIVES)
-    if goal != "loss" and mode == "mean-loss" and evaluator != "subsample":
-        raise InputError("params.objective", f"{goal!r} needs per-query margins: anchor_mode 'label-groups' or 'per-query'")
+    objective_name = _one_of(ctx, "objective", DEFAULT_OBJECTIVE, OBJECTIVES)
+    if objective_name != "loss" and mode == "mean-loss" and evaluator != "subsample":
+        raise InputError("params.objective", f"{objective_name!r} needs per-query margins: anchor_mode 'label-groups' or 'per-query'")
     propose = _one_of(ctx, "propose", DEFAULT_PROPOSE, PROPOSALS)
     patience = _at_least(ctx, "patience", DEFAULT_PATIENCE, 0)
     n_starts = _at_least(ctx, "starts", 1, 1)
     return SearchParams(
-        evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, goal=goal, move_set=move_set,
+        evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, objective=objective_name, move_set=move_set,
         # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
         # each move changes only a demo's input text: a smaller step from the anchor than a label change.
         move_labels=ctx.layout.demo_outputs if move_set == "same-label" else None,
@@ -170,7 +171,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     p = _search_params(ctx)
     current = p.starts[0]
     if len(p.starts) > 1:  # run every start exactly (forward passes only) and search from the best
-        start_losses = [_objective(ctx, scores, p.goal) for scores in ctx.exact_many(p.starts, label="starts")]
+        start_losses = [_objective(ctx, scores, p.objective) for scores in ctx.exact_many(p.starts, label="starts")]
         ctx.explored += len(p.starts)
         current = p.starts[int(np.argmin(start_losses))]
     search = {"exact": _search_exact, "subsample": _search_subsample, "first-order": _search_first_order}[p.evaluator]
@@ -178,7 +179,7 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     scores = _influence_scores(ctx, result.estimator, result.current)
     return Choice(result.current, scores, estimated_loss=result.estimated_loss, checks=result.checks,
                   notes={"evaluator": p.evaluator, **result.notes, "move_set": p.move_set, "anchor_mode": p.mode,
-                         "starts": len(p.starts), "objective": p.goal, "confirmed": len(result.checks)})
+                         "starts": len(p.starts), "objective": p.objective, "confirmed": len(result.checks)})
 
 
 def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
@@ -198,20 +199,20 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
                 break  # no demo left to swap in (same-label moves, every demo of each label already in)
             if 0 < p.swap_budget < swaps.shape[0]:
                 swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], p.swap_budget, replace=False))]
-            estimate = estimator.estimate(swaps, kind=p.goal)
+            estimate = estimator.estimate(swaps, objective_name=p.objective)
             ctx.explored += swaps.shape[0]
-            batches = _proposals(swaps, estimate["objective"], torch.tensor(current), p.propose, p.candidates, p.patience)
-        anchor_value = estimator.objective(p.goal)
+            batches = _proposals(swaps, estimate.objective, torch.tensor(current), p.propose, p.candidates, p.patience)
+        anchor_value = estimator.objective(p.objective)
         moved = False
         for batch in batches:  # the next batch only when no swap of this one lowered the exact objective
             exact_runs = ctx.exact_many([swaps[i].tolist() for i in batch], label="confirm")
             for index, scores in zip(batch.tolist(), exact_runs):
                 subset = swaps[index].tolist()
-                check = Check(subset, float(estimate["loss"][index]), estimator.loss, scores,
+                check = Check(subset, float(estimate.loss[index]), estimator.loss, scores,
                               _margins(estimator, swaps[index]))
                 checks.append(check)
                 proposed_by[tuple(subset)] = check
-            exact_values = [_objective(ctx, s, p.goal) for s in exact_runs]
+            exact_values = [_objective(ctx, s, p.objective) for s in exact_runs]
             winner = int(np.argmin(exact_values))
             if exact_values[winner] < anchor_value:
                 current = swaps[batch[winner]].tolist()
@@ -245,9 +246,9 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     estimator = ctx.anchor(start, p.mode, rebase=False)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
         swaps = _single_swaps(start, ctx.n, p.move_labels)
-        ranked = _ranked_per_slot(swaps, estimator.estimate(swaps, kind="loss")["loss"], torch.tensor(start))
+        ranked = _ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(start))
         ctx.explored += swaps.shape[0]
-    value = _objective(ctx, ctx.exact(start), p.goal)  # the reference every paired difference adds to
+    value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
     tried = [set() for _ in range(ctx.k)]
     evaluated: dict[tuple[int, ...], tuple[float, float]] = {}  # subset -> (its estimate, the compared estimate)
     moves = rounds_run = batches_run = 0
@@ -272,12 +273,12 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
                 break
             batches_run += 1
             screen_rows = ctx.sample_rows(p.screen)
-            screened = _paired_differences(ctx, current, proposals, screen_rows, p.goal)
+            screened = _paired_differences(ctx, current, proposals, screen_rows, p.objective)
             evaluated.update({tuple(s): (value + d, value) for s, d in zip(proposals, screened)})
             finalists = [proposals[i] for i in np.argsort(screened, kind="stable")[:p.finalists]]
             more = [q for q in ctx.sample_rows(p.sample, exclude=screen_rows) if q not in screen_rows]
             rows = screen_rows + more  # the finalists' rows: both samples
-            decided = _paired_differences(ctx, current, finalists, rows, p.goal)
+            decided = _paired_differences(ctx, current, finalists, rows, p.objective)
             evaluated.update({tuple(s): (value + d, value) for s, d in zip(finalists, decided)})
             ctx.explored += len(proposals)
             winner = int(np.argmin(decided))
@@ -298,10 +299,10 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
 
 
 def _paired_differences(ctx: SelectionContext, current: list[int], subsets: list[list[int]], rows: list[int],
-                        goal: str) -> list[float]:
+                        objective_name: str) -> list[float]:
     """objective(subset) - objective(current), each exact on the same query ``rows`` only."""
-    base = _objective(ctx, ctx.exact_rows(current, rows), goal, rows)
-    return [_objective(ctx, ctx.exact_rows(subset, rows), goal, rows) - base for subset in subsets]
+    base = _objective(ctx, ctx.exact_rows(current, rows), objective_name, rows)
+    return [_objective(ctx, ctx.exact_rows(subset, rows), objective_name, rows) - base for subset in subsets]
 
 
 def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
@@ -318,11 +319,11 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
             swaps = _single_swaps(current, ctx.n, p.move_labels)
             if swaps.shape[0] == 0:
                 break
-            estimate = estimator.estimate(swaps, kind=p.goal)
+            estimate = estimator.estimate(swaps, objective_name=p.objective)
             ctx.explored += swaps.shape[0]
-        best = int(torch.argmin(estimate["objective"]))
-        evaluated.append((swaps[best].tolist(), float(estimate["loss"][best]), estimator.loss))
-        if float(estimate["objective"][best]) >= estimator.objective(p.goal):
+        best = int(torch.argmin(estimate.objective))
+        evaluated.append((swaps[best].tolist(), float(estimate.loss[best]), estimator.loss))
+        if float(estimate.objective[best]) >= estimator.objective(p.objective):
             break
         current = swaps[best].tolist()
         moves += 1
@@ -367,9 +368,9 @@ def _influence_scores(ctx: SelectionContext, estimator, current: list[int]) -> n
     loss with i there); a member's score is its slot's mean swap loss minus the set's estimated loss, over k."""
     with ctx.phase("estimate"):
         swaps = _single_swaps(current, ctx.n)
-        swap_loss = estimator.estimate(swaps)["loss"].view(ctx.k, ctx.n - ctx.k)  # [k, n-k]
+        swap_loss = estimator.estimate(swaps).loss.view(ctx.k, ctx.n - ctx.k)  # [k, n-k]
         at_anchor = estimator.anchor.tolist() == list(current)
-        current_loss = estimator.loss if at_anchor else float(estimator.estimate(torch.tensor([current]))["loss"][0])
+        current_loss = estimator.loss if at_anchor else float(estimator.estimate(torch.tensor([current])).loss[0])
         outside = [i for i in range(ctx.n) if i not in set(current)]
         slot_mean = swap_loss.mean(1, keepdim=True)
         scores = np.zeros(ctx.n)
@@ -405,19 +406,34 @@ def _margins(estimator, subset: torch.Tensor) -> torch.Tensor | None:
     return margins - margins[:, :1]  # relative to option 0, as diagnostics compare them
 
 
-def _objective(ctx: SelectionContext, scores: torch.Tensor, kind: str = "loss", rows: list[int] | None = None) -> float:
+def _objective(ctx: SelectionContext, scores: torch.Tensor, name: str = "loss", rows: list[int] | None = None) -> float:
     """outcome.objective of one subset's exact scores [Q, O] (or [len(rows), O] of query ``rows``) over its
     scored queries."""
     keep = scored_rows(scores)
     gold = ctx.layout.gold if rows is None else ctx.layout.gold[rows]
-    return float(objective(scores[keep], gold[keep], kind))
+    return float(objective(scores[keep], gold[keep], name))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """gradre's and exact's parameters, parsed once (a bad value is an InputError naming params.<field>)."""
+    subsets: int  # random k-subsets scored
+    anchors: int = 0  # gradre: random anchors the subsets are estimated from
+    checks: int = 0  # gradre: scored subsets also run exactly, for diagnostics
+    mode: str = "per-query"  # gradre: anchor_mode
+
+
+def _sampling_params(ctx: SelectionContext, estimated: bool) -> SamplingParams:
+    subsets = _at_least(ctx, "subsets", 64, 1)
+    if not estimated:
+        return SamplingParams(subsets)
+    return SamplingParams(subsets, anchors=_at_least(ctx, "anchors", 2, 1), checks=_at_least(ctx, "checks", 8, 0),
+                          mode=_one_of(ctx, "anchor_mode", "per-query", ANCHOR_MODES))
 
 
 def select_gradre(ctx: SelectionContext) -> Choice:
-    n_anchors = _param(ctx, "anchors", 2)
-    n_subsets = _param(ctx, "subsets", 64)
-    n_checks = _param(ctx, "checks", 8)
-    mode = _param(ctx, "anchor_mode", "per-query", str)
+    p = _sampling_params(ctx, estimated=True)
+    n_anchors, n_subsets, n_checks, mode = p.anchors, p.subsets, p.checks, p.mode
     anchors = ctx.random_subsets(n_anchors)
     estimators = []
     for a in range(n_anchors):
@@ -427,7 +443,7 @@ def select_gradre(ctx: SelectionContext) -> Choice:
     with ctx.phase("estimate"):
         estimate = estimate_with_anchors(estimators, subsets)
         ctx.explored += n_subsets
-        scores = influence_from_subsets(ctx.n, subsets, -estimate["loss"])
+        scores = influence_from_subsets(ctx.n, subsets, -estimate.loss)
     selected = top_k_ascending(scores, ctx.k)
     to_check = [subsets[i].tolist() for i in range(min(n_checks, n_subsets))] + [selected]
     with ctx.diagnostic():
@@ -435,20 +451,20 @@ def select_gradre(ctx: SelectionContext) -> Choice:
     checks = []
     for subset, exact in zip(to_check[:-1], exact_runs[:-1]):
         row = subsets.tolist().index(subset)
-        estimator = estimators[int(estimate["anchor"][row])]
-        checks.append(Check(subset, float(estimate["loss"][row]), float(estimate["zero_order"][row]), exact,
+        estimator = estimators[int(estimate.anchor[row])]
+        checks.append(Check(subset, float(estimate.loss[row]), float(estimate.zero_order[row]), exact,
                             _margins(estimator, subsets[row])))
     final = estimate_with_anchors(estimators, torch.tensor([selected]))
-    chosen = estimators[int(final["anchor"][0])]
-    checks.append(Check(selected, float(final["loss"][0]), float(final["zero_order"][0]), exact_runs[-1],
+    chosen = estimators[int(final.anchor[0])]
+    checks.append(Check(selected, float(final.loss[0]), float(final.zero_order[0]), exact_runs[-1],
                         _margins(chosen, torch.tensor(selected))))
-    return Choice(selected, scores, estimated_loss=float(final["loss"][0]),
-                  estimated_accuracy=None if final["accuracy"] is None else float(final["accuracy"][0]),
+    return Choice(selected, scores, estimated_loss=float(final.loss[0]),
+                  estimated_accuracy=None if final.accuracy is None else float(final.accuracy[0]),
                   checks=checks, notes={"anchor_mode": mode, "anchors": n_anchors, "subsets": n_subsets})
 
 
 def select_exact(ctx: SelectionContext) -> Choice:
-    n_subsets = _param(ctx, "subsets", 64)
+    n_subsets = _sampling_params(ctx, estimated=False).subsets
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
     ctx.explored += n_subsets

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from iclsel.models.cache import MemoryCache
-from iclsel.models.context import SelectionContext
+from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 from iclsel.models.data import Example, InputError
 from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
@@ -46,8 +46,9 @@ def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3, 
                           loaded.max_positions)
     runner = ModelRunner(model if model is not None else loaded.model, layout, batch_size=batch_size)
     query_demo = [-1] * len(queries) + (list(range(len(pool))) if pool_queries else [])
-    return SelectionContext(runner, layout, pool, queries, k, 0, {}, MemoryCache(), "test", loaded.tokenizer,
-                            lambda *a: None, anchor_chunk=2, query_demo=query_demo)
+    return SelectionContext(SelectionProblem(layout, pool, queries, k, query_demo=query_demo),
+                            ModelAccess(runner, loaded.tokenizer, MemoryCache(), "test", anchor_chunk=2),
+                            0, {}, lambda *a: None)
 
 
 @pytest.mark.parametrize("mode", ["mean-loss", "per-query", "label-groups"])
@@ -56,7 +57,7 @@ def test_estimate_of_anchor_equals_its_exact_outcome(tiny, data, mode):
     anchor = [4, 1, 7]
     estimator = ctx.anchor(anchor, mode)
     exact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
-    estimate = estimator.estimate(torch.tensor([anchor]))["loss"][0]
+    estimate = estimator.estimate(torch.tensor([anchor])).loss[0]
     assert float(estimate) == pytest.approx(float(exact), rel=1e-6)
 
 
@@ -75,10 +76,10 @@ def test_linear_model_makes_first_order_estimates_exact(tiny, data, mode):
         exact_margins = exact_scores - exact_scores[:, :1]
         estimated_margins = estimator.estimated_margins(subsets[row:row + 1])[0]
         torch.testing.assert_close(estimated_margins - estimated_margins[:, :1], exact_margins, rtol=1e-6, atol=1e-8)
-        assert float(estimate["loss"][row]) == pytest.approx(float(query_losses(exact_scores, ctx.layout.gold).mean()), rel=1e-6)
-        assert torch.equal(estimate["predictions"][row], exact_scores.argmax(-1))
+        assert float(estimate.loss[row]) == pytest.approx(float(query_losses(exact_scores, ctx.layout.gold).mean()), rel=1e-6)
+        assert torch.equal(estimate.predictions[row], exact_scores.argmax(-1))
     # and the estimate really moves: far subsets differ from the anchor's own value
-    assert float((estimate["loss"] - estimator.loss).abs().max()) > 1e-3
+    assert float((estimate.loss - estimator.loss).abs().max()) > 1e-3
 
 
 def _embeds_loss(ctx, subset, perturbation, mode):
@@ -109,7 +110,7 @@ def test_gradients_match_finite_differences(tiny, data, mode):
     ctx = context(tiny, *data)
     anchor = [3, 8, 0]
     computed = ctx.runner.anchor(mode, anchor, ctx.queries)
-    grad = computed["grad_loss_sum" if mode == "mean-loss" else "grad_margins"].double()
+    grad = (computed.grad_loss_sum if mode == "mean-loss" else computed.grad_margins).double()
     direction = torch.randn(grad.shape[-3:], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eps = 1e-3  # LlamaRMSNorm computes in float32 even for a float64 model: smaller steps only add rounding noise
     numeric = (_embeds_loss(ctx, anchor, eps * direction, mode) - _embeds_loss(ctx, anchor, -eps * direction, mode)) / (2 * eps)
@@ -185,7 +186,7 @@ def test_pool_queries_never_score_a_demo_on_itself(tiny, data, mode):
         assert bool(exact[hidden].isnan().all()) and not bool(exact[ctx.visible(subset)].isnan().any())
         both = [q for q in ctx.visible(subset) if q in set(estimator.rows.tolist())]
         expected = query_losses(exact[both], ctx.layout.gold[both]).mean()
-        assert float(estimate["loss"][row]) == pytest.approx(float(expected), rel=1e-6)
+        assert float(estimate.loss[row]) == pytest.approx(float(expected), rel=1e-6)
     # and dropping the swapped-in demo's row matters: counting it would give another value
     assert estimator.counted(subsets).sum(-1).tolist() == [len(estimator.rows) - 1] * 2 + [len(estimator.rows) - 3]
 
@@ -354,16 +355,14 @@ def test_compact_prompts_rebase_anchors_on_the_prompt_really_run(tiny, data):
                            ctx.layout.gold).mean()
     wide = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
     assert ctx.layout.subset_width(anchor) < ctx.layout.slot_width and float(compact) != pytest.approx(float(wide))
-    assert float(estimator.estimate(torch.tensor([anchor]))["loss"][0]) == pytest.approx(float(compact), rel=1e-6)
+    assert float(estimator.estimate(torch.tensor([anchor])).loss[0]) == pytest.approx(float(compact), rel=1e-6)
     assert estimator.loss == pytest.approx(float(compact), rel=1e-6)
 
 
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
     """An anchor_runner that computes JSON anchor tasks on a separately loaded model (as another
     worker would) fills the shared cache; the selection is the same as computing locally."""
-    import json
-
-    from iclsel.models.tasks import run_anchor_task
+    from iclsel.models.tasks import AnchorTask, run_anchor_task
 
     pool, queries = data
     other_worker = load_model(str(tiny_model_dir), device="cpu")
@@ -373,9 +372,9 @@ def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir
 
     def runner(tasks):
         for task in tasks:
-            task = json.loads(json.dumps(task))  # crosses a process boundary as JSON
-            sent.append(task["key"])
-            shared.put(task["key"], run_anchor_task(other_worker, task, batch_size=2))
+            task = AnchorTask.from_json(task.to_json())  # crosses a process boundary as JSON
+            sent.append(task.key)
+            shared.put(task.key, run_anchor_task(other_worker, task, batch_size=2).named())
 
     request = SelectionRequest(pool, queries, k=3, method="gradre", params={"subsets": 6, "anchors": 2, "checks": 2})
     distributed = Engine(tiny, cache=shared, anchor_chunk=2, anchor_runner=runner).select(request)

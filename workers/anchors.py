@@ -1,7 +1,7 @@
 """Sharing a large anchor pass over Redis workers (Engine(anchor_runner=...), models/tasks.py).
 
 When a job's anchor pass has several missing query chunks, the engine hands their anchor tasks
-(JSON dicts, each with the cache key its tensors go to) to AnchorSharing.run, which
+(tasks.AnchorTask, JSON, each with the cache key its tensors go to) to AnchorSharing.run, which
   1. posts one {"kind": "anchor-task", "job", "task"} entry per task to the stream <prefix>anchors
      (idle workers read it before the job stream; RedisWorker hands the entries to compute_entry),
   2. works through the tasks itself, in order,
@@ -18,14 +18,17 @@ JSON crosses the process boundary, and a task made for another model fingerprint
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .jobs import cancel_checkpoint
 from .metrics_store import count_anchor_task
 from .redis_queue import cancel_requested
+
+if TYPE_CHECKING:  # models/ (torch) is imported when a task is computed, not with this module
+    from iclsel.models.tasks import AnchorTask
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,11 @@ class AnchorSharing:
     def claim_ms(self) -> int:
         return int(3 * self.settings.heartbeat_s * 1000)
 
-    def claim_key(self, task: dict) -> str:
-        return self.queue.prefix + "anchor-claim:" + hashlib.sha256(task["key"].encode()).hexdigest()[:40]
+    def claim_key(self, task: AnchorTask) -> str:
+        return self.queue.prefix + "anchor-claim:" + hashlib.sha256(task.key.encode()).hexdigest()[:40]
 
     # ---------- the engine's anchor_runner ----------
-    def run(self, tasks: list[dict]) -> None:
+    def run(self, tasks: list[AnchorTask]) -> None:
         progress = getattr(self.job, "progress", lambda phase, done, total: None)
         checkpoint = getattr(self.job, "checkpoint", lambda: None)
         job_id = getattr(self.job, "id", "")
@@ -74,7 +77,7 @@ class AnchorSharing:
         try:
             for task in tasks:
                 entries.append(self.client.xadd(self.stream, {"kind": "anchor-task", "job": job_id,
-                                                               "task": json.dumps(task)}))
+                                                               "task": task.to_json()}))
             deadline = time.monotonic() + self.settings.anchor_wait_s
             pending = list(tasks)
             while pending and time.monotonic() < deadline:
@@ -82,13 +85,13 @@ class AnchorSharing:
                 checkpoint()
                 waiting = []
                 for task in reversed(pending):  # from the back: idle workers take the stream from the front
-                    if self.cache.has(task["key"]):
+                    if self.cache.has(task.key):
                         continue
                     if not self.compute(task, checkpoint):  # claimed by a live worker: wait for it
                         waiting.append(task)
                     checkpoint()
                     progress("anchor", len(tasks) - len(waiting), len(tasks))
-                pending = [task for task in waiting if not self.cache.has(task["key"])]
+                pending = [task for task in waiting if not self.cache.has(task.key)]
                 if pending:
                     time.sleep(0.05)
             if pending:
@@ -102,22 +105,21 @@ class AnchorSharing:
                     log.warning("could not delete posted anchor tasks", exc_info=True)
 
     # ---------- computing one task ----------
-    def compute(self, task: dict, checkpoint=lambda: None) -> bool:
+    def compute(self, task: AnchorTask, checkpoint=lambda: None) -> bool:
         """Compute task into the cache unless it is there or claimed; False when another worker holds it."""
-        if task.get("model") != self.model.fingerprint:
-            raise ValueError(f"anchor task for model {task.get('model')!r}, this worker has "
-                             f"{self.model.fingerprint!r}")
+        if task.model != self.model.fingerprint:
+            raise ValueError(f"anchor task for model {task.model!r}, this worker has {self.model.fingerprint!r}")
         claim = self.claim_key(task)
         if not self.client.set(claim, self.name, nx=True, px=self.claim_ms):
             return False
         with self._lock:
             self._claims.add(claim)
         try:
-            if not self.cache.has(task["key"]):
+            if not self.cache.has(task.key):
                 from iclsel.models.tasks import run_anchor_task
 
                 tensors = run_anchor_task(self.model, task, self.settings.batch_size, checkpoint)
-                self.cache.put(task["key"], tensors)
+                self.cache.put(task.key, tensors.named())
                 count_anchor_task(self.queue.metrics, self.name)
         finally:
             with self._lock:
@@ -127,9 +129,11 @@ class AnchorSharing:
 
     def compute_entry(self, fields: dict) -> None:
         """An "anchor-task" stream entry (another worker's job): compute it unless that job was cancelled."""
-        task = json.loads(fields["task"])
-        if task.get("model") != self.model.fingerprint:
-            log.error("refusing an anchor task made for model %s", task.get("model"))
+        from iclsel.models.tasks import AnchorTask
+
+        task = AnchorTask.from_json(fields["task"])
+        if task.model != self.model.fingerprint:
+            log.error("refusing an anchor task made for model %s", task.model)
             return
         job_key = self.queue.job_key(fields.get("job", ""))
         if self.client.hexists(job_key, "cancel") or self.client.hget(job_key, "status") in ("cancelled", "failed"):

@@ -17,9 +17,9 @@ rand = torch.randperm(len(swaps))[:8].tolist()
 for mode in sys.argv[1:]:
     t=time.time(); est = ctx.anchor(anchor, mode); ta = time.time()-t
     r = est.estimate(swaps)
-    top = torch.argsort(r["loss"])[:4].tolist()
+    top = torch.argsort(r.loss)[:4].tolist()
     idx = top + [i for i in rand if i not in top]
-    el = [float(r["loss"][i]) for i in idx]; xl = [exact(swaps[i].tolist()) for i in idx]
+    el = [float(r.loss[i]) for i in idx]; xl = [exact(swaps[i].tolist()) for i in idx]
     print(mode, "anchor s", round(ta,1), "J0", round(est.loss,4), runner.counter.as_dict())
     for i,a,b in zip(idx, el, xl): print("  ", i, round(a,4), round(b,4), "top" if i in top else "")
     print(mode, "spearman", round(spearmanr(el, xl).statistic,3), "abs err", round(sum(abs(a-b) for a,b in zip(el,xl))/len(el),4),

@@ -8,7 +8,7 @@ import random
 import torch
 
 from iclsel.models.cache import MemoryCache
-from iclsel.models.context import SelectionContext
+from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 from iclsel.models.data import read_jsonl
 from iclsel.models.engine import Engine
 from iclsel.models.loading import load_model
@@ -31,8 +31,8 @@ def setup():
     engine = Engine(model)
     layout = engine.layout(pool, queries, 4, None, "Review: {input}\nSentiment: {output}", "\n\n")
     runner = engine._runner(layout)
-    ctx = SelectionContext(runner, layout, pool, queries, 4, 0, {}, MemoryCache(), model.fingerprint,
-                           model.tokenizer, lambda *a: None)
+    ctx = SelectionContext(SelectionProblem(layout, pool, queries, 4),
+                           ModelAccess(runner, model.tokenizer, MemoryCache(), model.fingerprint), 0, {}, lambda *a: None)
     anchor = ctx.balanced_subset()
     return ctx, runner, layout, anchor, _single_swaps(anchor, len(pool))
 
