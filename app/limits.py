@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from iclsel.models.constraints import Constraints, candidate_indices, check_label_counts
 from iclsel.models.data import InputError, examples_from_records
 from iclsel.workers.jobs import pool_id as content_pool_id
 
@@ -49,6 +50,19 @@ def numbers(value, path: str):
         yield path, value
 
 
+def check_constraints(records: list[dict], body: SelectionCreate, constraints: Constraints) -> None:
+    """What the pool's records alone can tell: exclude's ids exist, exclude and where leave k candidates, and
+    those hold min_per_label of each label (the engine checks again, and max_prompt_tokens, with the tokenizer)."""
+    try:
+        pool = examples_from_records(records, "pool")
+        keep = candidate_indices(pool, constraints, body.k)
+        options = body.options or sorted({example.output for example in pool})
+        labels = [options.index(pool[i].output) if pool[i].output in options else -1 for i in keep]
+        check_label_counts(labels, len(options), body.k, constraints.min_per_label, options)
+    except InputError as error:
+        raise invalid(error.field, error.message) from error
+
+
 def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
     """The normalised job spec; stored_pool(pool_id) -> records | None looks up pools by id."""
     if body.pool is not None:
@@ -78,7 +92,16 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
         value = body.params.get(name)
         if isinstance(value, int) and value > settings.max_subsets:
             raise invalid(f"params.{name}", f"must be at most {settings.max_subsets}")
+    if len(body.exclude) > settings.max_pool_size:
+        raise invalid("exclude", f"at most {settings.max_pool_size} ids")
+    constraints = {"max_prompt_tokens": body.max_prompt_tokens, "min_per_label": body.min_per_label,
+                   "exclude": [str(i) for i in body.exclude], "where": body.where}
+    check_constraints(records, body, Constraints(**constraints))
     return {"pool_id": pool_id, "pool": records, "queries": queries, "k": body.k, "method": body.method,
             "options": body.options, "template": body.template, "separator": body.separator,
             "seed": body.seed, "params": body.params,
-            **({"targets": body.targets} if body.targets else {})}  # in the job id only when given
+            # in the job id only when given, so that a request without them keeps its id
+            **({"targets": body.targets} if body.targets else {}),
+            **{name: value for name, value in constraints.items() if value not in (None, 0, [], {})},
+            **({"max_passes": body.max_passes} if body.max_passes is not None else {}),
+            **({"dry_run": True} if body.dry_run else {})}

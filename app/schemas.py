@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_serializer, model_validator
 
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
 from iclsel.workers.jobs import STATUSES
@@ -15,12 +15,24 @@ class ExampleIn(BaseModel):
     id: str | int | None = Field(None, description="defaults to the position in the list")
     input: str
     output: str
+    metadata: dict[str, Any] | None = Field(None, description="free-form; a selection's `where` filters on it")
 
 
 class ExampleOut(BaseModel):
     id: str
     input: str
     output: str
+    metadata: dict[str, Any] | None = Field(None, description="as given; absent when the example had none")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_metadata(self, handler):
+        data = handler(self)
+        if data.get("metadata") is None:
+            data.pop("metadata", None)
+        return data
+
+
+Scalar = str | int | float | bool
 
 
 class PoolCreate(BaseModel):
@@ -56,6 +68,16 @@ class SelectionCreate(BaseModel):
     targets: list[str] = Field(default_factory=list, description=(
         "inputs (no labels) you will prompt for: with params.retrieve, each gets its own nearest demos "
         "(result.retrieved.targets)"))
+    max_prompt_tokens: int | None = Field(None, ge=1, description=(
+        "the returned prompt before the query (specials and k demo slots) fits in this many tokens"))
+    min_per_label: int = Field(0, ge=0, description="each label appears at least this often in the set")
+    exclude: list[str | int] = Field(default_factory=list, description="pool ids never chosen")
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description=(
+        "only demos whose metadata matches are candidates: {key: value} or {key: [values]}, all keys"))
+    max_passes: int | None = Field(None, ge=1, description=(
+        "forward-equivalents the whole job may spend; the selection stops within it (result.budget)"))
+    dry_run: bool = Field(False, description="return what the selection would cost (result.estimated_passes, "
+                                             "estimated_seconds) instead of running it")
     wait_s: float | None = Field(None, ge=0, allow_inf_nan=False,
                                  description="wait this long for the result (default: server setting)")
 
@@ -113,6 +135,20 @@ class ModelInfo(ResultPart):
     dtype: str
 
 
+class ConstraintsReport(ResultPart):
+    candidates: int = Field(description="pool demos left after exclude, where and max_prompt_tokens")
+    pool: int = Field(description="pool demos in the request")
+    prompt_tokens: int = Field(description="tokens of the returned prompt before the query")
+    max_prompt_tokens: int | None
+    min_per_label: int
+
+
+class BudgetReport(ResultPart):
+    max_passes: int
+    spent: int = Field(description="forward-equivalents the job spent (never above max_passes)")
+    budget_exhausted: bool = Field(description="the method stopped short of what it would have done")
+
+
 class SelectionResult(ResultPart):
     """Engine.select's result (models/engine.py), in the engine's key order."""
 
@@ -134,13 +170,31 @@ class SelectionResult(ResultPart):
     timings: dict[str, Number] = Field(description="seconds per phase")
     cache: dict[str, int] = Field(description="anchor cache hits and misses")
     model: ModelInfo
+    constraints: ConstraintsReport | None = Field(None, description="with any constraint: what it left")
+    budget: BudgetReport | None = Field(None, description="with max_passes: what was spent")
+
+
+class SelectionPlan(ResultPart):
+    """A dry run's answer (models/plan.py): what the selection would cost, measured on this model and machine."""
+
+    dry_run: Literal[True]
+    method: str
+    estimated_passes: int = Field(description="expected forward-equivalents of the whole job")
+    passes_low: int = Field(description="the fewest it can spend (an adaptive search may stop early)")
+    passes_high: int = Field(description="the most it can spend (at most max_passes)")
+    estimated_seconds: Number = Field(description="the expected passes and model calls at the calibrated rates")
+    seconds_per_pass: Number = Field(description="calibrated on this request's prompts on a worker")
+    seconds_per_call: Number = Field(description="calibrated likewise: each model call's fixed cost")
+    calibration_passes: int = Field(description="what the calibration run spent")
+    candidates: int = Field(description="pool demos the constraints leave")
 
 
 class Job(BaseModel):
     id: str = Field(description="content hash of the normalised request and the model fingerprint")
     status: Literal[STATUSES]  # type: ignore[valid-type]
     progress: Progress
-    result: SelectionResult | None = Field(None, description="when succeeded: the selection")
+    result: SelectionResult | SelectionPlan | None = Field(
+        None, description="when succeeded: the selection, or with dry_run the plan")
     error: JobError | None = None
     created_at: float
     started_at: float | None = None

@@ -17,11 +17,15 @@ def _parse_params(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise SystemExit(f"iclsel: error: --param expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+        params[key] = _json_or_text(value)
     return params
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 class _Progress:
@@ -51,6 +55,18 @@ class _Progress:
             self.bar = None
 
 
+def _parse_where(pairs: list[str]) -> dict:
+    """--where KEY=VALUE[,VALUE...] -> {KEY: value} or {KEY: [values]}; values are JSON where they parse."""
+    where: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"iclsel: error: --where expects KEY=VALUE, got {pair!r}")
+        values = [_json_or_text(value) for value in text.split(",")]
+        where[key] = values[0] if len(values) == 1 else values
+    return where
+
+
 def select_main(args: argparse.Namespace) -> int:
     from iclsel.models.data import InputError, read_inputs, read_jsonl
     from iclsel.models.engine import Engine, SelectionRequest
@@ -65,10 +81,18 @@ def select_main(args: argparse.Namespace) -> int:
         request = SelectionRequest(pool=pool, queries=queries, k=args.k, method=args.method, options=options,
                                    template=args.template, separator=args.separator.encode().decode("unicode_escape"),
                                    seed=args.seed, params=_parse_params(args.param),
-                                   targets=read_inputs(args.targets, "targets") if args.targets else [])
+                                   targets=read_inputs(args.targets, "targets") if args.targets else [],
+                                   max_prompt_tokens=args.max_prompt_tokens, min_per_label=args.min_per_label,
+                                   exclude=args.exclude.split(",") if args.exclude else [],
+                                   where=_parse_where(args.where), max_passes=args.max_passes)
         model = load_model(args.model or settings.model, device=args.device or settings.device,
                            dtype=args.dtype or settings.dtype, home=settings.home)
-        result = Engine(model, batch_size=settings.batch_size).select(request, progress=progress)
+        engine = Engine(model, batch_size=settings.batch_size)
+        if args.dry_run:
+            progress.close()
+            print(json.dumps(engine.plan(request).to_dict(), indent=2))
+            return 0
+        result = engine.select(request, progress=progress)
     except (InputError, ModelNotFound) as error:
         progress.close()
         print(f"iclsel: error: {error}", file=sys.stderr)
@@ -104,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="method parameter, e.g. rounds=4, candidates=4, subsets=64, anchor_mode=per-query")
+    select.add_argument("--max-prompt-tokens", type=int, help="the returned prompt before the query fits in this")
+    select.add_argument("--min-per-label", type=int, default=0, help="each label at least this often in the set")
+    select.add_argument("--exclude", help="comma-separated pool ids never chosen")
+    select.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                        help="only demos whose metadata KEY is one of the VALUEs (JSON where they parse) are candidates")
+    select.add_argument("--max-passes", type=int, help="forward-equivalents the whole job may spend")
+    select.add_argument("--dry-run", action="store_true",
+                        help="print what the selection would cost (passes, seconds on this machine) instead of running it")
     select.add_argument("--model", help="'default', a HF folder, a .gguf file or a hub id (env ICLSEL_MODEL)")
     select.add_argument("--device", help="auto, cpu, cuda (env ICLSEL_DEVICE)")
     select.add_argument("--dtype", help="float32, bfloat16, float16 (env ICLSEL_DTYPE)")

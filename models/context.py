@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ import torch
 
 from .anchor import ANCHOR_MODES, AnchorTensors
 from .cache import TensorCache
+from .constraints import check_label_counts
 from .data import Example, InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner
 from .layout import Layout
 from .outcome import on_all_rows
+from .retrieval import top_k_ascending
 from .tasks import AnchorTask
 
 
@@ -49,6 +52,7 @@ class SelectionProblem:
     # anchors still take gradients in the pool-width layout (slot-aligned estimates) and are rebased on their
     # compact exact outcome
     compact_prompts: bool = False
+    min_per_label: int = 0  # each option appears at least this often in every set a method proposes or returns
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class ModelAccess:
     fingerprint: str
     anchor_chunk: int = 32  # query rows per cached anchor part
     anchor_runner: Callable[[list[AnchorTask]], None] | None = None  # optional: fans anchor tasks out to other workers
+
+
+def fitting(passes: float, cost: int) -> float:
+    """How many steps of ``cost`` fit in ``passes`` (infinite passes: infinitely many)."""
+    return passes if math.isinf(passes) else max(0, passes // cost)
 
 
 class SelectionContext:
@@ -77,6 +86,10 @@ class SelectionContext:
         self.compact_prompts = problem.compact_prompts
         self.query_demo = torch.tensor(problem.query_demo if problem.query_demo is not None else [-1] * len(self.queries),
                                        dtype=torch.long)
+        self.min_per_label = problem.min_per_label
+        self.demo_label = torch.tensor([layout.options.index(o) if o in layout.options else -1
+                                        for o in layout.demo_outputs], dtype=torch.long)  # [n] option of each demo
+        check_label_counts(self.demo_label.tolist(), layout.n_options, self.k, self.min_per_label, layout.options)
         self.rng = np.random.default_rng(seed)
         self.params = params
         self.cache = model.cache
@@ -89,6 +102,7 @@ class SelectionContext:
         self.cache_misses = 0
         self.explored = 0  # subsets whose outcome was estimated or run
         self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
+        self.final_reserve = 0  # forward-equivalents kept back (max_passes) for the returned set's exact run
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
         self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
         self._queries_digest = hashlib.sha256(json.dumps(
@@ -110,6 +124,27 @@ class SelectionContext:
             yield
         finally:
             self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
+
+    # ---------- max_passes ----------
+    def passes_left(self) -> float:
+        """Forward-equivalents a method may still spend within max_passes (the returned set's exact run kept
+        back); infinite without a limit."""
+        limit = self.runner.counter.limit
+        return math.inf if limit is None else limit - self.runner.counter.forward_equivalent - self.final_reserve
+
+    def exact_runs_left(self) -> float:
+        """Exact runs on every query that fit in passes_left()."""
+        return fitting(self.passes_left(), self.runner.exact_cost(len(self.queries)))
+
+    def anchor_cost(self, mode: str, rebase: bool = True) -> int:
+        """Forward-equivalents of anchor(subset, mode, rebase) on every query, at most: the anchor pass, and with
+        compact prompts and ``rebase`` the exact run it is rebased on."""
+        rebase_cost = self.runner.exact_cost(len(self.queries)) if self.compact_prompts and rebase else 0
+        return self.runner.anchor_cost(mode, len(self.queries)) + rebase_cost
+
+    def anchors_left(self, mode: str, rebase: bool = True) -> float:
+        """Anchor passes on every query that fit in passes_left()."""
+        return fitting(self.passes_left(), self.anchor_cost(mode, rebase))
 
     def prompt_width(self, subset: list[int] | tuple[int, ...]) -> int:
         """Slot width of the prompt that is run and returned for ``subset``."""
@@ -235,10 +270,41 @@ class SelectionContext:
         """[N, d] mean-pooled hidden states of the model for each text."""
         return self.runner.embed_texts(self.tokenizer, texts)
 
-    # ---------- sampling ----------
+    # ---------- sampling, within the constraints on a set ----------
     def random_subsets(self, count: int) -> torch.Tensor:
-        """[count, k] distinct demos per row, in random slot order."""
-        return torch.from_numpy(np.stack([self.rng.choice(self.n, self.k, replace=False) for _ in range(count)])).long()
+        """[count, k] distinct demos per row, in random slot order (each row keeps min_per_label)."""
+        return torch.from_numpy(np.stack([self.random_subset() for _ in range(count)])).long()
+
+    def random_subset(self) -> np.ndarray:
+        """[k] distinct demos, in random order: min_per_label of each label drawn first, the rest from the others."""
+        if self.min_per_label == 0:
+            return self.rng.choice(self.n, self.k, replace=False)
+        labels = self.demo_label.numpy()
+        chosen = [int(i) for label in range(self.layout.n_options)
+                  for i in self.rng.choice(np.flatnonzero(labels == label), self.min_per_label, replace=False)]
+        rest = np.setdiff1d(np.arange(self.n), chosen)
+        chosen += [int(i) for i in self.rng.choice(rest, self.k - len(chosen), replace=False)]
+        return self.rng.permutation(np.array(chosen))
+
+    def allowed(self, subsets: torch.Tensor) -> torch.Tensor:
+        """subsets [S, k] -> [S] bool: the set holds min_per_label demos of every label."""
+        if self.min_per_label == 0:
+            return torch.ones(subsets.shape[0], dtype=torch.bool)
+        labels = self.demo_label[subsets]  # [S, k]
+        counts = torch.stack([(labels == o).sum(1) for o in range(self.layout.n_options)], dim=1)  # [S, O]
+        return (counts >= self.min_per_label).all(1)
+
+    def top_k(self, scores: np.ndarray) -> list[int]:
+        """The k best demos by ``scores`` (best last, as retrieval.top_k_ascending) that keep min_per_label: each
+        label's best min_per_label first, then the best of the rest."""
+        if self.min_per_label == 0:
+            return top_k_ascending(scores, self.k)
+        order = [int(i) for i in np.lexsort((np.arange(len(scores)), -scores))]  # best first, ties by index
+        labels = self.demo_label.tolist()
+        chosen = [i for label in range(self.layout.n_options)
+                  for i in [j for j in order if labels[j] == label][:self.min_per_label]]
+        chosen += [i for i in order if i not in set(chosen)][:self.k - len(chosen)]
+        return sorted(chosen, key=order.index, reverse=True)
 
     def balanced_subset(self) -> list[int]:
         """k demos cycling over the labels (shuffled within and across labels), in random slot order."""

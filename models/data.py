@@ -21,13 +21,17 @@ class Example:
     id: str
     input: str
     output: str
+    metadata: dict | None = None  # free-form JSON object a request's `where` filters on; not part of the prompt
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if self.metadata is None:  # absent rather than null: records without metadata hash as before
+            del record["metadata"]
+        return record
 
 
 def examples_from_records(records: list[dict], field: str) -> list[Example]:
-    """Validate raw records ({"id"?, "input", "output"}) into Examples; ids default to the position."""
+    """Validate raw records ({"id"?, "input", "output", "metadata"?}) into Examples; ids default to the position."""
     examples: list[Example] = []
     seen: set[str] = set()
     for position, record in enumerate(records):
@@ -46,7 +50,10 @@ def examples_from_records(records: list[dict], field: str) -> list[Example]:
         if example_id in seen:
             raise InputError(f"{where}.id", f"duplicate id {example_id!r}")
         seen.add(example_id)
-        examples.append(Example(id=example_id, input=record["input"], output=record["output"]))
+        metadata = record.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InputError(f"{where}.metadata", "must be an object")
+        examples.append(Example(id=example_id, input=record["input"], output=record["output"], metadata=metadata))
     return examples
 
 

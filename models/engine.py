@@ -9,7 +9,7 @@ CONTRACT (other packages rely on it):
 ``result`` is a JSON-able dict:
     selected:   [{"id", "input", "output"}] in prompt order
     prompt:     {"text": demo prefix as the model sees it, "token_ids": [...]}
-    scores:     {demo id: influence score (higher = better)} for every pool demo
+    scores:     {demo id: influence score (higher = better)} for every candidate demo
     estimate:   {"loss", "accuracy"} estimated outcome of the selected set on the query set (None for
                 methods without an estimate)
     exact:      {"loss", "accuracy"} exact outcome of the selected set on the query set (when measured)
@@ -28,6 +28,11 @@ CONTRACT (other packages rely on it):
     cache:      {"hits": n, "misses": n}
     model:      {"name", "fingerprint", "device", "dtype"}
     method, k, seed, options, params: echo of what ran
+    constraints: with max_prompt_tokens, min_per_label, exclude or where (models/constraints.py):
+                {"candidates", "pool", "prompt_tokens", "max_prompt_tokens", "min_per_label"}; "scores" then covers
+                the candidates only
+    budget:     with max_passes: {"max_passes", "spent", "budget_exhausted"}; spent never exceeds max_passes
+engine.plan(request) -> plan.Plan: what select(request) would cost, without running it (a dry run).
 Errors: InputError(field, message) for bad input; Cancelled when should_cancel() turned true.
 
 Also (for benchmarks and exact checks):
@@ -44,19 +49,21 @@ Also (for benchmarks and exact checks):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .cache import MemoryCache
+from .constraints import Constraints, candidate_indices, demo_token_limit
 from .context import ModelAccess, SelectionContext, SelectionProblem
 from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
-from .inference import ModelRunner, PassCounter
-from .layout import TokenMemo, build_layout, resolve_options
+from .inference import ModelRunner, PassBudgetExhausted, PassCounter
+from .layout import Layout, TokenMemo, build_layout, resolve_options
+from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .selectors import SELECTORS
@@ -84,6 +91,16 @@ class SelectionRequest:
     params: dict[str, Any] = field(default_factory=dict)  # method parameters (see selectors)
     # inputs (no labels) the caller will prompt for: with params.retrieve, each gets its own neighbours
     targets: list[str] = field(default_factory=list)
+    # what any method must honour (models/constraints.py)
+    max_prompt_tokens: int | None = None
+    min_per_label: int = 0
+    exclude: list[str] = field(default_factory=list)
+    where: dict[str, Any] = field(default_factory=dict)
+    max_passes: int | None = None  # forward-equivalents the whole job may spend (selection, checks, final run)
+
+    @property
+    def constraints(self) -> Constraints:
+        return Constraints(self.max_prompt_tokens, self.min_per_label, self.exclude, self.where)
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -114,7 +131,19 @@ def _validate(request: SelectionRequest) -> tuple[bool, str]:
         raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
     if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
         raise InputError("targets", "must be a list of input strings")
+    request.constraints.validate()
+    if request.max_passes is not None and (isinstance(request.max_passes, bool) or not isinstance(request.max_passes, int)
+                                           or request.max_passes < 1):
+        raise InputError("max_passes", f"must be a positive integer, got {request.max_passes!r}")
+    if request.max_prompt_tokens is not None and request.params.get("retrieve", DEFAULT_RETRIEVE):
+        raise InputError("max_prompt_tokens", "cannot bound the per-query prompts of params.retrieve")
     return pool_queries, prompt_width
+
+
+def _candidates(request: SelectionRequest) -> SelectionRequest:
+    """The request on the pool demos that exclude and where keep (the request itself when they keep all)."""
+    keep = candidate_indices(request.pool, request.constraints, request.k)
+    return request if len(keep) == len(request.pool) else replace(request, pool=[request.pool[i] for i in keep])
 
 
 def _retrieve_slots(request: SelectionRequest) -> int:
@@ -135,6 +164,18 @@ class _ScoredQueries:
 def _scored_queries(request: SelectionRequest, pool_queries: bool) -> _ScoredQueries:
     return _ScoredQueries(list(request.queries) + (list(request.pool) if pool_queries else []),
                           [-1] * len(request.queries) + (list(range(len(request.pool))) if pool_queries else []))
+
+
+@dataclass
+class _Prepared:
+    """A request made ready to select on: its candidate pool, scored queries, layout and runner."""
+    request: SelectionRequest  # on the candidate demos only (the constraints' filters applied)
+    scored: _ScoredQueries
+    layout: Layout
+    runner: ModelRunner
+    retrieve: int  # params.retrieve
+    prompt_width: str  # params.prompt_width
+    pool_size: int  # demos in the request's own pool
 
 
 @dataclass
@@ -187,41 +228,102 @@ class Engine:
                should_cancel: Callable[[], bool] | None = None) -> dict:
         progress = progress or _no_progress
         checkpoint = _cancel_checkpoint(should_cancel)
-        pool_queries, prompt_width = _validate(request)
         started = time.perf_counter()
         progress("layout", 0, 1)
-        scored = _scored_queries(request, pool_queries)
-        layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
-                             request.separator, request.params)
-        runner = self._runner(layout, checkpoint)
-        retrieve = _retrieve_slots(request)  # checked once the layout has checked k
+        prepared = self._prepare(request, checkpoint)
+        request, scored, layout, runner, retrieve = (prepared.request, prepared.scored, prepared.layout,
+                                                     prepared.runner, prepared.retrieve)
         neighbours = self._neighbours(request, scored, runner, retrieve) if retrieve else None
         if neighbours is not None:
             layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
                                  request.template, request.separator, request.params, query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
-        problem = SelectionProblem(layout, request.pool, request.queries, request.k - retrieve,
-                                   query_demo=scored.query_demo, compact_prompts=prompt_width == "subset")
-        model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
-                            anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
-        ctx = SelectionContext(problem, model, request.seed, request.params,
-                               lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
+        ctx = self._context(prepared, layout, runner, lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
         ctx.timings["layout"] = time.perf_counter() - started
         if neighbours is not None:
             ctx.timings["retrieve"] = neighbours.seconds
+        if request.max_passes is not None and request.params.get("evaluate_selected", True):
+            ctx.final_reserve = runner.exact_cost(len(ctx.queries))
         with ctx.phase("select"):
-            choice = SELECTORS[request.method](ctx)
+            try:
+                choice = SELECTORS[request.method](ctx)
+            except PassBudgetExhausted as error:  # a step the method cannot do without
+                raise InputError("max_passes", f"is too small for method {request.method!r}: {error}") from None
+        ctx.final_reserve = 0
         selection_passes = runner.counter.as_dict()["forward_equivalent"] - ctx.diagnostic_passes
         retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
                                                                  len(request.queries), retrieve)
-        exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, retrieve, checkpoint)
+        try:
+            exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, retrieve, checkpoint)
+        except PassBudgetExhausted:  # only where a method spent what was kept back for it
+            exact_outcome = None
+            choice.notes["budget_exhausted"] = True
         diagnostics = None
         if choice.checks:
             with ctx.phase("diagnostics"):
                 diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
         ctx.timings["total"] = time.perf_counter() - started
         progress("done", 1, 1)
-        return self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
+        result = self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
+        if request.max_passes is not None:
+            result["budget"] = {"max_passes": request.max_passes, "spent": runner.counter.forward_equivalent,
+                                "budget_exhausted": bool(choice.notes.get("budget_exhausted", False))}
+        if request.constraints != Constraints():
+            result["constraints"] = {"candidates": len(request.pool), "pool": prepared.pool_size,
+                                     "prompt_tokens": len(result["prompt"]["token_ids"]),
+                                     "max_prompt_tokens": request.max_prompt_tokens,
+                                     "min_per_label": request.min_per_label}
+        return result
+
+    def plan(self, request: SelectionRequest) -> Plan:
+        """What ``select(request)`` will cost (passes and seconds on this model and machine), without running it:
+        models/plan.py. The only model work is a short calibration run."""
+        prepared = self._prepare(request, lambda: None)
+        ctx = self._context(prepared, prepared.layout, prepared.runner, _no_progress)
+        request = prepared.request
+        embed_rows = (len(request.pool) + len(prepared.scored.examples) + len(request.targets)) if prepared.retrieve else 0
+        prepared.runner.counter.limit = None  # the calibration is not the job's
+        return plan(ctx, request.method, bool(request.params.get("evaluate_selected", True)), request.max_passes,
+                    embed_rows)
+
+    def _prepare(self, request: SelectionRequest, checkpoint) -> "_Prepared":
+        """Validate, keep the candidate demos, lay the prompts out and make the runner (max_passes on its counter)."""
+        pool_queries, prompt_width = _validate(request)
+        pool_size = len(request.pool)
+        request = _candidates(request)
+        scored = _scored_queries(request, pool_queries)
+        layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
+                             request.separator, request.params)
+        if request.max_prompt_tokens is not None:
+            request, scored, layout = self._fitting(request, scored, layout, pool_queries)
+        runner = self._runner(layout, checkpoint)
+        runner.counter.limit = request.max_passes
+        retrieve = _retrieve_slots(request)  # checked once the layout has checked k
+        return _Prepared(request, scored, layout, runner, retrieve, prompt_width, pool_size)
+
+    def _context(self, prepared: "_Prepared", layout, runner, progress: ProgressFn) -> SelectionContext:
+        request = prepared.request
+        problem = SelectionProblem(layout, request.pool, request.queries, request.k - prepared.retrieve,
+                                   query_demo=prepared.scored.query_demo,
+                                   compact_prompts=prepared.prompt_width == "subset", min_per_label=request.min_per_label)
+        model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
+                            anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
+        return SelectionContext(problem, model, request.seed, request.params, progress)
+
+    def _fitting(self, request: SelectionRequest, scored: "_ScoredQueries", layout, pool_queries: bool):
+        """max_prompt_tokens: keep the demos short enough that any k of them fit (constraints.demo_token_limit);
+        -> the request, scored queries and layout on them."""
+        limit = demo_token_limit(request.max_prompt_tokens, len(layout.special_ids), request.k)
+        keep = [i for i, length in enumerate(layout.demo_lengths.tolist()) if length <= limit]
+        if len(keep) < request.k:
+            raise InputError("max_prompt_tokens", f"{request.max_prompt_tokens} tokens fit k = {request.k} demos of "
+                                                  f"at most {limit} tokens each; {len(keep)} candidate demos are that short")
+        if len(keep) < len(request.pool):
+            request = replace(request, pool=[request.pool[i] for i in keep])
+            scored = _scored_queries(request, pool_queries)
+            layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
+                                 request.separator, request.params)
+        return request, scored, layout
 
     def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
                     retrieve: int) -> "_Neighbours":

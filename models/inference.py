@@ -25,12 +25,27 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
+class PassBudgetExhausted(RuntimeError):
+    """A model call would take the job past its max_passes (nothing of it ran)."""
+
+
 @dataclass
 class PassCounter:
     forward: int = 0  # prompts run forward
     backward: int = 0  # prompts back-propagated (one per output differentiated)
     tokens_forward: int = 0
     tokens_backward: int = 0
+    limit: int | None = None  # max forward-equivalents (request.max_passes); None: no limit
+
+    @property
+    def forward_equivalent(self) -> int:
+        return self.forward + 2 * self.backward
+
+    def reserve(self, cost: int) -> None:
+        """Called before a model call of ``cost`` forward-equivalents: PassBudgetExhausted if it would pass the limit."""
+        if self.limit is not None and self.forward_equivalent + cost > self.limit:
+            raise PassBudgetExhausted(f"{cost} more passes would exceed max_passes = {self.limit} "
+                                      f"({self.forward_equivalent} spent)")
 
     def as_dict(self) -> dict:
         return {"forward": self.forward, "backward": self.backward,
@@ -82,9 +97,23 @@ class ModelRunner:
         self.pad_id = layout.filler_id
 
     # ---------- batching helpers ----------
+    @property
+    def rows_per_query(self) -> int:
+        """Forward rows one query takes: one when every option is a single token, else one per option."""
+        return 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else self.layout.n_options
+
+    def exact_cost(self, n_queries: int) -> int:
+        """Forward-equivalents of exact_scores on ``n_queries`` queries."""
+        return n_queries * self.rows_per_query
+
+    def anchor_cost(self, mode: str, n_queries: int) -> int:
+        """Forward-equivalents of an anchor pass on ``n_queries`` queries: each row forward once and back-propagated
+        once (mean loss) or once per option but the gold one (margins), a backward counting twice."""
+        backward_per_row = 1 if mode == "mean-loss" else self.layout.n_options - 1
+        return n_queries * self.rows_per_query * (1 + 2 * backward_per_row)
+
     def _query_batches(self, queries: list[int]):
-        rows_per_query = 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else self.layout.n_options
-        step = max(1, self.batch_size // rows_per_query)
+        step = max(1, self.batch_size // self.rows_per_query)
         for start in range(0, len(queries), step):
             self.checkpoint()
             yield start, queries[start:start + step]
@@ -135,6 +164,7 @@ class ModelRunner:
                      width: int | None = None) -> torch.Tensor:
         """Option scores [len(queries), O] of the prompts with demos ``subset`` (slot order), slots ``width``
         tokens wide (default: the layout's)."""
+        self.counter.reserve(self.exact_cost(len(queries)))
         prefix = self.layout.prefix_ids(subset, width).to(self.device)
         parts = []
         if share_prefix:
@@ -270,6 +300,7 @@ class ModelRunner:
 
     def anchor(self, mode: str, subset: list[int], queries: list[int]) -> AnchorTensors:
         """Anchor quantities in one of the ANCHOR_MODES: "label-groups", "per-query" or "mean-loss"."""
+        self.counter.reserve(self.anchor_cost(mode, len(queries)))
         compute = {"label-groups": self.anchor_label_groups, "per-query": self.anchor_per_query,
                    "mean-loss": self.anchor_mean_loss}
         return compute[mode](subset, queries)
@@ -283,6 +314,7 @@ class ModelRunner:
     @torch.no_grad()
     def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:
         """Mean-pooled last hidden state [N, d] of each token list (no prefix)."""
+        self.counter.reserve(len(token_lists))
         parts = []
         for start in range(0, len(token_lists), self.batch_size):
             self.checkpoint()

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ from .data import InputError
 from .diagnostics import Check
 from .estimate import estimate_with_anchors
 from .outcome import OBJECTIVES, objective, scored_rows
-from .retrieval import bm25_similarity, cosine_similarity, set_scores, top_k_ascending
+from .retrieval import bm25_similarity, cosine_similarity, set_scores
 
 
 DEFAULT_OBJECTIVE = "loss"  # params.objective of the gradient search (outcome.OBJECTIVES)
@@ -154,7 +155,7 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
         per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
         budget=_at_least(ctx, "budget", DEFAULT_BUDGET_PER_QUERY * len(ctx.queries), 0),
         # drawn last, after every parameter has been checked (the draws use the job's generator)
-        starts=[ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+        starts=[ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.random_subset()]
                 for _ in range(n_starts)])
 
 
@@ -189,12 +190,16 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
     proposed_by: dict[tuple, Check] = {}
     moves = 0
     rounds_run = 0
+    exhausted = False
     for round_index in range(p.rounds):
+        if ctx.anchors_left(p.mode) < 1 or ctx.exact_runs_left() < ctx.k:  # max_passes: no room for one more round
+            exhausted = True
+            break
         ctx.progress("search", round_index, p.rounds)
         rounds_run += 1
         estimator = ctx.anchor(current, p.mode)
         with ctx.phase("estimate"):
-            swaps = _single_swaps(current, ctx.n, p.move_labels)
+            swaps = _allowed_swaps(ctx, current, p)
             if swaps.shape[0] == 0:
                 break  # no demo left to swap in (same-label moves, every demo of each label already in)
             if 0 < p.swap_budget < swaps.shape[0]:
@@ -205,6 +210,9 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
         anchor_value = estimator.objective(p.objective)
         moved = False
         for batch in batches:  # the next batch only when no swap of this one lowered the exact objective
+            if ctx.exact_runs_left() < len(batch):
+                exhausted = True
+                break
             exact_runs = ctx.exact_many([swaps[i].tolist() for i in batch], label="confirm")
             for index, scores in zip(batch.tolist(), exact_runs):
                 subset = swaps[index].tolist()
@@ -219,16 +227,18 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
                 moves += 1
                 moved = True
                 break
-        if not moved:
+        if not moved or exhausted:
             break  # no confirmed improvement around this anchor: a local optimum of the search
     ctx.progress("search", p.rounds, p.rounds)
-    final = ctx.anchor(current, p.mode)  # cached when the loop ended on it; else one more anchor pass
+    # cached when the loop ended on it; else one more anchor pass, if max_passes leaves room for it
+    final = ctx.anchor(current, p.mode) if rounds_run == 0 or ctx.anchors_left(p.mode) >= 1 else estimator
     returned = proposed_by.get(tuple(current)) or Check(current, final.loss, final.loss, ctx.exact(current),
                                                         _margins(final, torch.tensor(current)), is_anchor=True)
     if not any(check is returned for check in checks):
         checks.append(returned)
     return SearchResult(current, final, checks, returned.estimated_loss,
-                        {"moves": moves, "rounds_run": rounds_run, "propose": p.propose, "patience": p.patience})
+                        {"moves": moves, "rounds_run": rounds_run, "propose": p.propose, "patience": p.patience,
+                         "budget_exhausted": exhausted})
 
 
 def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
@@ -249,6 +259,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
         ranked = _ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(start))
         ctx.explored += swaps.shape[0]
     value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
+    budget = min(p.budget or math.inf, spent() + ctx.passes_left())  # params.budget and max_passes
     tried = [set() for _ in range(ctx.k)]
     evaluated: dict[tuple[int, ...], tuple[float, float]] = {}  # subset -> (its estimate, the compared estimate)
     moves = rounds_run = batches_run = 0
@@ -260,15 +271,16 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
         for _ in range(1 + p.patience):
             proposals = []
             for slot in range(ctx.k):
-                fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]][:p.per_slot]
+                fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]
+                         and _keeps_labels(ctx, current, slot, i)][:p.per_slot]
                 tried[slot].update(fresh)
                 proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
             if not proposals:
                 break
             # at most every proposal and the current set on `screen` rows, the finalists and it on `sample` more
             screen, sample = min(p.screen, len(ctx.queries)), min(p.sample, len(ctx.queries))
-            batch_cost = (len(proposals) + 1) * screen + (p.finalists + 1) * sample
-            if p.budget and spent() + batch_cost > p.budget:
+            batch_cost = ((len(proposals) + 1) * screen + (p.finalists + 1) * sample) * ctx.runner.rows_per_query
+            if spent() + batch_cost > budget:
                 exhausted = True
                 break
             batches_run += 1
@@ -312,11 +324,12 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
     evaluated: list[tuple[list[int], float, float]] = []
     moves = rounds_run = 0
     estimator = ctx.anchor(current, p.mode, rebase=False)
+    exhausted = False
     for round_index in range(p.rounds):
         ctx.progress("search", round_index, p.rounds)
         rounds_run += 1
         with ctx.phase("estimate"):
-            swaps = _single_swaps(current, ctx.n, p.move_labels)
+            swaps = _allowed_swaps(ctx, current, p)
             if swaps.shape[0] == 0:
                 break
             estimate = estimator.estimate(swaps, objective_name=p.objective)
@@ -325,12 +338,27 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
         evaluated.append((swaps[best].tolist(), float(estimate.loss[best]), estimator.loss))
         if float(estimate.objective[best]) >= estimator.objective(p.objective):
             break
+        if ctx.anchors_left(p.mode, rebase=False) < 1:  # max_passes: no room to re-anchor at the better set
+            exhausted = True
+            break
         current = swaps[best].tolist()
         moves += 1
         estimator = ctx.anchor(current, p.mode, rebase=False)
     ctx.progress("search", p.rounds, p.rounds)
     checks = _diagnostic_checks(ctx, evaluated, current, estimator.loss, p.checks)
-    return SearchResult(current, estimator, checks, estimator.loss, {"moves": moves, "rounds_run": rounds_run})
+    return SearchResult(current, estimator, checks, estimator.loss,
+                        {"moves": moves, "rounds_run": rounds_run, "budget_exhausted": exhausted})
+
+
+def _allowed_swaps(ctx: SelectionContext, current: list[int], p: SearchParams) -> torch.Tensor:
+    """The single swaps of ``current`` the search may take: moves=same-label, and min_per_label kept."""
+    swaps = _single_swaps(current, ctx.n, p.move_labels)
+    return swaps if ctx.min_per_label == 0 else swaps[ctx.allowed(swaps)]
+
+
+def _keeps_labels(ctx: SelectionContext, current: list[int], slot: int, demo: int) -> bool:
+    """Whether putting ``demo`` in ``slot`` of ``current`` keeps min_per_label."""
+    return ctx.min_per_label == 0 or bool(ctx.allowed(torch.tensor([current[:slot] + [demo] + current[slot + 1:]]))[0])
 
 
 def _per_slot_order(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tensor) -> list[torch.Tensor]:
@@ -355,6 +383,7 @@ def _diagnostic_checks(ctx: SelectionContext, evaluated: list[tuple[list[int], f
         return []
     others = [e for e in evaluated if e[0] != current]
     picks = sorted(others, key=lambda e: e[1])
+    count = int(min(count, 1 + ctx.exact_runs_left()))  # max_passes: the returned set's run is kept back
     if len(picks) > count - 1:
         picks = [picks[int(i)] for i in np.linspace(0, len(picks) - 1, count - 1).round()] if count > 1 else []
     with ctx.diagnostic(), ctx.phase("checks"):
@@ -433,7 +462,8 @@ def _sampling_params(ctx: SelectionContext, estimated: bool) -> SamplingParams:
 
 def select_gradre(ctx: SelectionContext) -> Choice:
     p = _sampling_params(ctx, estimated=True)
-    n_anchors, n_subsets, n_checks, mode = p.anchors, p.subsets, p.checks, p.mode
+    n_anchors = _fitting(p.anchors, ctx.anchors_left(p.mode), "anchor passes")
+    n_subsets, n_checks, mode = p.subsets, p.checks, p.mode
     anchors = ctx.random_subsets(n_anchors)
     estimators = []
     for a in range(n_anchors):
@@ -444,8 +474,9 @@ def select_gradre(ctx: SelectionContext) -> Choice:
         estimate = estimate_with_anchors(estimators, subsets)
         ctx.explored += n_subsets
         scores = influence_from_subsets(ctx.n, subsets, -estimate.loss)
-    selected = top_k_ascending(scores, ctx.k)
-    to_check = [subsets[i].tolist() for i in range(min(n_checks, n_subsets))] + [selected]
+    selected = ctx.top_k(scores)
+    n_checks = int(min(n_checks, n_subsets, ctx.exact_runs_left()))  # max_passes: diagnostics only if they fit
+    to_check = [subsets[i].tolist() for i in range(n_checks)] + [selected]
     with ctx.diagnostic():
         exact_runs = ctx.exact_many(to_check, label="diagnostics")
     checks = []
@@ -460,21 +491,30 @@ def select_gradre(ctx: SelectionContext) -> Choice:
                         _margins(chosen, torch.tensor(selected))))
     return Choice(selected, scores, estimated_loss=float(final.loss[0]),
                   estimated_accuracy=None if final.accuracy is None else float(final.accuracy[0]),
-                  checks=checks, notes={"anchor_mode": mode, "anchors": n_anchors, "subsets": n_subsets})
+                  checks=checks, notes={"anchor_mode": mode, "anchors": n_anchors, "subsets": n_subsets,
+                                        "budget_exhausted": n_anchors < p.anchors})
 
 
 def select_exact(ctx: SelectionContext) -> Choice:
-    n_subsets = _sampling_params(ctx, estimated=False).subsets
+    wanted = _sampling_params(ctx, estimated=False).subsets
+    n_subsets = _fitting(wanted, ctx.exact_runs_left(), "exact runs")
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
     ctx.explored += n_subsets
     losses = torch.tensor([_objective(ctx, scores) for scores in runs])
     scores = influence_from_subsets(ctx.n, subsets, -losses)
-    return Choice(top_k_ascending(scores, ctx.k), scores, notes={"subsets": n_subsets})
+    return Choice(ctx.top_k(scores), scores, notes={"subsets": n_subsets, "budget_exhausted": n_subsets < wanted})
+
+
+def _fitting(wanted: int, fit: float, what: str) -> int:
+    """How many of ``wanted`` steps to take when ``fit`` fit in max_passes; an InputError if not even one does."""
+    if fit < 1:
+        raise InputError("max_passes", f"leaves no room for one of the method's {what}")
+    return int(min(wanted, fit))
 
 
 def select_random(ctx: SelectionContext) -> Choice:
-    selected = [int(i) for i in ctx.rng.choice(ctx.n, ctx.k, replace=False)]
+    selected = [int(i) for i in ctx.random_subset()]
     scores = np.zeros(ctx.n)
     scores[selected] = 1.0
     return Choice(selected, scores)
@@ -483,14 +523,14 @@ def select_random(ctx: SelectionContext) -> Choice:
 def select_bm25(ctx: SelectionContext) -> Choice:
     with ctx.phase("retrieve"):
         scores = set_scores(bm25_similarity(ctx.pool_inputs, ctx.query_inputs))
-    return Choice(top_k_ascending(scores, ctx.k), scores)
+    return Choice(ctx.top_k(scores), scores)
 
 
 def select_topk_embed(ctx: SelectionContext) -> Choice:
     with ctx.phase("retrieve"):
         similarity = cosine_similarity(ctx.embed_texts(ctx.pool_inputs), ctx.embed_texts(ctx.query_inputs))
         scores = set_scores(similarity)
-    return Choice(top_k_ascending(scores, ctx.k), scores)
+    return Choice(ctx.top_k(scores), scores)
 
 
 SELECTORS = {

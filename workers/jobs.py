@@ -28,7 +28,8 @@ def content_hash(value: Any) -> str:
 
 
 def pool_id(records: list[dict]) -> str:
-    return content_hash([[r["id"], r["input"], r["output"]] for r in records])
+    return content_hash([[r["id"], r["input"], r["output"]] + ([r["metadata"]] if "metadata" in r else [])
+                         for r in records])
 
 
 def job_id(spec: dict, fingerprint: str) -> str:
@@ -76,7 +77,11 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
             pool=examples_from_records(spec["pool"], "pool"),
             queries=examples_from_records(spec["queries"], "queries"),
             k=spec["k"], method=spec["method"], options=spec["options"], template=spec["template"],
-            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []))
+            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []),
+            max_prompt_tokens=spec.get("max_prompt_tokens"), min_per_label=spec.get("min_per_label", 0),
+            exclude=spec.get("exclude", []), where=spec.get("where", {}), max_passes=spec.get("max_passes"))
+        if spec.get("dry_run"):
+            return "succeeded", engine.plan(request).to_dict(), None
         return "succeeded", engine.select(request, progress=progress, should_cancel=should_cancel), None
     except InputError as error:
         return "failed", None, {"type": "input", "field": error.field, "message": str(error)}
