@@ -11,7 +11,7 @@ most 4x (with the defaults it spans about 2.7x). max_passes caps all of it.
 Seconds: calibration runs of this request's prompts (exact runs of a label-balanced set on one query and on
 16) give, on this model and machine, the seconds per forward-equivalent and per model call (each call runs a
 prefix and pays fixed overheads: the gradient search makes many small calls); the estimate applies both to the
-expected passes and calls.
+expected passes and calls, a per-query anchor's passes weighted by their longer rows (the prefix in each).
 """
 
 from __future__ import annotations
@@ -43,15 +43,21 @@ class Plan:
 
 @dataclass(frozen=True)
 class Work:
-    """Forward-equivalents and model calls (exact runs, anchor chunks, embedding batches: each one prefix)."""
+    """Forward-equivalents and model calls (exact runs, anchor chunks, embedding batches: each one prefix), and
+    the passes weighted by their tokens relative to a row after a shared prefix (what the time goes by)."""
     passes: float
     calls: float
+    weighted: float = -1.0  # default: the passes themselves
+
+    def __post_init__(self):
+        if self.weighted < 0:
+            object.__setattr__(self, "weighted", self.passes)
 
     def __add__(self, other: "Work") -> "Work":
-        return Work(self.passes + other.passes, self.calls + other.calls)
+        return Work(self.passes + other.passes, self.calls + other.calls, self.weighted + other.weighted)
 
     def __mul__(self, times: float) -> "Work":
-        return Work(self.passes * times, self.calls * times)
+        return Work(self.passes * times, self.calls * times, self.weighted * times)
 
 
 def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_passes: int | None,
@@ -68,7 +74,17 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
 
     def anchor(mode: str, rebase: bool = True) -> Work:
         chunks = math.ceil(n_queries / ctx.anchor_chunk)
-        return Work(ctx.anchor_cost(mode, rebase), chunks + (1 if ctx.compact_prompts and rebase else 0))
+        passes = ctx.anchor_cost(mode, rebase)
+        if mode == "per-query":  # each row runs the whole prefix too (a per-query gradient cannot share it)
+            pass_rows = ctx.runner.anchor_cost(mode, n_queries)
+            passes_weighted = passes + pass_rows * (unshared_row - 1)
+        else:
+            passes_weighted = passes
+        return Work(passes, chunks + (1 if ctx.compact_prompts and rebase else 0), passes_weighted)
+
+    # tokens of a row with the prefix in it, over those of a row after a shared prefix
+    row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)
+    unshared_row = (len(ctx.layout.special_ids) + ctx.k * ctx.layout.slot_width + row_tokens) / max(row_tokens, 1)
 
     def fixed(work: Work) -> tuple[Work, Work]:
         return work, work
@@ -144,6 +160,7 @@ def plan(ctx: SelectionContext, method: str, evaluate_selected: bool, max_passes
         low_passes, high_passes = min(low_passes, max_passes), min(high_passes, max_passes)
     expected = math.sqrt(low_passes * high_passes) if low_passes > 0 else high_passes
     calls = math.sqrt(low.calls * high.calls) if low.calls > 0 else high.calls
+    weight = math.sqrt((low.weighted / max(low.passes, 1)) * (high.weighted / max(high.passes, 1)))
     per_pass, per_call, spent = calibrate(ctx)
     return Plan(method, round(expected), round(low_passes), round(high_passes),
-                round(expected * per_pass + calls * per_call, 3), per_pass, per_call, spent, ctx.n)
+                round(expected * weight * per_pass + calls * per_call, 3), per_pass, per_call, spent, ctx.n)
