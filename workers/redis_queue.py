@@ -7,7 +7,8 @@ Keys (all under settings.redis_prefix):
     anchor-claim:<h> the worker computing one anchor task (SET NX, short TTL)
     cache:...       anchor tensors (workers/redis_cache.py)
     job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
-                    settings.job_ttl_s after the job finished
+                    settings.job_ttl_s after the job finished; "finishes" counts the results written
+                    (more than 1: the job completed twice), "cancel" asks a running job to stop
     pool:<id>       JSON list of pool records
     workers         hash worker name -> JSON {fingerprint, model, expires_at}, refreshed by heartbeats
     model           the fingerprint the last worker to start announced
@@ -80,8 +81,12 @@ def encode(record: dict) -> dict[str, str]:
     return {key: value if key == "status" else json.dumps(value) for key, value in record.items()}
 
 
+INTERNAL_FIELDS = frozenset({"cancel", "finishes"})  # in the job hash, not in the record
+
+
 def decode(fields: dict[str, str]) -> dict:
-    return {key: value if key == "status" else json.loads(value) for key, value in fields.items() if key != "cancel"}
+    return {key: value if key == "status" else json.loads(value) for key, value in fields.items()
+            if key not in INTERNAL_FIELDS}
 
 
 def worker_name() -> str:
@@ -311,6 +316,7 @@ class RedisWorker:
         pipe.hset(key, mapping=encode({"status": status, "result": result, "error": error,
                                        "finished_at": time.time()}))
         pipe.hdel(key, "cancel")
+        pipe.hincrby(key, "finishes", 1)
         pipe.expire(key, self.settings.job_ttl_s)
         pipe.xack(self.queue.stream, GROUP, entry_id)  # in the same transaction: stored and acknowledged together
         pipe.xdel(self.queue.stream, entry_id)
