@@ -14,7 +14,7 @@ import torch
 from .cache import TensorCache
 from .data import Example, InputError
 from .estimate import AnchorEstimator
-from .inference import ModelRunner
+from .inference import ModelRunner, with_cost
 from .layout import Layout
 from .outcome import on_all_rows
 from .tasks import anchor_task
@@ -69,6 +69,8 @@ class SelectionContext:
         self.cache_misses = 0
         self.explored = 0  # subsets whose outcome was estimated or run
         self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
+        self.cached_work = 0  # forward-equivalents of cache entries this job used without computing them
+        self._charged: set[str] = set()  # cache keys this job computed or has charged
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
         self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
         self._queries_digest = hashlib.sha256(json.dumps(
@@ -91,6 +93,18 @@ class SelectionContext:
         finally:
             self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
 
+    def work(self) -> int:
+        """Forward-equivalents of the model work this job has used: run here, or found in the cache (each
+        entry charged once, at what it cost to compute). A budget over it (the subsample search's) makes the
+        same decisions whatever the cache held: after a retry, beside other jobs, with other workers' chunks."""
+        return self.runner.counter.as_dict()["forward_equivalent"] + self.cached_work
+
+    def _found(self, key: str, entry: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if key not in self._charged:
+            self._charged.add(key)
+            self.cached_work += int(entry["cost"])
+        return entry
+
     def prompt_width(self, subset: list[int] | tuple[int, ...]) -> int:
         """Slot width of the prompt that is run and returned for ``subset``."""
         return self.layout.subset_width(list(subset)) if self.compact_prompts else self.layout.slot_width
@@ -112,14 +126,16 @@ class SelectionContext:
             cached = self.cache.get(cache_key)
             if cached is not None:
                 self.cache_hits += 1
-                self._exact[key] = cached["scores"]
+                self._exact[key] = self._found(cache_key, cached)["scores"]
             else:
                 self.cache_misses += 1
                 rows = self.visible(key)
                 with self.phase("exact"):
-                    self._exact[key] = on_all_rows(self.runner.exact_scores(list(key), rows, width=width), rows,
-                                                   len(self.queries))
-                self.cache.put(cache_key, {"scores": self._exact[key]})
+                    entry = with_cost(self.runner.counter, lambda: {"scores": on_all_rows(
+                        self.runner.exact_scores(list(key), rows, width=width), rows, len(self.queries))})
+                self._exact[key] = entry["scores"]
+                self._charged.add(cache_key)
+                self.cache.put(cache_key, entry)
         return self._exact[key]
 
     def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
@@ -159,7 +175,7 @@ class SelectionContext:
     # ---------- anchors (cached by content) ----------
     def _key(self, kind: str, content: dict) -> str:
         """Cache key: content hash of everything the cached tensors depend on."""
-        content = {"v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
+        content = {"v": 2, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
         return f"{kind}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
     def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
@@ -193,8 +209,11 @@ class SelectionContext:
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
-                    parts[done] = self.runner.anchor(mode, list(subset), chunk)
+                    parts[done] = with_cost(self.runner.counter, lambda: self.runner.anchor(mode, list(subset), chunk))
+                self._charged.add(key)
                 self.cache.put(key, parts[done])
+            else:
+                self._found(key, parts[done])
         self.progress("anchor", len(chunks), len(chunks))
         merged = {"scores": torch.cat([p["scores"] for p in parts])}
         if mode == "per-query":

@@ -37,6 +37,14 @@ class PassCounter:
                 "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward}
 
 
+def with_cost(counter: PassCounter, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """compute()'s tensors and "cost", the forward-equivalents it ran: cached with them, so that whoever finds
+    the entry in the cache can charge the work it stands for (SelectionContext.work)."""
+    before = counter.as_dict()["forward_equivalent"]
+    tensors = compute()
+    return {**tensors, "cost": torch.tensor(counter.as_dict()["forward_equivalent"] - before)}
+
+
 @dataclass
 class Rows:
     """Continuations for a set of queries. targets[r] = [(position, token, option)]: the logits at

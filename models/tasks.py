@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from .inference import ModelRunner
+from .inference import ModelRunner, with_cost
 from .layout import Layout
 
 
@@ -37,4 +37,4 @@ def run_anchor_task(loaded_model, task: dict, batch_size: int = 8,
                     query_ids=task["query_ids"], gold=torch.tensor(task["gold"], dtype=torch.long),
                     demo_outputs=[""] * k)
     runner = ModelRunner(loaded_model.model, layout, batch_size=batch_size, checkpoint=checkpoint)
-    return runner.anchor(task["mode"], list(range(k)), list(range(len(task["query_ids"]))))
+    return with_cost(runner.counter, lambda: runner.anchor(task["mode"], list(range(k)), list(range(len(task["query_ids"])))))
