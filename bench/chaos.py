@@ -476,7 +476,9 @@ def check(stack: Stack, load: Load, model_dir: Path, drain_s: float) -> dict:
     waited = drain(queue, [job.id for job in accepted], drain_s)
 
     records = {job.id: queue.get(job.id) for job in accepted}
-    finishes = {job.id: int(queue.client.hget(queue.job_key(job.id), "finishes") or 0) for job in accepted}
+    counters = {job.id: queue.client.hmget(queue.job_key(job.id), "finishes", "stale_finishes") for job in accepted}
+    finishes = {job: int(written or 0) for job, (written, _) in counters.items()}
+    dropped = sum(int(stale or 0) for _, stale in counters.values())
     statuses = Counter(record["status"] if record else "missing" for record in records.values())
     lost = sorted(job for job, record in records.items() if record is None or record["status"] not in FINISHED)
     failed = Counter((record["error"] or {}).get("message", "?") for record in records.values()
@@ -487,6 +489,9 @@ def check(stack: Stack, load: Load, model_dir: Path, drain_s: float) -> dict:
     print(f"checking {statuses['succeeded']} results against an undisturbed in-process run ...", file=sys.stderr)
     from iclsel.workers.jobs import load_worker_model, make_engine, run_job
 
+    import torch
+
+    torch.set_num_threads(1)  # as the workers (OMP_NUM_THREADS=1); faster than 2 threads on a shared 2-core machine
     engine = make_engine(load_worker_model(settings), settings, cache=None)
     wrong, answers_changed, reference_s = {}, [], time.monotonic()
     for job in accepted:
@@ -513,7 +518,7 @@ def check(stack: Stack, load: Load, model_dir: Path, drain_s: float) -> dict:
         "failed_reasons": dict(failed), "cancelled": statuses["cancelled"],
         "cancel_asked": sum(job.cancel_asked for job in accepted), "cancelled_unasked": len(cancelled_unasked),
         "lost": len(lost), "lost_jobs": {job: (records[job] or {}).get("status", "missing") for job in lost[:20]},
-        "completed_twice": len(twice),
+        "completed_twice": len(twice), "stale_results_dropped": dropped,
         "completed_twice_jobs": {job: {"finishes": finishes[job], "attempts": records[job]["attempts"],
                                        "result_unchanged": job not in wrong} for job in twice[:20]},
         "wrong_results": len(wrong), "wrong_result_jobs": dict(list(wrong.items())[:20]),
@@ -594,7 +599,8 @@ def docs_table(report: dict) -> str:
         f"cancelled {jobs['cancelled']} (cancel asked for {jobs['cancel_asked']}) |",
         f"| failed, why | {failed} |",
         f"| lost | {jobs['lost']} |",
-        f"| completed twice | {jobs['completed_twice']} |",
+        f"| completed twice | {jobs['completed_twice']} ({jobs['stale_results_dropped']} outcomes of runs whose job had "
+        f"been taken over dropped) |",
         f"| wrong results | {jobs['wrong_results']} of {jobs['results_checked']} checked against an undisturbed run |",
         f"| runs per job (`attempts`) | " + ", ".join(f"{n}: {c}" for n, c in jobs["attempts_histogram"].items()) + " |",
         f"| cache entries | {jobs['cache_entries_checked']} checked, {jobs['cache_entries_torn']} torn |",
@@ -633,6 +639,9 @@ def run(seconds: float, workers: int, clients: int, seed: int, model: str | None
     faults = fault_schedule(seconds, workers, random.Random(seed))
     try:
         start = time.monotonic()
+        for life in stack.lives:  # process times count from the start of the load, as the faults' do
+            life.started_s = round(life.started_s - (start - stack.t0), 2)
+        stack.t0 = start
         load = Load(stack, clients, seed, start)
         clients_ = load.run()
         injectors = [threading.Thread(target=inject, args=(stack, fault, start), daemon=True) for fault in faults]
