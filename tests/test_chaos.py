@@ -34,6 +34,7 @@ def test_a_minute_of_chaos_loses_nothing(tmp_path):
     assert jobs["cancelled_unasked"] == 0
     assert jobs["cache_entries_checked"] > 0 and jobs["cache_entries_torn"] == 0
     assert jobs["stream_pending_after"] == 0 and jobs["stream_length_after"] == 0
-    growth = [row["rss_growth_mb"] for row in report["processes"] if row["rss_growth_mb"] is not None]
+    growth = [row["rss_growth_mb"] for row in report["processes"]  # the API's and the workers' (Redis keeps data)
+              if row["rss_growth_mb"] is not None and row["name"] != "redis"]
     assert growth and max(growth) < 100, report["processes"]
     assert report["ok"] and run.returncode == 0, run.stderr[-5000:]
