@@ -26,6 +26,7 @@ class AnchorTensors:
     reference: torch.Tensor | None = None  # [Q] option each query's margins are taken against
     row_of_query: torch.Tensor | None = None  # [Q] gradient row of each query
     row_count: torch.Tensor | None = None  # [R] queries per gradient row
+    cost: torch.Tensor | None = None  # [] forward-equivalents computing it took (charged by a job finding it cached)
 
     @property
     def has_margins(self) -> bool:

@@ -7,7 +7,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +18,7 @@ from .cache import TensorCache
 from .constraints import check_label_counts
 from .data import Example, InputError
 from .estimate import AnchorEstimator
-from .inference import ModelRunner
+from .inference import ModelRunner, with_cost
 from .layout import Layout
 from .outcome import on_all_rows
 from .retrieval import top_k_ascending
@@ -103,6 +103,8 @@ class SelectionContext:
         self.explored = 0  # subsets whose outcome was estimated or run
         self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
         self.final_reserve = 0  # forward-equivalents kept back (max_passes) for the returned set's exact run
+        self.cached_work = 0  # forward-equivalents of cache entries this job used without computing them
+        self._charged: set[str] = set()  # cache keys this job computed or has charged
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
         self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
         self._queries_digest = hashlib.sha256(json.dumps(
@@ -145,6 +147,17 @@ class SelectionContext:
     def anchors_left(self, mode: str, rebase: bool = True) -> float:
         """Anchor passes on every query that fit in passes_left()."""
         return fitting(self.passes_left(), self.anchor_cost(mode, rebase))
+    def work(self) -> int:
+        """Forward-equivalents of the model work this job has used: run here, or found in the cache (each
+        entry charged once, at what it cost to compute). A budget over it (the subsample search's) makes the
+        same decisions whatever the cache held: after a retry, beside other jobs, with other workers' chunks."""
+        return self.runner.counter.as_dict()["forward_equivalent"] + self.cached_work
+
+    def _found(self, key: str, cost: torch.Tensor | None) -> None:
+        """Charge a cache entry this job found, once."""
+        if key not in self._charged:
+            self._charged.add(key)
+            self.cached_work += 0 if cost is None else int(cost)
 
     def prompt_width(self, subset: list[int] | tuple[int, ...]) -> int:
         """Slot width of the prompt that is run and returned for ``subset``."""
@@ -167,14 +180,17 @@ class SelectionContext:
             cached = self.cache.get(cache_key)
             if cached is not None:
                 self.cache_hits += 1
+                self._found(cache_key, cached.get("cost"))
                 self._exact[key] = cached["scores"]
             else:
                 self.cache_misses += 1
                 rows = self.visible(key)
                 with self.phase("exact"):
-                    self._exact[key] = on_all_rows(self.runner.exact_scores(list(key), rows, width=width), rows,
-                                                   len(self.queries))
-                self.cache.put(cache_key, {"scores": self._exact[key]})
+                    scores, cost = with_cost(self.runner.counter, lambda: on_all_rows(
+                        self.runner.exact_scores(list(key), rows, width=width), rows, len(self.queries)))
+                self._exact[key] = scores
+                self._charged.add(cache_key)
+                self.cache.put(cache_key, {"scores": scores, "cost": cost})
         return self._exact[key]
 
     def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
@@ -214,7 +230,7 @@ class SelectionContext:
     # ---------- anchors (cached by content) ----------
     def _key(self, namespace: str, content: dict) -> str:
         """Cache key: content hash of everything the cached tensors depend on."""
-        content = {"v": 1, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
+        content = {"v": 2, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
         return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
     def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
@@ -252,8 +268,12 @@ class SelectionContext:
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
-                    parts[done] = self.runner.anchor(mode, list(subset), chunk)
+                    tensors, cost = with_cost(self.runner.counter, lambda: self.runner.anchor(mode, list(subset), chunk))
+                parts[done] = replace(tensors, cost=cost)
+                self._charged.add(key)
                 self.cache.put(key, parts[done].named())
+            else:
+                self._found(key, parts[done].cost)
         self.progress("anchor", len(chunks), len(chunks))
         merged = AnchorTensors.merge(mode, parts)
         if not self.compact_prompts:  # the anchor pass ran the prompt exactly

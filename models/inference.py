@@ -10,7 +10,7 @@ continuations. Passes are counted in prompts (rows) and in tokens actually compu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from transformers import DynamicCache
@@ -18,6 +18,8 @@ from transformers import DynamicCache
 from .anchor import AnchorTensors
 from .layout import Layout
 from .outcome import query_losses
+
+T = TypeVar("T")
 
 
 def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
@@ -51,6 +53,14 @@ class PassCounter:
         return {"forward": self.forward, "backward": self.backward,
                 "forward_equivalent": self.forward + 2 * self.backward,
                 "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward}
+
+
+def with_cost(counter: PassCounter, compute: Callable[[], T]) -> tuple[T, torch.Tensor]:
+    """(compute(), the forward-equivalents it ran, as a 0-d tensor): cached with what it computed, so that whoever
+    finds the entry in the cache can charge the work it stands for (SelectionContext.work)."""
+    before = counter.forward_equivalent
+    value = compute()
+    return value, torch.tensor(counter.forward_equivalent - before)
 
 
 @dataclass

@@ -251,8 +251,8 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     started. The fresh queries halve the winner's curse of the screening (the minimum of noisy differences) in
     the move and in the estimate: the start's exact value plus the accepted differences."""
     start = list(current)
-    counter, before = ctx.runner.counter, ctx.runner.counter.as_dict()["forward_equivalent"]
-    spent = lambda: counter.as_dict()["forward_equivalent"] - before  # noqa: E731 (the search's own passes)
+    before = ctx.work()
+    spent = lambda: ctx.work() - before  # noqa: E731 (the search's own work, cached or run: cache-independent)
     estimator = ctx.anchor(start, p.mode, rebase=False)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
         swaps = _single_swaps(start, ctx.n, p.move_labels)

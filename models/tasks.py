@@ -5,13 +5,13 @@ tensor cache under ``task.key``; nothing is pickled."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable
 
 import torch
 
 from .anchor import AnchorTensors
-from .inference import ModelRunner
+from .inference import ModelRunner, with_cost
 from .layout import Layout
 
 
@@ -60,4 +60,5 @@ def run_anchor_task(loaded_model, task: AnchorTask, batch_size: int = 8,
                     query_ids=task.query_ids, gold=torch.tensor(task.gold, dtype=torch.long),
                     demo_outputs=[""] * k)
     runner = ModelRunner(loaded_model.model, layout, batch_size=batch_size, checkpoint=checkpoint)
-    return runner.anchor(task.mode, list(range(k)), list(range(len(task.query_ids))))
+    tensors, cost = with_cost(runner.counter, lambda: runner.anchor(task.mode, list(range(k)), list(range(len(task.query_ids)))))
+    return replace(tensors, cost=cost)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -14,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from bench.stack import Api, Process, RedisServer, free_port, rss_mb  # noqa: F401 (the tests import them from here)
 
 REDIS_URL = os.environ.get("ICLSEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -36,39 +34,6 @@ def selection(**overrides) -> dict:
     return {"pool": POOL, "queries": QUERIES, "k": 2, "method": "gradient", **overrides}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Process:
-    """A service process (`python -m iclsel.app.server` or `iclsel.workers.main`) with its log in a file."""
-
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path):
-        self.log = log
-        self.handle = log.open("wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", module, *args], env={**os.environ, **env},
-                                      stdout=self.handle, stderr=subprocess.STDOUT)
-
-    def signal(self, signum: int) -> None:
-        self.popen.send_signal(signum)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGCONT)
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.handle.close()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
 @contextmanager
 def embedded_api(tiny_model_dir, folder: Path, **env: str):
     """The real app in embedded mode (no Redis) on the tiny model, ready; stopped afterwards."""
@@ -79,31 +44,6 @@ def embedded_api(tiny_model_dir, folder: Path, **env: str):
         yield server
     finally:
         server.stop()
-
-
-class Api(Process):
-    def __init__(self, env: dict[str, str], log: Path):
-        self.port = free_port()
-        super().__init__("iclsel.app.server", ["--port", str(self.port), "--log-level", "warning"], env, log)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def client(self, key: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def wait_ready(self, timeout: float = 120, workers: int | None = None) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.tail()}")
-            try:
-                reply = httpx.get(self.url + "/ready", timeout=5)
-                if reply.status_code == 200 and (workers is None or reply.json()["workers"] == workers):
-                    return reply.json()
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.tail()}")
 
 
 def metric(client: httpx.Client, name: str, **labels) -> float:
@@ -135,14 +75,6 @@ def labelled_queries(n: int, tag: str = "q") -> list[dict]:
     words = ("great", "dull", "moving", "awful", "brilliant", "boring")
     return [{"input": f"{tag} {i}: a {words[i % len(words)]} film", "output": "positive" if i % 2 == 0 else "negative"}
             for i in range(n)]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def wait_job(client: httpx.Client, job_id: str, until, timeout: float = 60, poll_s: float = 0.05) -> dict:
@@ -230,38 +162,6 @@ def record_figures(name: str, figures: dict) -> None:
         stored = {}
     stored[name] = {**figures, "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
     RESULTS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
-
-
-class RedisServer:
-    """A private redis-server on a free port with an append-only file in `folder` (for outage tests;
-    the shared Redis is never stopped)."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.popen = None
-        self.start()
-
-    def start(self) -> None:
-        import redis
-
-        self.popen = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=(self.folder / "redis.log").open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()  # SIGTERM: redis flushes the append-only file and exits
-            self.popen.wait(timeout=10)
 
 
 def check_stored_values(client, prefix: str) -> dict:

@@ -37,7 +37,15 @@ class RedisTensorCache:
         return self.prefix + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        manifest_key = self._manifest_key(key)
+        return self.read(self._manifest_key(key))
+
+    def manifest_keys(self) -> list[str]:
+        """The manifest key of every entry stored now (a scan: for checks, not for serving)."""
+        names = (name.decode() for name in self.client.scan_iter(match=self.prefix + "*", count=1000))
+        return [name for name in names if ":" not in name[len(self.prefix):]]
+
+    def read(self, manifest_key: str) -> dict[str, torch.Tensor] | None:
+        """The tensors of the entry with this manifest key; None when it is missing or not whole."""
         raw = self.client.get(manifest_key)
         if raw is None:
             return None

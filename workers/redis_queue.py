@@ -7,7 +7,9 @@ Keys (all under settings.redis_prefix):
     anchor-claim:<h> the worker computing one anchor task (SET NX, short TTL)
     cache:...       anchor tensors (workers/redis_cache.py)
     job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
-                    settings.job_ttl_s after the job finished
+                    settings.job_ttl_s after the job finished; "finishes" counts the results written
+                    (more than 1: the job completed twice), "stale_finishes" the outcomes of runs whose job
+                    had been taken over (dropped), "cancel" asks a running job to stop
     pool:<id>       JSON list of pool records
     workers         hash worker name -> JSON {fingerprint, model, expires_at}, refreshed by heartbeats
     model           the fingerprint the last worker to start announced
@@ -75,13 +77,35 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker'
 return {'running', attempts}
 """
 
+# Stores a run's outcome only while the job is still that run's (status running, same worker, same attempt):
+# a worker that was frozen past claim_idle_s, whose job another worker took over (and may have finished),
+# must not write a second result. Its stale outcome is counted in "stale_finishes" and dropped.
+FINISH = """
+local fence = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
+if fence[1] ~= 'running' or fence[2] ~= ARGV[2] or fence[3] ~= ARGV[3] then
+  if fence[1] then redis.call('HINCRBY', KEYS[1], 'stale_finishes', 1) end
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[1])))
+redis.call('HDEL', KEYS[1], 'cancel')
+redis.call('HINCRBY', KEYS[1], 'finishes', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('XACK', KEYS[2], ARGV[5], ARGV[6])
+redis.call('XDEL', KEYS[2], ARGV[6])
+return 1
+"""
+
 
 def encode(record: dict) -> dict[str, str]:
     return {key: value if key == "status" else json.dumps(value) for key, value in record.items()}
 
 
+INTERNAL_FIELDS = frozenset({"cancel", "finishes", "stale_finishes"})  # in the job hash, not in the record
+
+
 def decode(fields: dict[str, str]) -> dict:
-    return {key: value if key == "status" else json.loads(value) for key, value in fields.items() if key != "cancel"}
+    return {key: value if key == "status" else json.loads(value) for key, value in fields.items()
+            if key not in INTERNAL_FIELDS}
 
 
 def worker_name() -> str:
@@ -89,15 +113,19 @@ def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def cancel_requested(client: redis.Redis, job_key: str, every_s: float = 0.25) -> Callable[[], bool]:
-    """should_cancel() for a running job: whether its hash has the "cancel" field, asked of Redis at
-    most every every_s seconds (the checks sit in tight loops); once true it stays true."""
+def cancel_requested(client: redis.Redis, job_key: str, every_s: float = 0.25,
+                     run: tuple[str, int] | None = None) -> Callable[[], bool]:
+    """should_cancel() for a running job: whether its hash has the "cancel" field, or, with run =
+    (worker, attempt), whether the job is no longer that run's (taken over after a freeze), asked of
+    Redis at most every every_s seconds (the checks sit in tight loops); once true it stays true."""
     last = [0.0, False]
 
     def should_cancel() -> bool:
         now = time.monotonic()
         if not last[1] and now - last[0] > every_s:
-            last[:] = [now, client.hexists(job_key, "cancel")]
+            cancel, worker, attempts = client.hmget(job_key, "cancel", "worker", "attempts")
+            taken_over = run is not None and (worker != json.dumps(run[0]) or attempts != str(run[1]))
+            last[:] = [now, cancel is not None or taken_over]
         return last[1]
     return should_cancel
 
@@ -228,6 +256,7 @@ class RedisWorker:
         self.client = queue.client
         self.name = name or worker_name()
         self._start = self.client.register_script(START)
+        self._finish_script = self.client.register_script(FINISH)
         self._current: str | None = None  # stream entry id of the job being run
         self.handlers = {"selection": self._run_selection,  # stream entry kind -> handler(entry_id, fields)
                          "anchor-task": self._run_anchor_task}
@@ -291,31 +320,32 @@ class RedisWorker:
         if attempts > self.settings.max_attempts:
             error = {"type": "internal", "field": None,
                      "message": f"gave up after {attempts - 1} attempts: the workers running it died"}
-            self._finish(entry_id, job_id, "failed", None, error)
+            self._finish(entry_id, job_id, "failed", None, error, (self.name, attempts))
             return
         self._current = entry_id
         count_job(self.queue.metrics, "running")
         spec = json.loads(self.client.hget(key, "spec"))
-        progress, should_cancel = self._progress_writer(key), cancel_requested(self.client, key)
+        run = (self.name, attempts)
+        progress, should_cancel = self._progress_writer(key), cancel_requested(self.client, key, run=run)
         if self.sharing is not None:  # the anchor runner reports progress and stops on cancel for this job
             self.sharing.for_job(job_id, progress, cancel_checkpoint(should_cancel))
         try:
             status, result, error = run_job(self.engine, spec, progress, should_cancel, reraise=(redis.RedisError,))
-            self._finish(entry_id, job_id, status, result, error)
+            self._finish(entry_id, job_id, status, result, error, run)
         finally:
             self._current = None
 
-    def _finish(self, entry_id: str, job_id: str, status: str, result, error) -> None:
-        key = self.queue.job_key(job_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping=encode({"status": status, "result": result, "error": error,
-                                       "finished_at": time.time()}))
-        pipe.hdel(key, "cancel")
-        pipe.expire(key, self.settings.job_ttl_s)
-        pipe.xack(self.queue.stream, GROUP, entry_id)  # in the same transaction: stored and acknowledged together
-        pipe.xdel(self.queue.stream, entry_id)
-        pipe.execute()
-        record_finished(self.queue.metrics, status, result)
+    def _finish(self, entry_id: str, job_id: str, status: str, result, error, run: tuple[str, int]) -> None:
+        """Store the outcome of run (worker, attempt) and acknowledge the entry, in one script; nothing when
+        the job was taken over meanwhile (its entry belongs to the run that took it)."""
+        fields = encode({"status": status, "result": result, "error": error, "finished_at": time.time()})
+        stored = self._finish_script(keys=[self.queue.job_key(job_id), self.queue.stream],
+                                     args=[json.dumps([item for pair in fields.items() for item in pair]),
+                                           json.dumps(run[0]), run[1], self.settings.job_ttl_s, GROUP, entry_id])
+        if stored:
+            record_finished(self.queue.metrics, status, result)
+        else:
+            log.warning("job %s was taken over while this worker ran it (attempt %d); outcome dropped", job_id, run[1])
 
     def _done(self, entry_id: str, stream: str | None = None) -> None:
         stream = stream or self.queue.stream
