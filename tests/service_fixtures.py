@@ -36,6 +36,17 @@ def selection(**overrides) -> dict:
     return {"pool": POOL, "queries": QUERIES, "k": 2, "method": "gradient", **overrides}
 
 
+def require_binary(name: str) -> str:
+    """The path of a program the test needs: skipped where it is missing, failed in CI (.ci/run installs it)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian's prometheus package; .ci/run installs it)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
