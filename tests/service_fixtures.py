@@ -54,13 +54,14 @@ def free_port() -> int:
 
 
 class Process:
-    """A service process (`python -m iclsel.app.server` or `iclsel.workers.main`) with its log in a file."""
+    """A service process (`python -m iclsel.app.server` or `iclsel.workers.main`, or with `program` that
+    program) with its log in a file."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path, program: str | None = None):
         self.log = log
         self.handle = log.open("wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", module, *args], env={**os.environ, **env},
-                                      stdout=self.handle, stderr=subprocess.STDOUT)
+        command = [program, *args] if program else [sys.executable, "-m", module, *args]
+        self.popen = subprocess.Popen(command, env={**os.environ, **env}, stdout=self.handle, stderr=subprocess.STDOUT)
 
     def signal(self, signum: int) -> None:
         self.popen.send_signal(signum)
@@ -80,11 +81,15 @@ class Process:
         return self.log.read_text(errors="replace")[-3000:]
 
 
+def embedded_env(tiny_model_dir, **env: str) -> dict[str, str]:
+    """The environment of an embedded server (no Redis) on the tiny model."""
+    return {"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env}
+
+
 @contextmanager
 def embedded_api(tiny_model_dir, folder: Path, **env: str):
     """The real app in embedded mode (no Redis) on the tiny model, ready; stopped afterwards."""
-    server = Api({"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env},
-                 folder / "server.log")
+    server = Api(embedded_env(tiny_model_dir, **env), folder / "server.log")
     try:
         server.wait_ready()
         yield server

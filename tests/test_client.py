@@ -16,7 +16,7 @@ import pydantic
 import pytest
 
 from iclsel.client import ApiError, AsyncClient, Client, JobFailed, SelectionResult, WaitTimeout
-from service_fixtures import POOL, QUERIES, Api, labelled_queries, metric, selection
+from service_fixtures import POOL, QUERIES, Api, embedded_env, labelled_queries, metric, selection
 
 # About 15 s on the tiny model (1,200 exact rows); the tests cancel it long before.
 LONG = selection(method="exact", queries=labelled_queries(60, "long"), params={"subsets": 2000})
@@ -34,8 +34,7 @@ def api(tiny_model_dir, tmp_path_factory):
     """The server, and the first selection: sent by a client the moment the process was started, so
     that it meets a refused connection (and a 503 while the model loads) and has to retry."""
     folder = tmp_path_factory.mktemp("client")
-    server = Api({"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "",
-                  "ICLSEL_MAX_QUEUE": "1"}, folder / "server.log")
+    server = Api(embedded_env(tiny_model_dir, ICLSEL_MAX_QUEUE="1"), folder / "server.log")
     try:
         server.refused_at_first = not listening(server.url)
         with Client(server.url, retries=200, backoff_s=0.1, max_retry_wait_s=0.5) as client:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from iclsel.client import Client
-from service_fixtures import Api, free_port, require_binary, selection
+from service_fixtures import Api, Process, embedded_env, free_port, require_binary, selection
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "docker/grafana/dashboards/iclsel.json"
@@ -32,7 +31,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
             for panel in panels for target in panel["targets"]]
 
 
-class Prometheus:
+class Prometheus(Process):
     def __init__(self, target: str, folder: Path):
         binary = require_binary("prometheus")
         config = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())
@@ -42,11 +41,9 @@ class Prometheus:
         (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.job = job["job_name"]
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = (folder / "prometheus.log").open("wb")
-        self.popen = subprocess.Popen(
-            [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__("", [f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+                              f"--web.listen-address={self.url.removeprefix('http://')}"], {}, folder / "prometheus.log",
+                         program=binary)
 
     def query(self, expr: str) -> list[dict]:
         reply = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
@@ -63,25 +60,16 @@ class Prometheus:
             except httpx.TransportError:
                 pass  # not listening yet
             if self.popen.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.popen.returncode}")
+                raise RuntimeError(f"prometheus exited with {self.popen.returncode}:\n{self.tail()}")
             time.sleep(0.2)
         raise TimeoutError(f"prometheus: {expr} did not hold within {timeout} s")
-
-    def stop(self) -> None:
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
 def scraped(tiny_model_dir, tmp_path_factory):
     """A Prometheus that scraped the service before and after one selection."""
     folder = tmp_path_factory.mktemp("dashboard")
-    api = Api({"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": ""}, folder / "server.log")
+    api = Api(embedded_env(tiny_model_dir), folder / "server.log")
     prometheus = None
     try:
         prometheus = Prometheus(api.url.removeprefix("http://"), folder)  # starts while the model loads
