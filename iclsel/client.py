@@ -39,11 +39,11 @@ from typing import Any, Generator, Iterable, TypeVar
 import httpx
 
 from iclsel.app.schemas import ExampleIn, Job, PoolCreate, PoolOut, SelectionCreate, SelectionResult
+from iclsel.workers.jobs import FINISHED
 
 __all__ = ["ApiError", "AsyncClient", "Client", "Job", "JobFailed", "PoolOut", "SelectionCreate",
            "SelectionResult", "WaitTimeout"]
 
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})  # Job.status values that are final
 RETRY_STATUSES = frozenset({429, 503})
 T = TypeVar("T")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -61,6 +63,12 @@ def finish(client: Client, job_id: str) -> None:
     assert client.wait(job_id, timeout=30).status in ("cancelled", "succeeded")
 
 
+def test_importing_the_client_loads_neither_torch_nor_the_server():
+    code = "import iclsel.client, sys; print(sorted({'torch', 'fastapi', 'redis', 'transformers'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
 def test_retries_a_refused_connection_until_the_service_is_up(api):
     assert api.refused_at_first  # the client's first tries found no server listening
     result = api.first_result
@@ -107,7 +115,7 @@ def test_wait_times_out_a_429_is_retried_after_retry_after_and_cancel_stops_a_jo
     started = time.monotonic()
     with pytest.raises(WaitTimeout) as late:
         client.wait(long, timeout=1)
-    assert 0.9 <= time.monotonic() - started < 3 and late.value.job.status in ("queued", "running")
+    assert 0.9 <= time.monotonic() - started < 5 and late.value.job.status in ("queued", "running")  # not ~15 s
 
     with Client(api.url, retries=0) as impatient, pytest.raises(ApiError) as full:
         impatient.submit(**selection(seed=2))
