@@ -9,16 +9,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from iclsel.workers.metrics_store import PHASE_BUCKETS
+from iclsel.workers.jobs import STATUSES
+from iclsel.workers.metrics_store import ALWAYS_PHASES, PASS_KINDS, PHASE_BUCKETS
 
 log = logging.getLogger(__name__)
 
-COUNTERS = {  # stored name -> (help, label names)
-    "jobs_total": ("jobs that reached each status", ("status",)),
-    "cache_hits_total": ("gradient cache hits", ()),
-    "cache_misses_total": ("gradient cache misses", ()),
-    "model_passes_total": ("model passes (rows) by kind", ("kind",)),
-    "anchor_tasks_total": ("anchor query chunks computed, by worker (Redis mode)", ("worker",)),
+# Series whose label values are known in advance are exported at 0 before their first count, so that
+# rate() sees the first increase (a series that appears with its first count has no rate yet).
+COUNTERS = {  # stored name -> (help, label names, label values known in advance)
+    "jobs_total": ("jobs that reached each status", ("status",), STATUSES),
+    "cache_hits_total": ("gradient cache hits", (), ()),
+    "cache_misses_total": ("gradient cache misses", (), ()),
+    "model_passes_total": ("model passes (rows) by kind", ("kind",), PASS_KINDS),
+    "anchor_tasks_total": ("anchor query chunks computed, by worker (Redis mode)", ("worker",), ()),
 }
 
 
@@ -38,20 +41,21 @@ class JobCollector:
         for (name, labels), value in snapshot.items():
             by_name[name].append((dict(labels), value))
 
-        for name, (help_text, label_names) in COUNTERS.items():
+        for name, (help_text, label_names, known) in COUNTERS.items():
             family = CounterMetricFamily(f"iclsel_{name}", help_text, labels=label_names)
-            for labels, value in by_name[name]:
-                family.add_metric([labels[label] for label in label_names], value)
-            if not label_names and not by_name[name]:
-                family.add_metric([], 0)
+            counted = {tuple(labels[label] for label in label_names): value for labels, value in by_name[name]}
+            for values in [()] if not label_names else [(value,) for value in known]:
+                counted.setdefault(values, 0)
+            for values, value in counted.items():
+                family.add_metric(list(values), value)
             yield family
 
         histogram = HistogramMetricFamily("iclsel_phase_duration_seconds", "seconds per job phase", labels=["phase"])
         buckets = {(labels["phase"], labels["le"]): value for labels, value in by_name["phase_duration_seconds_bucket"]}
         sums = {labels["phase"]: value for labels, value in by_name["phase_duration_seconds_sum"]}
-        for phase in sorted(sums):
+        for phase in sorted(set(sums) | set(ALWAYS_PHASES)):
             histogram.add_metric([phase], [(floatToGoString(bound), buckets.get((phase, str(bound)), 0))
-                                           for bound in PHASE_BUCKETS], sums[phase])
+                                           for bound in PHASE_BUCKETS], sums.get(phase, 0))
         yield histogram
 
         errors = GaugeMetricFamily("iclsel_estimate_error", "estimate-error diagnostics of the last job that had them",

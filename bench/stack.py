@@ -34,13 +34,14 @@ def rss_mb(pid: int) -> float:
 
 
 class Process:
-    """A service process (`python -m iclsel.app.server` or `iclsel.workers.main`) with its log in a file."""
+    """A service process (`python -m iclsel.app.server` or `iclsel.workers.main`, or with ``program`` that
+    program) with its log in a file."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path, program: str | None = None):
         self.log = log
         self.handle = log.open("wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", module, *args], env={**os.environ, **env},
-                                      stdout=self.handle, stderr=subprocess.STDOUT)
+        command = [program, *args] if program else [sys.executable, "-m", module, *args]
+        self.popen = subprocess.Popen(command, env={**os.environ, **env}, stdout=self.handle, stderr=subprocess.STDOUT)
 
     def signal(self, signum: int) -> None:
         self.popen.send_signal(signum)

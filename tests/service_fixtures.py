@@ -34,11 +34,26 @@ def selection(**overrides) -> dict:
     return {"pool": POOL, "queries": QUERIES, "k": 2, "method": "gradient", **overrides}
 
 
+def require_binary(name: str) -> str:
+    """The path of a program the test needs: skipped where it is missing, failed in CI (.ci/run installs it)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian's prometheus package; .ci/run installs it)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    return path
+
+
+def embedded_env(tiny_model_dir, **env: str) -> dict[str, str]:
+    """The environment of an embedded server (no Redis) on the tiny model."""
+    return {"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env}
+
+
 @contextmanager
 def embedded_api(tiny_model_dir, folder: Path, **env: str):
     """The real app in embedded mode (no Redis) on the tiny model, ready; stopped afterwards."""
-    server = Api({"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env},
-                 folder / "server.log")
+    server = Api(embedded_env(tiny_model_dir, **env), folder / "server.log")
     try:
         server.wait_ready()
         yield server

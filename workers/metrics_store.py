@@ -12,6 +12,8 @@ import math
 import threading
 from typing import Protocol
 
+PASS_KINDS = ("forward", "backward")  # model_passes_total{kind}
+ALWAYS_PHASES = ("total",)  # phases every finished job times (the engine's whole selection)
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600, math.inf)
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, sorted (label, value) pairs)
@@ -83,7 +85,7 @@ def record_finished(store, status: str, result: dict | None) -> None:
         cache = result.get("cache") or {}
         increments[_key("cache_hits_total", {})] = cache.get("hits", 0)
         increments[_key("cache_misses_total", {})] = cache.get("misses", 0)
-        for kind in ("forward", "backward"):
+        for kind in PASS_KINDS:
             increments[_key("model_passes_total", {"kind": kind})] = (result.get("passes") or {}).get(kind, 0)
         for phase, seconds in (result.get("timings") or {}).items():
             for bound in PHASE_BUCKETS:

@@ -1,0 +1,90 @@
+"""iclsel.langchain with the real langchain-core: a FewShotPromptTemplate whose examples come from a
+running iclsel service (embedded mode, tiny model) over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
+
+from iclsel.client import Client
+from iclsel.langchain import IclselExampleSelector
+from service_fixtures import POOL, QUERIES, embedded_api
+
+# LangChain examples: the label under another key, and an extra key that must come back untouched
+EXAMPLES = [{"text": d["input"], "label": d["output"], "source": f"row {i}"} for i, d in enumerate(POOL)]
+LABELLED = [{"text": q["input"], "label": q["output"]} for q in QUERIES]
+EXAMPLE_PROMPT = PromptTemplate.from_template("Review: {text}\nSentiment: {label}")
+
+
+@pytest.fixture(scope="module")
+def api(tiny_model_dir, tmp_path_factory):
+    with embedded_api(tiny_model_dir, tmp_path_factory.mktemp("langchain")) as server:
+        yield server
+
+
+@pytest.fixture
+def client(api):
+    with Client(api.url) as client:
+        yield client
+
+
+def few_shot(selector) -> FewShotPromptTemplate:
+    return FewShotPromptTemplate(example_selector=selector, example_prompt=EXAMPLE_PROMPT,
+                                 suffix="Review: {text}\nSentiment:", input_variables=["text"])
+
+
+def expected_prompt(examples: list[dict], text: str) -> str:
+    demos = [EXAMPLE_PROMPT.format(text=e["text"], label=e["label"]) for e in examples]
+    return "\n\n".join([*demos, f"Review: {text}\nSentiment:"])
+
+
+def test_few_shot_prompt_gets_the_demos_iclsel_selected(client):
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label", seed=3)
+    prompt = few_shot(selector)
+    text = prompt.format(text="a dull film")
+
+    records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
+    direct = client.select(pool=records, queries=QUERIES, k=2, seed=3, timeout=60)  # the same request by hand
+    chosen = [EXAMPLES[int(demo.id)] for demo in direct.selected]
+    assert selector.select_examples({"text": "anything"}) == chosen  # the dicts given, extra keys kept
+    assert text == expected_prompt(chosen, "a dull film")
+    assert asyncio.run(prompt.aformat(text="a dull film")) == text
+
+
+def test_with_retrieve_each_input_gets_its_own_neighbours(client):
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=3, input_key="text", output_key="label",
+                                     params={"retrieve": 1})
+    prompt = few_shot(selector)
+    for text in ("awful and dull", "brilliant and funny"):
+        records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
+        direct = client.select(pool=records, queries=QUERIES, k=3, params={"retrieve": 1}, targets=[text], timeout=60)
+        ids = [demo.id for demo in direct.selected] + direct.retrieved.targets[0]
+        assert len(ids) == 3
+        assert prompt.format(text=text) == expected_prompt([EXAMPLES[int(i)] for i in ids], text)
+
+
+def test_added_examples_join_the_pool(client):
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label")
+    selector.select_examples({"text": "x"})
+    first_pool = selector.pool_id()
+    assert client.get_pool(first_pool).size == len(EXAMPLES)
+
+    selector.add_example({"text": "a masterpiece, wonderful and moving", "label": "positive", "source": "new"})
+    chosen = selector.select_examples({"text": "x"})
+    grown = selector.pool_id()
+    assert grown != first_pool and client.get_pool(grown).size == len(EXAMPLES) + 1
+    assert len(chosen) == 2 and all(example in selector.examples for example in chosen)
+    with pytest.raises(KeyError):
+        selector.add_example({"text": "no label"})
+
+
+
+def test_a_pool_the_service_lost_is_stored_again(client):
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label",
+                                     params={"retrieve": 1})  # every call asks the service
+    chosen = selector.select_examples({"text": "dull"})
+    client.delete_pool(selector.pool_id())  # as after a restart of the embedded service
+    assert selector.select_examples({"text": "dull"}) == chosen
+    assert client.get_pool(selector.pool_id()).size == len(EXAMPLES)
