@@ -8,7 +8,6 @@ import pytest
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import InputError
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.loading import load_model
 from iclsel.models.selectors import SELECTORS
 
 from service_fixtures import embedded_api
@@ -16,11 +15,6 @@ from test_constraints import examples
 
 # the gradient search's own budget (16 passes per query) is too small for a search on so few queries
 FAST = {"gradient": {"budget": 2000}, "gradre": {"subsets": 16, "anchors": 3, "checks": 4}, "exact": {"subsets": 12}}
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from iclsel.models.context import SelectionContext
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR as SEPARATOR, DEFAULT_TEMPLATE as TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.loading import load_model
 from iclsel.models.selectors import SELECTORS
 
 from service_fixtures import POOL, QUERIES, embedded_api, selection
@@ -29,11 +28,6 @@ def examples(count: int, prefix: str, seed: int) -> list[Example]:
         made.append(Example(f"{prefix}{i}", " ".join(words), LABELS[i % 3],
                             metadata={"source": "web" if i % 2 else "book", "lang": ["en", "de", "fr"][(i // 3) % 3]}))
     return made
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")
