@@ -20,6 +20,7 @@ from .inference import ModelRunner
 from .layout import Layout
 from .outcome import on_all_rows
 from .tasks import AnchorTask
+from .warm import Resume
 
 
 def stratified_rows(gold: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -49,6 +50,7 @@ class SelectionProblem:
     # anchors still take gradients in the pool-width layout (slot-aligned estimates) and are rebased on their
     # compact exact outcome
     compact_prompts: bool = False
+    resume: Resume | None = None  # a grown pool's search resumes from its parent's (models/warm.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class SelectionContext:
         self.runner = model.runner
         self.tokenizer = model.tokenizer
         self.pool_inputs = [example.input for example in problem.pool]
+        self.pool_ids = [example.id for example in problem.pool]
+        self.resume = problem.resume
         self.query_inputs = [example.input for example in problem.queries]
         self.layout = layout
         self.k = problem.k

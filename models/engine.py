@@ -61,6 +61,7 @@ from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .selectors import SELECTORS
 from .tasks import AnchorTask
+from .warm import WarmStart, resume
 
 DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
 
@@ -84,6 +85,8 @@ class SelectionRequest:
     params: dict[str, Any] = field(default_factory=dict)  # method parameters (see selectors)
     # inputs (no labels) the caller will prompt for: with params.retrieve, each gets its own neighbours
     targets: list[str] = field(default_factory=list)
+    # a selection on a grown pool: resume the parent pool's gradient search (models/warm.py)
+    warm_start: WarmStart | None = None
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -201,7 +204,9 @@ class Engine:
                                  request.template, request.separator, request.params, query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
         problem = SelectionProblem(layout, request.pool, request.queries, request.k - retrieve,
-                                   query_demo=scored.query_demo, compact_prompts=prompt_width == "subset")
+                                   query_demo=scored.query_demo, compact_prompts=prompt_width == "subset",
+                                   resume=None if request.warm_start is None else resume(
+                                       request.warm_start, request.pool, request.k - retrieve, request.method))
         model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
         ctx = SelectionContext(problem, model, request.seed, request.params,

@@ -2,7 +2,8 @@
 
 A job spec is the normalised selection request (JSON-able dict):
     {"pool_id", "pool": [records], "queries": [records], "k", "method", "options", "template",
-     "separator", "seed", "params", "targets" (only when given)}
+     "separator", "seed", "params", "targets" (only when given), "warm_start" (only on a grown pool whose
+     parent pool's selection for the same request had succeeded: app/growth.py)}
 Its id is the content hash of the spec without the pool records (the pool id stands for them) plus
 the model fingerprint, so the same request on the same model is one job, whoever sends it.
 """
@@ -70,13 +71,15 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
     is not the problem and must run again, not fail."""
     from iclsel.models.data import InputError, examples_from_records
     from iclsel.models.engine import Cancelled, SelectionRequest
+    from iclsel.models.warm import WarmStart
 
     try:
         request = SelectionRequest(
             pool=examples_from_records(spec["pool"], "pool"),
             queries=examples_from_records(spec["queries"], "queries"),
             k=spec["k"], method=spec["method"], options=spec["options"], template=spec["template"],
-            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []))
+            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []),
+            warm_start=WarmStart.from_dict(spec["warm_start"]) if "warm_start" in spec else None)
         return "succeeded", engine.select(request, progress=progress, should_cancel=should_cancel), None
     except InputError as error:
         return "failed", None, {"type": "input", "field": error.field, "message": str(error)}

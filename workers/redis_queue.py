@@ -9,6 +9,7 @@ Keys (all under settings.redis_prefix):
     job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
                     settings.job_ttl_s after the job finished
     pool:<id>       JSON list of pool records
+    pool-parent:<id> JSON {"id", "size"} of the pool a grown pool was appended to (backend.PoolParent)
     workers         hash worker name -> JSON {fingerprint, model, expires_at}, refreshed by heartbeats
     model           the fingerprint the last worker to start announced
     metrics         see metrics_store.RedisMetrics
@@ -37,7 +38,7 @@ from typing import Callable
 
 import redis
 
-from .backend import BackendUnavailable
+from .backend import BackendUnavailable, PoolParent
 from .jobs import QueueFull, cancel_checkpoint, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
@@ -215,7 +216,22 @@ class RedisQueue:
 
     @unavailable_on_redis_error
     def delete_pool(self, pool_id: str) -> bool:
-        return bool(self.client.delete(f"{self.prefix}pool:{pool_id}"))
+        deleted = self.client.delete(f"{self.prefix}pool:{pool_id}")
+        self.client.delete(f"{self.prefix}pool-parent:{pool_id}")
+        return bool(deleted)
+
+    @unavailable_on_redis_error
+    def grow_pool(self, pool_id: str, records: list[dict], parent: PoolParent) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}pool:{pool_id}", json.dumps(records), nx=True)
+        pipe.set(f"{self.prefix}pool-parent:{pool_id}", json.dumps({"id": parent.id, "size": parent.size}), nx=True)
+        created, _ = pipe.execute()
+        return bool(created)
+
+    @unavailable_on_redis_error
+    def pool_parent(self, pool_id: str) -> PoolParent | None:
+        text = self.client.get(f"{self.prefix}pool-parent:{pool_id}")
+        return None if text is None else PoolParent(**json.loads(text))
 
 
 class RedisWorker:
