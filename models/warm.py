@@ -60,7 +60,7 @@ class Resume:
     new: list[int]  # the appended demos: the only ones a swap may put in
 
     def notes(self) -> dict:
-        return {"job": self.job, "from": len(self.selected), "new_demos": len(self.new)}
+        return {"job": self.job, "new_demos": len(self.new)}
 
 
 def resume(warm: WarmStart, pool: list[Example], k: int, method: str) -> Resume:

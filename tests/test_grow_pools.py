@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from iclsel.models.data import Example, InputError
+from iclsel.models.warm import WarmStart, resume
 from service_fixtures import Api, metric
 
 WORDS = ("great", "dull", "moving", "awful", "brilliant", "boring", "charming", "terrible")
@@ -111,7 +113,7 @@ def test_selection_on_a_grown_pool_reuses_the_parent_anchor(servers, client):
     hits = metric(client, "iclsel_cache_hits_total")
     warm = select(client, request(grown))
     result = warm["result"]
-    assert result["notes"]["warm_start"] == {"job": first["id"], "from": 3, "new_demos": len(ADDED)}
+    assert result["notes"]["warm_start"] == {"job": first["id"], "new_demos": len(ADDED)}
     assert result["cache"]["hits"] > 0 and metric(client, "iclsel_cache_hits_total") > hits
     assert result["passes"]["backward"] == 0  # the anchor gradient came from the cache
     parent_ids = {d["id"] for d in PARENT}
@@ -144,3 +146,17 @@ def test_a_longer_demo_widens_the_slots_and_the_anchor_is_computed_again(client)
     result = select(client, request(grown))["result"]
     assert result["notes"]["warm_start"]["job"] == first["id"]  # it still starts from the parent's set
     assert result["passes"]["backward"] > 0  # but the gradient is taken in the wider layout
+
+
+@pytest.mark.parametrize("warm, method, field", [
+    (WarmStart("j", 3, ["a", "b"], ["a", "c"]), "bm25", "warm_start"),
+    (WarmStart("j", 4, ["a", "b"], ["a", "c"]), "gradient", "warm_start.parent_size"),
+    (WarmStart("j", 3, ["a", "a"], ["a", "c"]), "gradient", "warm_start.selected"),
+    (WarmStart("j", 3, ["a", "b"], ["a", "d"]), "gradient", "warm_start.anchor"),  # d is not the parent's
+])
+def test_a_warm_start_that_does_not_fit_the_pool_names_the_field(warm, method, field):
+    pool = [Example(name, name, "x") for name in "abcd"]
+    assert resume(WarmStart("j", 3, ["b", "a"], ["a", "c"]), pool, 2, "gradient").new == [3]
+    with pytest.raises(InputError) as error:
+        resume(warm, pool, 2, method)
+    assert error.value.field == field
