@@ -257,7 +257,8 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     estimator = ctx.anchor(ranking, p.mode, rebase=False)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
         swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
-        ranked = _ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking))
+        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
+                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
         ctx.explored += swaps.shape[0]
     value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
     tried = [set() for _ in range(ctx.k)]
