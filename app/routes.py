@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from iclsel.workers.backend import Backend
+from iclsel.workers.backend import Backend, PoolParent
 from iclsel.workers.jobs import FINISHED, QueueFull, job_id, public
 
-from . import limits
+from . import growth, limits
 from .auth import require_api_key
 from .deps import BackendDep, SettingsDep
 from .errors import ApiError
-from .schemas import ErrorResponse, Job, PoolCreate, PoolOut, SelectionCreate
+from .schemas import ErrorResponse, Job, PoolAppend, PoolCreate, PoolOut, SelectionCreate
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
 # a job that failed: 422 (the engine rejected the input) or 500 answers with the job record itself
@@ -38,12 +38,31 @@ def create_pool(body: PoolCreate, jobs: BackendDep, config: SettingsDep, respons
     return PoolOut(id=pool_id, size=len(records))
 
 
-@v1.get("/pools/{pool_id}", response_model=PoolOut)
+@v1.post("/pools/{pool_id}/examples", status_code=201, response_model=PoolOut, response_model_exclude_none=True,
+         responses={200: {"model": PoolOut, "description": "the grown pool was stored already"}},
+         summary="Append examples to a pool: a new pool, whose id is the content hash of the grown records")
+def grow_pool(pool_id: str, body: PoolAppend, jobs: BackendDep, config: SettingsDep, response: Response):
+    parent = stored_pool(jobs, pool_id)
+    grown_id, records = growth.grown(parent, body.examples, config)
+    link = PoolParent(pool_id, len(parent))
+    if not jobs.grow_pool(grown_id, records, link):
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/pools/{grown_id}"
+    return PoolOut(id=grown_id, size=len(records), parent=(jobs.pool_parent(grown_id) or link).id)
+
+
+@v1.get("/pools/{pool_id}", response_model=PoolOut, response_model_exclude_none=True)
 def get_pool(pool_id: str, jobs: BackendDep):
+    records = stored_pool(jobs, pool_id)
+    parent = jobs.pool_parent(pool_id)
+    return PoolOut(id=pool_id, size=len(records), examples=records, parent=None if parent is None else parent.id)
+
+
+def stored_pool(jobs: Backend, pool_id: str) -> list[dict]:
     records = jobs.get_pool(pool_id)
     if records is None:
         raise ApiError(404, "not_found", f"no pool {pool_id!r}")
-    return PoolOut(id=pool_id, size=len(records), examples=records)
+    return records
 
 
 @v1.delete("/pools/{pool_id}", status_code=204)
@@ -59,6 +78,7 @@ async def create_selection(body: SelectionCreate, request: Request, jobs: Backen
     fingerprint = await run_in_threadpool(jobs.fingerprint)
     if fingerprint is None:
         raise ApiError(503, "unavailable", "no model is loaded yet", headers={"Retry-After": "5"})
+    spec = await run_in_threadpool(growth.with_warm_start, spec, jobs, fingerprint)
     try:
         record, _ = await run_in_threadpool(jobs.submit, job_id(spec, fingerprint), spec)
     except QueueFull:

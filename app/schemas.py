@@ -40,9 +40,14 @@ class PoolCreate(BaseModel):
     examples: list[ExampleIn] = Field(min_length=1)
 
 
+class PoolAppend(PoolCreate):
+    """Examples appended to a stored pool (ids default to the position in the grown pool)."""
+
+
 class PoolOut(BaseModel):
     id: str = Field(description="content hash of the examples")
     size: int
+    parent: str | None = Field(None, description="the pool this one was grown from (POST /v1/pools/{id}/examples)")
     examples: list[ExampleOut] | None = None
 
 

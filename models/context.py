@@ -23,6 +23,7 @@ from .layout import Layout
 from .outcome import on_all_rows
 from .retrieval import top_k_ascending
 from .tasks import AnchorTask
+from .warm import Resume
 
 
 def stratified_rows(gold: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,6 +54,7 @@ class SelectionProblem:
     # compact exact outcome
     compact_prompts: bool = False
     min_per_label: int = 0  # each option appears at least this often in every set a method proposes or returns
+    resume: Resume | None = None  # a grown pool's search resumes from its parent's (models/warm.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class SelectionContext:
         self.runner = model.runner
         self.tokenizer = model.tokenizer
         self.pool_inputs = [example.input for example in problem.pool]
+        self.pool_ids = [example.id for example in problem.pool]
+        self.resume = problem.resume
         self.query_inputs = [example.input for example in problem.queries]
         self.layout = layout
         self.k = problem.k

@@ -68,6 +68,7 @@ from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .selectors import SELECTORS
 from .tasks import AnchorTask
+from .warm import WarmStart, resume
 
 DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
 
@@ -101,6 +102,8 @@ class SelectionRequest:
     @property
     def constraints(self) -> Constraints:
         return Constraints(self.max_prompt_tokens, self.min_per_label, self.exclude, self.where)
+    # a selection on a grown pool: resume the parent pool's gradient search (models/warm.py)
+    warm_start: WarmStart | None = None
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -303,9 +306,12 @@ class Engine:
 
     def _context(self, prepared: "_Prepared", layout, runner, progress: ProgressFn) -> SelectionContext:
         request = prepared.request
-        problem = SelectionProblem(layout, request.pool, request.queries, request.k - prepared.retrieve,
-                                   query_demo=prepared.scored.query_demo,
-                                   compact_prompts=prepared.prompt_width == "subset", min_per_label=request.min_per_label)
+        k = request.k - prepared.retrieve
+        # a grown pool's search resumes from its parent's by pool position: only while no constraint dropped a demo
+        resumes = request.warm_start is not None and len(request.pool) == prepared.pool_size
+        problem = SelectionProblem(layout, request.pool, request.queries, k, query_demo=prepared.scored.query_demo,
+                                   compact_prompts=prepared.prompt_width == "subset", min_per_label=request.min_per_label,
+                                   resume=resume(request.warm_start, request.pool, k, request.method) if resumes else None)
         model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
         return SelectionContext(problem, model, request.seed, request.params, progress)

@@ -81,11 +81,12 @@ def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor)
     return torch.where(count > 0, mean, torch.full_like(mean, floor)).numpy()
 
 
-def _single_swaps(anchor: list[int], n: int, labels: list[str] | None = None) -> torch.Tensor:
+def _single_swaps(anchor: list[int], n: int, labels: list[str] | None = None,
+                  swap_in: list[int] | None = None) -> torch.Tensor:
     """[k * (n - k), k]: every subset that replaces one slot of ``anchor`` by a demo not in it.
     With ``labels`` (one per pool demo), only by a demo of the same label: [sum over slots of
-    (demos outside the anchor with that slot's label), k]."""
-    outside = [i for i in range(n) if i not in set(anchor)]
+    (demos outside the anchor with that slot's label), k]. With ``swap_in``, only by one of those demos."""
+    outside = [i for i in (range(n) if swap_in is None else swap_in) if i not in set(anchor)]
     base = torch.tensor(anchor, dtype=torch.long)
     swaps = [base.repeat(0, 1)]
     for slot, member in enumerate(anchor):
@@ -116,6 +117,9 @@ class SearchParams:
     per_slot: int  # proposals per slot and batch (subsample evaluator)
     checks: int  # evaluated subsets also run on every query, for diagnostics (subsample, first-order)
     starts: list[list[int]]
+    # a resumed search (models/warm.py): the subsample evaluator's ranking anchor, and the demos swaps may put in
+    rank_anchor: list[int] | None = None
+    swap_in: list[int] | None = None
 
 
 def _one_of(ctx: SelectionContext, name: str, default: str, allowed) -> str:
@@ -144,6 +148,7 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
     propose = _one_of(ctx, "propose", DEFAULT_PROPOSE, PROPOSALS)
     patience = _at_least(ctx, "patience", DEFAULT_PATIENCE, 0)
     n_starts = _at_least(ctx, "starts", 1, 1)
+    resume = ctx.resume
     return SearchParams(
         evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, objective=objective_name, move_set=move_set,
         # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
@@ -154,9 +159,10 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
         sample=_at_least(ctx, "sample", DEFAULT_SAMPLE, 1), finalists=_at_least(ctx, "finalists", DEFAULT_FINALISTS, 1),
         per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
         budget=_at_least(ctx, "budget", DEFAULT_BUDGET_PER_QUERY * len(ctx.queries), 0),
+        rank_anchor=None if resume is None else resume.anchor, swap_in=None if resume is None else resume.new,
         # drawn last, after every parameter has been checked (the draws use the job's generator)
-        starts=[ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.random_subset()]
-                for _ in range(n_starts)])
+        starts=[list(resume.selected)] if resume is not None else
+        [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.random_subset()] for _ in range(n_starts)])
 
 
 @dataclass
@@ -180,7 +186,10 @@ def select_gradient(ctx: SelectionContext) -> Choice:
     scores = _influence_scores(ctx, result.estimator, result.current)
     return Choice(result.current, scores, estimated_loss=result.estimated_loss, checks=result.checks,
                   notes={"evaluator": p.evaluator, **result.notes, "move_set": p.move_set, "anchor_mode": p.mode,
-                         "starts": len(p.starts), "objective": p.objective, "confirmed": len(result.checks)})
+                         "starts": len(p.starts), "objective": p.objective, "confirmed": len(result.checks),
+                         # the set whose gradient ranked the last proposals: a grown pool's search resumes there
+                         "anchor": [ctx.pool_ids[i] for i in result.estimator.anchor.tolist()],
+                         **({} if ctx.resume is None else {"warm_start": ctx.resume.notes()})})
 
 
 def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
@@ -253,10 +262,12 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     start = list(current)
     before = ctx.work()
     spent = lambda: ctx.work() - before  # noqa: E731 (the search's own work, cached or run: cache-independent)
-    estimator = ctx.anchor(start, p.mode, rebase=False)  # proposals only need the ranking within a slot
+    ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
+    estimator = ctx.anchor(ranking, p.mode, rebase=False)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
-        swaps = _single_swaps(start, ctx.n, p.move_labels)
-        ranked = _ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(start))
+        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
+        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
+                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
         ctx.explored += swaps.shape[0]
     value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
     budget = min(p.budget or math.inf, spent() + ctx.passes_left())  # params.budget and max_passes
@@ -351,8 +362,9 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
 
 
 def _allowed_swaps(ctx: SelectionContext, current: list[int], p: SearchParams) -> torch.Tensor:
-    """The single swaps of ``current`` the search may take: moves=same-label, and min_per_label kept."""
-    swaps = _single_swaps(current, ctx.n, p.move_labels)
+    """The single swaps of ``current`` the search may take: moves=same-label, a resumed search's new demos only,
+    and min_per_label kept."""
+    swaps = _single_swaps(current, ctx.n, p.move_labels, p.swap_in)
     return swaps if ctx.min_per_label == 0 else swaps[ctx.allowed(swaps)]
 
 

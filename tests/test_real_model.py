@@ -41,4 +41,4 @@ def test_default_model_gradients_are_finite(default_model):
     grad = anchor.grad_loss_sum
     assert grad.shape[:2] == (2, layout.slot_width)
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
-    assert all(math.isfinite(float(s)) for s in anchor["scores"].flatten())
+    assert all(math.isfinite(float(s)) for s in anchor.scores.flatten())

@@ -5,6 +5,7 @@ Tests run in file order; the last ones stop and kill workers.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from service_fixtures import REDIS_URL, Api, Process, metric, redis_prefix, selection  # noqa: F401
+from service_fixtures import POOL, REDIS_URL, Api, Process, metric, redis_prefix, selection  # noqa: F401
 
 WORKERS = ("w0", "w1")
 
@@ -80,6 +81,24 @@ def test_workers_share_the_gradient_cache(cluster):
     assert metric(cluster.client, "iclsel_phase_duration_seconds_count", phase="total") >= 2
     cache_keys = list(cluster.redis.scan_iter(match=cluster.prefix + "cache:*"))
     assert cache_keys and all(0 < cluster.redis.ttl(key) for key in cache_keys)
+
+
+def test_a_grown_pool_resumes_from_the_parent_selection(cluster):
+    parent = cluster.client.post("/v1/pools", json={"examples": POOL}).json()["id"]
+    body = {**selection(seed=51, wait_s=60), "pool": None, "pool_id": parent}
+    first = cluster.client.post("/v1/selections", json=body).json()
+    added = [{"id": "n0", "input": "flat", "output": "negative"}, {"id": "n1", "input": "superb", "output": "positive"}]
+    grown = cluster.client.post(f"/v1/pools/{parent}/examples", json={"examples": added})
+    assert grown.status_code == 201 and grown.json()["parent"] == parent and grown.json()["size"] == len(POOL) + 2
+    assert json.loads(cluster.redis.get(f"{cluster.prefix}pool-parent:{grown.json()['id']}")) == {
+        "id": parent, "size": len(POOL)}
+    reply = cluster.client.post("/v1/selections", json={**body, "pool_id": grown.json()["id"]})
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["result"]
+    assert result["notes"]["warm_start"]["job"] == first["id"]
+    assert result["cache"]["hits"] > 0 and result["passes"]["backward"] == 0  # the anchor from the shared cache
+    assert cluster.client.delete(f"/v1/pools/{grown.json()['id']}").status_code == 204
+    assert cluster.redis.get(f"{cluster.prefix}pool-parent:{grown.json()['id']}") is None
 
 
 def test_full_queue_gets_429_and_queued_jobs_can_be_cancelled(cluster):

@@ -10,6 +10,7 @@ Job records are JSON-able dicts (workers/jobs.py: new_record); pools are lists o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .metrics_store import MetricsStore
@@ -17,6 +18,13 @@ from .metrics_store import MetricsStore
 
 class BackendUnavailable(Exception):
     """The store behind the backend (Redis) does not answer; the request may succeed later."""
+
+
+@dataclass(frozen=True)
+class PoolParent:
+    """A pool grown by appending examples to ``id``: its first ``size`` records are that pool's."""
+    id: str
+    size: int
 
 
 @runtime_checkable
@@ -61,3 +69,10 @@ class Backend(Protocol):
 
     def delete_pool(self, pool_id: str) -> bool:
         """False when there was no such pool."""
+
+    def grow_pool(self, pool_id: str, records: list[dict], parent: PoolParent) -> bool:
+        """Store a pool grown from ``parent`` (as put_pool), and remember the parent unless the pool has one
+        already; False when the pool was stored already."""
+
+    def pool_parent(self, pool_id: str) -> PoolParent | None:
+        """The pool this one was grown from, or None."""

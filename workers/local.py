@@ -8,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from .backend import PoolParent
 from .jobs import FINISHED, RESUBMITTABLE, QueueFull, load_worker_model, make_engine, new_record, run_job
 from .metrics_store import MemoryMetrics, count_job, record_finished
 
@@ -23,6 +24,7 @@ class LocalBackend:
         self._jobs: OrderedDict[str, dict] = OrderedDict()
         self._cancel: set[str] = set()
         self._pools: dict[str, list[dict]] = {}
+        self._parents: dict[str, PoolParent] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
         self._max_finished = max_finished
@@ -101,7 +103,17 @@ class LocalBackend:
 
     def delete_pool(self, pool_id: str) -> bool:
         with self._lock:
+            self._parents.pop(pool_id, None)
             return self._pools.pop(pool_id, None) is not None
+
+    def grow_pool(self, pool_id: str, records: list[dict], parent: PoolParent) -> bool:
+        with self._lock:
+            self._parents.setdefault(pool_id, parent)
+        return self.put_pool(pool_id, records)
+
+    def pool_parent(self, pool_id: str) -> PoolParent | None:
+        with self._lock:
+            return self._parents.get(pool_id)
 
     # the worker thread
     def _work(self) -> None:

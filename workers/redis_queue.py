@@ -11,6 +11,7 @@ Keys (all under settings.redis_prefix):
                     (more than 1: the job completed twice), "stale_finishes" the outcomes of runs whose job
                     had been taken over (dropped), "cancel" asks a running job to stop
     pool:<id>       JSON list of pool records
+    pool-parent:<id> JSON {"id", "size"} of the pool a grown pool was appended to (backend.PoolParent)
     workers         hash worker name -> JSON {fingerprint, model, expires_at}, refreshed by heartbeats
     model           the fingerprint the last worker to start announced
     metrics         see metrics_store.RedisMetrics
@@ -39,7 +40,7 @@ from typing import Callable
 
 import redis
 
-from .backend import BackendUnavailable
+from .backend import BackendUnavailable, PoolParent
 from .jobs import QueueFull, cancel_checkpoint, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
@@ -243,7 +244,22 @@ class RedisQueue:
 
     @unavailable_on_redis_error
     def delete_pool(self, pool_id: str) -> bool:
-        return bool(self.client.delete(f"{self.prefix}pool:{pool_id}"))
+        deleted = self.client.delete(f"{self.prefix}pool:{pool_id}")
+        self.client.delete(f"{self.prefix}pool-parent:{pool_id}")
+        return bool(deleted)
+
+    @unavailable_on_redis_error
+    def grow_pool(self, pool_id: str, records: list[dict], parent: PoolParent) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}pool:{pool_id}", json.dumps(records), nx=True)
+        pipe.set(f"{self.prefix}pool-parent:{pool_id}", json.dumps({"id": parent.id, "size": parent.size}), nx=True)
+        created, _ = pipe.execute()
+        return bool(created)
+
+    @unavailable_on_redis_error
+    def pool_parent(self, pool_id: str) -> PoolParent | None:
+        text = self.client.get(f"{self.prefix}pool-parent:{pool_id}")
+        return None if text is None else PoolParent(**json.loads(text))
 
 
 class RedisWorker:
