@@ -15,25 +15,29 @@ from typing import Any
 from iclsel.models.data import Example, read_jsonl
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    template: str
-    k: int
-
-
-DATASET_SPECS = {
-    "imdb": DatasetSpec("imdb", "Review: {input}\nSentiment: {output}", k=4),
-    "bbc": DatasetSpec("bbc", "Headline: {input}\nTopic: {output}", k=5),
-}
-SEPARATOR = "\n\n"
-
-
 @dataclass
 class Sizes:
     pool: int = 100
     select: int = 32
     test: int = 200
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    template: str
+    k: int
+    sizes: Sizes | None = None  # the dataset's own split sizes, when it is too small for the default ones
+
+
+DATASET_SPECS = {
+    "imdb": DatasetSpec("imdb", "Review: {input}\nSentiment: {output}", k=4),
+    "bbc": DatasetSpec("bbc", "Headline: {input}\nTopic: {output}", k=5),
+    "sms": DatasetSpec("sms", "Message: {input}\nCategory: {output}", k=4),
+    # 229 texts over 5 goals (43-50 each): the default 332 do not fit
+    "sdg": DatasetSpec("sdg", "Text: {input}\nGoal: {output}", k=5, sizes=Sizes(pool=75, select=20, test=120)),
+}
+SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
