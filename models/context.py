@@ -51,9 +51,9 @@ class SelectionContext:
         # [Q] pool index of each query row that is a pool demo (params.pool_queries), -1 for the user's queries.
         # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the
         # mean loss over visible(S).
-        # compact_prompts: exact runs (and the prompt returned) use slots as wide as the subset's widest demo,
-        # not the pool's; anchors still take gradients in the pool-width layout (slot-aligned estimates)
-        # and are rebased on their compact exact outcome.
+        # compact_prompts: exact runs, anchors and the prompt returned use slots as wide as the subset's widest
+        # demo, not the pool's (whose width grows with the pool's longest demo, and with it the anchor pass's
+        # time and memory); an anchor's estimates read each demo's last that-many tokens.
         self.compact_prompts = compact_prompts
         self.query_demo = torch.tensor(query_demo if query_demo is not None else [-1] * len(self.queries),
                                        dtype=torch.long)
@@ -165,16 +165,21 @@ class SelectionContext:
     def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
         return self._key("anchor", {
             "mode": mode, "anchor": [self.layout.demo_ids[i].tolist() for i in subset],
+            "width": self.prompt_width(subset),
             "queries": [self.layout.query_ids[q] for q in queries],
             "gold": [int(self.layout.gold[q]) for q in queries],
         })
 
-    def anchor(self, subset: list[int], mode: str = "mean-loss", rebase: bool = True) -> AnchorEstimator:
-        """Anchor quantities at ``subset`` (from the cache when present), in query chunks. With compact prompts
-        and ``rebase``, the zero-order term is the compact prompt's exact outcome (one more exact run);
-        without, it stays the pool-width anchor pass's (enough to rank swaps against each other)."""
+    def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
+        """Anchor quantities at ``subset`` (from the cache when present), in query chunks, taken in the prompt that
+        is run (``prompt_width``): the anchor pass is that prompt's exact run (memoised as such), and its scores
+        are the zero-order term."""
         if mode not in ANCHOR_MODES:
             raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
+        layout = self.layout.narrowed(self.prompt_width(subset))
+        runner = self.runner if layout is self.layout else ModelRunner(
+            self.runner.model, layout, batch_size=self.runner.batch_size, checkpoint=self.runner.checkpoint,
+            counter=self.runner.counter)
         rows = self.visible(subset)
         chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
         keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
@@ -186,14 +191,14 @@ class SelectionContext:
         if self.anchor_runner is not None and len(missing) > 1:
             # other workers compute chunks into the shared cache; whatever is not there after, runs here
             with self.phase("anchor"):
-                self.anchor_runner([anchor_task(self.layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
+                self.anchor_runner([anchor_task(layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
                                     for i in missing])
             parts = [part if part is not None else self.cache.get(key) for part, key in zip(parts, keys)]
         for done, (chunk, key) in enumerate(zip(chunks, keys)):
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
-                    parts[done] = self.runner.anchor(mode, list(subset), chunk)
+                    parts[done] = runner.anchor(mode, list(subset), chunk)
                 self.cache.put(key, parts[done])
         self.progress("anchor", len(chunks), len(chunks))
         merged = {"scores": torch.cat([p["scores"] for p in parts])}
@@ -205,14 +210,12 @@ class SelectionContext:
             merged.update({name: torch.cat([p[name] for p in parts]) for name in ("reference", "row_of_query")})
         else:
             merged["grad_loss_sum"] = torch.stack([p["grad_loss_sum"] for p in parts]).sum(0)
-        if not self.compact_prompts:  # the anchor pass ran the prompt exactly
-            self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged["scores"], rows, len(self.queries)))
+        # the anchor pass ran the prompt exactly
+        self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged["scores"], rows, len(self.queries)))
         with self.phase("estimate"):
-            estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
+            estimator = AnchorEstimator(list(subset), merged, layout.demo_ids, self.runner.embed.weight,
                                         self.layout.gold[rows], query_demo=self.query_demo[rows],
                                         rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
-        if self.compact_prompts and rebase:  # zero-order term: the compact prompt's own outcome (one exact run, memoised)
-            estimator.rebase(self.exact(subset)[rows])
         return estimator
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:

@@ -14,8 +14,9 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from .data import Example, InputError
@@ -54,6 +55,15 @@ class Layout:
         width = self.slot_width if width is None else width
         slots = self.demo_ids[torch.as_tensor(subset, dtype=torch.long)][:, self.slot_width - width:].reshape(-1)
         return torch.cat([torch.tensor(self.special_ids, dtype=torch.long), slots])
+
+    def narrowed(self, width: int) -> "Layout":
+        """This layout with slots ``width`` tokens wide: each demo's last ``width`` tokens (left-padded rows keep
+        the demos that fit whole; a longer demo loses its first tokens). The demo prefix of any subset whose
+        demos all fit is the same tokens as ``prefix_ids(subset, width)``."""
+        if width >= self.slot_width:
+            return self
+        return replace(self, demo_ids=self.demo_ids[:, self.slot_width - width:],
+                       demo_lengths=self.demo_lengths.clamp(max=width))
 
     def slot_start(self) -> int:
         """Position of the first demo slot in a prompt."""
@@ -165,11 +175,11 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
             raise InputError(f"pool[{too_long[0]}].input", f"demo is {len(demo_tokens[too_long[0]])} tokens, over the slot limit {max_slot_tokens}")
     lengths = [len(ids) for ids in demo_tokens]
     width = max(lengths)
-    flat: list[int] = []
-    for ids, length in zip(demo_tokens, lengths):
-        flat.extend([filler_id] * (width - length))
-        flat.extend(ids)
-    demo_ids = torch.tensor(flat, dtype=torch.long).view(len(pool), width)
+    # filled row by row in one array: a flat Python list of n * W ints would cost ~36 bytes per token
+    demo_array = np.full((len(pool), width), filler_id, dtype=np.int64)
+    for row, (ids, length) in enumerate(zip(demo_tokens, lengths)):
+        demo_array[row, width - length:] = ids
+    demo_ids = torch.from_numpy(demo_array)
 
     query_ids = encode_all([render_query(template, query) for query in queries])
     if query_context is not None:

@@ -242,7 +242,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     start = list(current)
     counter, before = ctx.runner.counter, ctx.runner.counter.as_dict()["forward_equivalent"]
     spent = lambda: counter.as_dict()["forward_equivalent"] - before  # noqa: E731 (the search's own passes)
-    estimator = ctx.anchor(start, p.mode, rebase=False)  # proposals only need the ranking within a slot
+    estimator = ctx.anchor(start, p.mode)
     with ctx.phase("estimate"):
         swaps = _single_swaps(start, ctx.n, p.move_labels)
         ranked = _ranked_per_slot(swaps, estimator.estimate(swaps, kind="loss")["loss"], torch.tensor(start))
@@ -306,11 +306,11 @@ def _paired_differences(ctx: SelectionContext, current: list[int], subsets: list
 
 def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
     """evaluator=first-order: trust the estimate alone. At each anchor move to the best-estimated single swap if
-    its estimated objective is below the anchor's own, then re-anchor there. No exact run decides anything, and
-    anchors are not rebased on the compact prompt: estimates stay in the pool-width layout of the gradient."""
+    its estimated objective is below the anchor's own, then re-anchor there. No exact run decides anything beyond
+    the anchor passes themselves."""
     evaluated: list[tuple[list[int], float, float]] = []
     moves = rounds_run = 0
-    estimator = ctx.anchor(current, p.mode, rebase=False)
+    estimator = ctx.anchor(current, p.mode)
     for round_index in range(p.rounds):
         ctx.progress("search", round_index, p.rounds)
         rounds_run += 1
@@ -326,7 +326,7 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
             break
         current = swaps[best].tolist()
         moves += 1
-        estimator = ctx.anchor(current, p.mode, rebase=False)
+        estimator = ctx.anchor(current, p.mode)
     ctx.progress("search", p.rounds, p.rounds)
     checks = _diagnostic_checks(ctx, evaluated, current, estimator.loss, p.checks)
     return SearchResult(current, estimator, checks, estimator.loss, {"moves": moves, "rounds_run": rounds_run})

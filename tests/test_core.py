@@ -342,20 +342,29 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
         engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
 
 
-def test_compact_prompts_rebase_anchors_on_the_prompt_really_run(tiny, data):
-    """Anchors take gradients in the pool-width layout; with compact prompts their zero-order value is the
-    compact prompt's exact outcome, so the estimate of the anchor itself is that outcome."""
+def test_compact_prompts_take_anchors_in_the_prompt_really_run(tiny, data):
+    """With compact prompts the anchor pass runs the subset's own prompt (slots as wide as its widest demo, not the
+    pool's): its scores are that prompt's exact outcome, memoised so that no exact run repeats it, and the
+    gradient's slots are that wide, whatever the pool's longest demo."""
     pool, queries = data
+    pool = pool + [Example("long", "word " * 60, pool[0].output)]  # widens the pool's slots, not the anchor's
     ctx = context(tiny, pool, queries)
     ctx.compact_prompts = True
     anchor = [4, 1, 7]
+    width = ctx.layout.subset_width(anchor)
     estimator = ctx.anchor(anchor, "label-groups")
-    compact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries, width=ctx.layout.subset_width(anchor)),
-                           ctx.layout.gold).mean()
+    passes = ctx.runner.counter.as_dict()
+    compact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries, width=width), ctx.layout.gold).mean()
     wide = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
-    assert ctx.layout.subset_width(anchor) < ctx.layout.slot_width and float(compact) != pytest.approx(float(wide))
+    assert width < ctx.layout.slot_width and float(compact) != pytest.approx(float(wide))
     assert float(estimator.estimate(torch.tensor([anchor]))["loss"][0]) == pytest.approx(float(compact), rel=1e-6)
     assert estimator.loss == pytest.approx(float(compact), rel=1e-6)
+    ctx.runner.counter = type(ctx.runner.counter)()
+    assert torch.allclose(ctx.exact(anchor).double(), estimator.scores.double(), atol=1e-5)  # memoised: no model run
+    assert ctx.runner.counter.forward == 0 and passes["forward"] == len(queries)
+    cached = ctx.cache.get(ctx.anchor_key(anchor, ctx.queries[:ctx.anchor_chunk], "label-groups"))
+    assert cached["grad_margins"].shape[-2] == width  # [G, O, k, width, d]
+    assert estimator.contrib.shape[-1] == len(pool)
 
 
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
