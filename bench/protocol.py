@@ -70,17 +70,23 @@ def balanced_take(groups: dict[str, list[Example]], size: int) -> list[Example]:
     return taken
 
 
+def shuffled_groups(examples: list[Example], rng: random.Random) -> dict[str, list[Example]]:
+    """label -> its examples, each list shuffled with ``rng`` (labels in sorted order)."""
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.output, []).append(example)
+    for label in sorted(groups):
+        rng.shuffle(groups[label])
+    return groups
+
+
 def make_split(examples: list[Example], seed: int, sizes: Sizes) -> Split:
     """Shuffle with ``seed`` and cut a label-balanced pool, selection query set and test set, disjoint."""
     total = sizes.pool + sizes.select + sizes.test
     if total > len(examples):
         raise ValueError(f"the splits need {total} examples, the dataset has {len(examples)}")
     rng = random.Random(seed)
-    groups: dict[str, list[Example]] = {}
-    for example in examples:
-        groups.setdefault(example.output, []).append(example)
-    for label in sorted(groups):
-        rng.shuffle(groups[label])
+    groups = shuffled_groups(examples, rng)
     parts = []
     for size in (sizes.pool, sizes.select, sizes.test):
         part = balanced_take(groups, size)

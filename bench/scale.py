@@ -43,7 +43,8 @@ from iclsel.models.data import Example
 
 from . import data as bench_data
 from . import report
-from .protocol import DATASET_SPECS, SEPARATOR, balanced_take, label_options, load_examples, record_key
+from .protocol import (DATASET_SPECS, SEPARATOR, balanced_take, label_options, load_examples, record_key,
+                       shuffled_groups)
 from .quality import engine_source_hash
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -84,12 +85,7 @@ class ScaleSplit:
 def scale_split(examples: list[Example], seed: int, n: int, select: int, test: int) -> ScaleSplit:
     """Selection and held-out queries cut first (label-balanced, the same for every n), then a pool of n from a
     label-balanced order of the rest; past the rest's size the pool repeats it under ids "<id>~r<j>"."""
-    rng = random.Random(seed)
-    groups: dict[str, list[Example]] = {}
-    for example in examples:
-        groups.setdefault(example.output, []).append(example)
-    for label in sorted(groups):
-        rng.shuffle(groups[label])
+    groups = shuffled_groups(examples, random.Random(seed))
     chosen_select = balanced_take(groups, select)
     chosen_test = balanced_take(groups, test)
     rest = balanced_take(groups, sum(len(g) for g in groups.values()))
