@@ -262,10 +262,11 @@ def write_markdown(records: list[dict], path: Path, command: str, skipped: list[
 
 def series(record: dict) -> str:
     """The name a record is shown under: gradient records made before the anchor pass took the subset's own
-    slot width (no engine_source recorded) are a series of their own."""
+    slot width (no engine_source recorded) are a series of their own, and so is a record run under another
+    condition (its "condition", added by hand to the record)."""
     if record["method"] == "gradient" and "engine_source" not in record:
         return "gradient, pool-width anchor (before the fix)"
-    return record["method"]
+    return record["method"] + (f" ({record['condition']})" if record.get("condition") else "")
 
 
 def publish(records: list[dict], args: argparse.Namespace, command: str, skipped: list[str]) -> None:
