@@ -162,6 +162,11 @@ class _Protocol:
         body = PoolCreate(examples=list(examples)).model_dump(mode="json", exclude_none=True)
         return PoolOut.model_validate(expect((yield from self.request(_Send("POST", "/v1/pools", body))), 200, 201).json())
 
+    def grow_pool(self, pool_id: str, examples: Iterable[ExampleIn | dict]) -> _Step[PoolOut]:
+        body = PoolCreate(examples=list(examples)).model_dump(mode="json", exclude_none=True)
+        reply = yield from self.request(_Send("POST", f"/v1/pools/{pool_id}/examples", body))
+        return PoolOut.model_validate(expect(reply, 200, 201).json())
+
     def get_pool(self, pool_id: str) -> _Step[PoolOut]:
         return PoolOut.model_validate(expect((yield from self.request(_Send("GET", f"/v1/pools/{pool_id}"))), 200).json())
 
@@ -245,6 +250,11 @@ class Client:
         """Store a pool (POST /v1/pools); its id (a content hash) can replace `pool` in selections."""
         return self._run(self._protocol.create_pool(examples))
 
+    def grow_pool(self, pool_id: str, examples: Iterable[ExampleIn | dict]) -> PoolOut:
+        """Append examples to a stored pool (POST /v1/pools/{id}/examples): the grown pool, whose selections resume
+        the parent pool's for the same request."""
+        return self._run(self._protocol.grow_pool(pool_id, examples))
+
     def get_pool(self, pool_id: str) -> PoolOut:
         return self._run(self._protocol.get_pool(pool_id))
 
@@ -311,6 +321,9 @@ class AsyncClient:
 
     async def create_pool(self, examples: Iterable[ExampleIn | dict]) -> PoolOut:
         return await self._run(self._protocol.create_pool(examples))
+
+    async def grow_pool(self, pool_id: str, examples: Iterable[ExampleIn | dict]) -> PoolOut:
+        return await self._run(self._protocol.grow_pool(pool_id, examples))
 
     async def get_pool(self, pool_id: str) -> PoolOut:
         return await self._run(self._protocol.get_pool(pool_id))

@@ -95,6 +95,9 @@ def test_pools_are_stored_read_used_and_deleted(client):
     assert [example.id for example in client.get_pool(pool.id).examples] == [d["id"] for d in POOL]
     by_id = client.select(pool_id=pool.id, queries=QUERIES, k=2, timeout=60)
     assert by_id.selected == client.select(**selection(), timeout=60).selected
+    grown = client.grow_pool(pool.id, [{"id": "p6", "input": "a delight from start to end", "output": "positive"}])
+    assert grown.size == len(POOL) + 1 and grown.id != pool.id and grown.parent == pool.id
+    assert client.grow_pool(pool.id, [{"id": "p6", "input": "a delight from start to end", "output": "positive"}]).id == grown.id
     assert client.delete_pool(pool.id) is None
     with pytest.raises(ApiError) as missing:
         client.get_pool(pool.id)
