@@ -158,9 +158,9 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
         estimates, passes = {}, {}
         tensor = torch.tensor(swaps)
         for mode in ("label-groups", "mean-loss"):
-            before = counter.as_dict()["forward_equivalent"]
+            before = counter.forward_equivalent
             estimator = ctx.anchor(anchor, mode)
-            passes[mode] = counter.as_dict()["forward_equivalent"] - before
+            passes[mode] = counter.forward_equivalent - before
             estimates[mode] = estimator.estimate(tensor).loss.tolist()
             if mode == "label-groups":  # per-query estimated losses [S, Q] (the control-variate evaluator)
                 margins = estimator.estimated_margins(tensor)

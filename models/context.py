@@ -125,11 +125,11 @@ class SelectionContext:
     @contextmanager
     def diagnostic(self):
         """Model work inside is for diagnostics only: counted apart from the selection's cost."""
-        before = self.runner.counter.as_dict()["forward_equivalent"]
+        before = self.runner.counter.forward_equivalent
         try:
             yield
         finally:
-            self.diagnostic_passes += self.runner.counter.as_dict()["forward_equivalent"] - before
+            self.diagnostic_passes += self.runner.counter.forward_equivalent - before
 
     # ---------- max_passes ----------
     def passes_left(self) -> float:
@@ -155,7 +155,7 @@ class SelectionContext:
         """Forward-equivalents of the model work this job has used: run here, or found in the cache (each
         entry charged once, at what it cost to compute). A budget over it (the subsample search's) makes the
         same decisions whatever the cache held: after a retry, beside other jobs, with other workers' chunks."""
-        return self.runner.counter.as_dict()["forward_equivalent"] + self.cached_work
+        return self.runner.counter.forward_equivalent + self.cached_work
 
     def _found(self, key: str, cost: torch.Tensor | None) -> None:
         """Charge a cache entry this job found, once."""

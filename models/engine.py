@@ -253,7 +253,7 @@ class Engine:
             except PassBudgetExhausted as error:  # a step the method cannot do without
                 raise InputError("max_passes", f"is too small for method {request.method!r}: {error}") from None
         ctx.final_reserve = 0
-        selection_passes = runner.counter.as_dict()["forward_equivalent"] - ctx.diagnostic_passes
+        selection_passes = runner.counter.forward_equivalent - ctx.diagnostic_passes
         retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
                                                                  len(request.queries), retrieve)
         try:
@@ -298,7 +298,7 @@ class Engine:
         layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
                              request.separator, request.params)
         if request.max_prompt_tokens is not None:
-            request, scored, layout = self._fitting(request, scored, layout, pool_queries)
+            request, scored, layout = self._fitting_prompts(request, scored, layout, pool_queries)
         runner = self._runner(layout, checkpoint)
         runner.counter.limit = request.max_passes
         retrieve = _retrieve_slots(request)  # checked once the layout has checked k
@@ -316,7 +316,7 @@ class Engine:
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
         return SelectionContext(problem, model, request.seed, request.params, progress)
 
-    def _fitting(self, request: SelectionRequest, scored: "_ScoredQueries", layout, pool_queries: bool):
+    def _fitting_prompts(self, request: SelectionRequest, scored: "_ScoredQueries", layout, pool_queries: bool):
         """max_prompt_tokens: keep the demos short enough that any k of them fit (constraints.demo_token_limit);
         -> the request, scored queries and layout on them."""
         limit = demo_token_limit(request.max_prompt_tokens, len(layout.special_ids), request.k)

@@ -51,7 +51,7 @@ class PassCounter:
 
     def as_dict(self) -> dict:
         return {"forward": self.forward, "backward": self.backward,
-                "forward_equivalent": self.forward + 2 * self.backward,
+                "forward_equivalent": self.forward_equivalent,
                 "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward}
 
 

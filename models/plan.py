@@ -64,7 +64,7 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
                embed_rows: int = 0) -> tuple[Work, Work]:
     """(fewest, most) work of ``method`` on ``ctx`` (passes before the max_passes cap), including the returned set's
     exact run where it is not one the method already ran, and ``embed_rows`` of retrieval embeddings."""
-    from .selectors import _sampling_params, _search_params  # the methods' own parsing: same defaults, same errors
+    from .selectors import _batch_cost, _sampling_params, _search_params  # the methods' own parsing and batch cost
 
     n_queries = len(ctx.queries)
     full = Work(ctx.runner.exact_cost(n_queries), 1)  # one exact run on every query
@@ -108,13 +108,12 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
         start = anchor(p.mode, rebase=False) + full  # the start's gradient and exact value
         proposals = ctx.k * min(p.per_slot, ctx.n - ctx.k)
         rows = ctx.runner.rows_per_query
-        screen, sample = min(p.screen, n_queries), min(p.sample, n_queries)
-        counted = ((proposals + 1) * screen + (p.finalists + 1) * sample) * rows  # a batch starts only if this fits
-        fresh = min(sample, n_queries - screen)  # the finalists' rows beyond the screen
+        screen = min(p.screen, n_queries)
+        fresh = min(p.sample, n_queries - screen)  # the finalists' rows beyond the screen
         least = Work((proposals * screen + p.finalists * fresh) * rows, proposals + p.finalists)
         most_batch = least + Work((screen + fresh) * rows, 2)  # the current set on both samples as well
         room = min(p.budget or math.inf, limit - before.passes) - start.passes
-        most = min(p.rounds * (1 + p.patience), fitting(room, counted))
+        most = min(p.rounds * (1 + p.patience), fitting(room, _batch_cost(ctx, p, proposals)))
         fewest = min(1 + p.patience, most)  # no move in the first round
         # diagnostics: checks - 1 evaluated sets and the returned one (the start's run when it never moved)
         return (before + start + least * fewest + full * (p.checks - 1),

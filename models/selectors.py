@@ -288,10 +288,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
                 proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
             if not proposals:
                 break
-            # at most every proposal and the current set on `screen` rows, the finalists and it on `sample` more
-            screen, sample = min(p.screen, len(ctx.queries)), min(p.sample, len(ctx.queries))
-            batch_cost = ((len(proposals) + 1) * screen + (p.finalists + 1) * sample) * ctx.runner.rows_per_query
-            if spent() + batch_cost > budget:
+            if spent() + _batch_cost(ctx, p, len(proposals)) > budget:
                 exhausted = True
                 break
             batches_run += 1
@@ -319,6 +316,14 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
                          "sample": p.sample, "finalists": p.finalists, "per_slot": p.per_slot,
                          "patience": p.patience, "evaluated": len(evaluated), "budget": p.budget,
                          "budget_exhausted": exhausted, "spent": spent()})
+
+
+def _batch_cost(ctx: SelectionContext, p: SearchParams, n_proposals: int) -> int:
+    """The most a subsample batch of ``n_proposals`` can run, in forward-equivalents: every proposal and the
+    current set on ``screen`` rows, the finalists and it on ``sample`` more (a batch starts only if this fits)."""
+    n_queries = len(ctx.queries)
+    rows = (n_proposals + 1) * min(p.screen, n_queries) + (p.finalists + 1) * min(p.sample, n_queries)
+    return rows * ctx.runner.rows_per_query
 
 
 def _paired_differences(ctx: SelectionContext, current: list[int], subsets: list[list[int]], rows: list[int],
@@ -474,7 +479,7 @@ def _sampling_params(ctx: SelectionContext, estimated: bool) -> SamplingParams:
 
 def select_gradre(ctx: SelectionContext) -> Choice:
     p = _sampling_params(ctx, estimated=True)
-    n_anchors = _fitting(p.anchors, ctx.anchors_left(p.mode), "anchor passes")
+    n_anchors = _affordable(p.anchors, ctx.anchors_left(p.mode), "anchor passes")
     n_subsets, n_checks, mode = p.subsets, p.checks, p.mode
     anchors = ctx.random_subsets(n_anchors)
     estimators = []
@@ -509,7 +514,7 @@ def select_gradre(ctx: SelectionContext) -> Choice:
 
 def select_exact(ctx: SelectionContext) -> Choice:
     wanted = _sampling_params(ctx, estimated=False).subsets
-    n_subsets = _fitting(wanted, ctx.exact_runs_left(), "exact runs")
+    n_subsets = _affordable(wanted, ctx.exact_runs_left(), "exact runs")
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
     ctx.explored += n_subsets
@@ -518,7 +523,7 @@ def select_exact(ctx: SelectionContext) -> Choice:
     return Choice(ctx.top_k(scores), scores, notes={"subsets": n_subsets, "budget_exhausted": n_subsets < wanted})
 
 
-def _fitting(wanted: int, fit: float, what: str) -> int:
+def _affordable(wanted: int, fit: float, what: str) -> int:
     """How many of ``wanted`` steps to take when ``fit`` fit in max_passes; an InputError if not even one does."""
     if fit < 1:
         raise InputError("max_passes", f"leaves no room for one of the method's {what}")
