@@ -49,9 +49,8 @@ class SelectionProblem:
     # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the mean
     # loss over visible(S). None: every row is a user's query.
     query_demo: list[int] | None = None
-    # exact runs (and the prompt returned) use slots as wide as the subset's widest demo, not the pool's;
-    # anchors still take gradients in the pool-width layout (slot-aligned estimates) and are rebased on their
-    # compact exact outcome
+    # every prompt run (anchors, exact runs, the prompt returned) has slots as wide as its subset's widest demo,
+    # not the pool's: an anchor's gradient is taken in the prompt that is run, and its scores are that run
     compact_prompts: bool = False
     min_per_label: int = 0  # each option appears at least this often in every set a method proposes or returns
     resume: Resume | None = None  # a grown pool's search resumes from its parent's (models/warm.py)
@@ -142,15 +141,14 @@ class SelectionContext:
         """Exact runs on every query that fit in passes_left()."""
         return fitting(self.passes_left(), self.runner.exact_cost(len(self.queries)))
 
-    def anchor_cost(self, mode: str, rebase: bool = True) -> int:
-        """Forward-equivalents of anchor(subset, mode, rebase) on every query, at most: the anchor pass, and with
-        compact prompts and ``rebase`` the exact run it is rebased on."""
-        rebase_cost = self.runner.exact_cost(len(self.queries)) if self.compact_prompts and rebase else 0
-        return self.runner.anchor_cost(mode, len(self.queries)) + rebase_cost
+    def anchor_cost(self, mode: str) -> int:
+        """Forward-equivalents of anchor(subset, mode) on every query, at most."""
+        return self.runner.anchor_cost(mode, len(self.queries))
 
-    def anchors_left(self, mode: str, rebase: bool = True) -> float:
+    def anchors_left(self, mode: str) -> float:
         """Anchor passes on every query that fit in passes_left()."""
-        return fitting(self.passes_left(), self.anchor_cost(mode, rebase))
+        return fitting(self.passes_left(), self.anchor_cost(mode))
+
     def work(self) -> int:
         """Forward-equivalents of the model work this job has used: run here, or found in the cache (each
         entry charged once, at what it cost to compute). A budget over it (the subsample search's) makes the
@@ -237,26 +235,28 @@ class SelectionContext:
         content = {"v": 2, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
         return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
-    def anchor_key(self, subset: list[int], queries: list[int], mode: str) -> str:
+    def anchor_key(self, layout: Layout, subset: list[int], queries: list[int], mode: str) -> str:
         return self._key("anchor", {
-            "mode": mode, "anchor": [self.layout.demo_ids[i].tolist() for i in subset],
-            "queries": [self.layout.query_ids[q] for q in queries],
-            "gold": [int(self.layout.gold[q]) for q in queries],
+            "mode": mode, "width": layout.slot_width, "anchor": [layout.demo_ids[i].tolist() for i in subset],
+            "queries": [layout.query_ids[q] for q in queries],
+            "gold": [int(layout.gold[q]) for q in queries],
         })
 
     def _cached_anchor(self, key: str) -> AnchorTensors | None:
         tensors = self.cache.get(key)
         return None if tensors is None else AnchorTensors.from_named(tensors)
 
-    def anchor(self, subset: list[int], mode: str = "mean-loss", rebase: bool = True) -> AnchorEstimator:
-        """Anchor quantities at ``subset`` (from the cache when present), in query chunks. With compact prompts
-        and ``rebase``, the zero-order term is the compact prompt's exact outcome (one more exact run);
-        without, it stays the pool-width anchor pass's (enough to rank swaps against each other)."""
+    def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
+        """Anchor quantities at ``subset`` (from the cache when present), in query chunks, taken in the prompt
+        that is run for it (slots prompt_width(subset) wide). Its scores are that prompt's exact outcome, memoised
+        as the subset's exact run; estimates read each candidate demo's last prompt_width(subset) tokens."""
         if mode not in ANCHOR_MODES:
             raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
+        layout = self.layout.narrowed(self.prompt_width(subset))  # [n, w] slots: the anchor's own prompt
+        runner = self.runner.on(layout)
         rows = self.visible(subset)
         chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
-        keys = [self.anchor_key(subset, chunk, mode) for chunk in chunks]
+        keys = [self.anchor_key(layout, subset, chunk, mode) for chunk in chunks]
         parts = [self._cached_anchor(key) for key in keys]
         self.cache_hits += sum(part is not None for part in parts)
         self.cache_misses += sum(part is None for part in parts)
@@ -265,14 +265,14 @@ class SelectionContext:
         if self.anchor_runner is not None and len(missing) > 1:
             # other workers compute chunks into the shared cache; whatever is not there after, runs here
             with self.phase("anchor"):
-                self.anchor_runner([AnchorTask.of(self.layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
+                self.anchor_runner([AnchorTask.of(layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
                                     for i in missing])
             parts = [part if part is not None else self._cached_anchor(key) for part, key in zip(parts, keys)]
         for done, (chunk, key) in enumerate(zip(chunks, keys)):
             self.progress("anchor", done, len(chunks))
             if parts[done] is None:
                 with self.phase("anchor"):
-                    tensors, cost = with_cost(self.runner.counter, lambda: self.runner.anchor(mode, list(subset), chunk))
+                    tensors, cost = with_cost(self.runner.counter, lambda: runner.anchor(mode, list(subset), chunk))
                 parts[done] = replace(tensors, cost=cost)
                 self._charged.add(key)
                 self.cache.put(key, parts[done].named())
@@ -280,14 +280,11 @@ class SelectionContext:
                 self._found(key, parts[done].cost)
         self.progress("anchor", len(chunks), len(chunks))
         merged = AnchorTensors.merge(mode, parts)
-        if not self.compact_prompts:  # the anchor pass ran the prompt exactly
-            self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged.scores, rows, len(self.queries)))
+        self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged.scores, rows, len(self.queries)))
         with self.phase("estimate"):
-            estimator = AnchorEstimator(list(subset), merged, self.layout.demo_ids, self.runner.embed.weight,
+            estimator = AnchorEstimator(list(subset), merged, layout.demo_ids, self.runner.embed.weight,
                                         self.layout.gold[rows], query_demo=self.query_demo[rows],
                                         rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
-        if self.compact_prompts and rebase:  # zero-order term: the compact prompt's own outcome (one exact run, memoised)
-            estimator.rebase(self.exact(subset)[rows])
         return estimator
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:

@@ -75,13 +75,7 @@ class AnchorEstimator:
             self.reference = tensors.reference  # [Q]
             self.row_of_query = tensors.row_of_query  # [Q]
             self.row_weight = (1.0 / tensors.row_count.clamp_min(1)).to(grad.dtype)  # [R]
-        self.rebase(tensors.scores.to(grad.dtype))
-
-    def rebase(self, scores: torch.Tensor) -> None:
-        """Take ``scores`` [Q, O] as the anchor's own outcome (the zero-order term); the first-order deltas
-        stay those of the anchor's gradient. Used when the prompt really run (slots as wide as the subset's
-        widest demo) is narrower than the pool-width layout the gradient was taken in."""
-        self.scores = scores.to(self.contrib.dtype)  # [Q, O]
+        self.scores = tensors.scores.to(grad.dtype)  # [Q, O] the anchor's own outcome (the zero-order term)
         self.losses = query_losses(self.scores, self.gold)  # [Q]
         if self.per_query:
             self.margins = self.scores - self.scores.gather(1, self.reference[:, None])  # [Q, O]

@@ -106,6 +106,12 @@ class ModelRunner:
         self.device = self.embed.weight.device
         self.pad_id = layout.filler_id
 
+    def on(self, layout: Layout) -> "ModelRunner":
+        """A runner of the same model on ``layout`` (a narrowed view of this one), counting into the same counter."""
+        if layout is self.layout:
+            return self
+        return ModelRunner(self.model, layout, batch_size=self.batch_size, checkpoint=self.checkpoint, counter=self.counter)
+
     # ---------- batching helpers ----------
     @property
     def rows_per_query(self) -> int:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -55,6 +55,15 @@ class Layout:
         width = self.slot_width if width is None else width
         slots = self.demo_ids[torch.as_tensor(subset, dtype=torch.long)][:, self.slot_width - width:].reshape(-1)
         return torch.cat([torch.tensor(self.special_ids, dtype=torch.long), slots])
+
+    def narrowed(self, width: int) -> "Layout":
+        """The same layout with slots ``width`` tokens wide: each demo's last ``width`` tokens (a view, no copy).
+        Demos of at most ``width`` tokens keep all their tokens and lose filler only; a longer demo is cut to its
+        end, which is how a first-order estimate in a narrower prompt sees it."""
+        if width == self.slot_width:
+            return self
+        return replace(self, demo_ids=self.demo_ids[:, self.slot_width - width:],
+                       demo_lengths=self.demo_lengths.clamp(max=width))
 
     def slot_start(self) -> int:
         """Position of the first demo slot in a prompt."""

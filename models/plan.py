@@ -20,6 +20,8 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .context import SelectionContext, fitting
 
 CALIBRATION_QUERIES = 16
@@ -72,19 +74,20 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
     limit = math.inf if max_passes is None else max_passes - final.passes  # what a method may spend itself
     embed = Work(embed_rows, math.ceil(embed_rows / ctx.runner.batch_size))
 
-    def anchor(mode: str, rebase: bool = True) -> Work:
+    def anchor(mode: str) -> Work:
+        """An anchor pass on every query (its scores are the anchored set's exact run: no run of its own)."""
         chunks = math.ceil(n_queries / ctx.anchor_chunk)
-        passes = ctx.anchor_cost(mode, rebase)
+        passes = ctx.anchor_cost(mode)
         if mode == "per-query":  # each row runs the whole prefix too (a per-query gradient cannot share it)
             pass_rows = ctx.runner.anchor_cost(mode, n_queries)
             passes_weighted = passes + pass_rows * (unshared_row - 1)
         else:
             passes_weighted = passes
-        return Work(passes, chunks + (1 if ctx.compact_prompts and rebase else 0), passes_weighted)
+        return Work(passes, chunks, passes_weighted)
 
     # tokens of a row with the prefix in it, over those of a row after a shared prefix
     row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)
-    unshared_row = (len(ctx.layout.special_ids) + ctx.k * ctx.layout.slot_width + row_tokens) / max(row_tokens, 1)
+    unshared_row = (len(ctx.layout.special_ids) + ctx.k * _typical_width(ctx) + row_tokens) / max(row_tokens, 1)
 
     def fixed(work: Work) -> tuple[Work, Work]:
         return work, work
@@ -105,7 +108,8 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
     p = _search_params(ctx)
     before = embed + (full * len(p.starts) if len(p.starts) > 1 else Work(0, 0))
     if p.evaluator == "subsample":
-        start = anchor(p.mode, rebase=False) + full  # the start's gradient and exact value
+        # the start's gradient and exact value (one pass, unless a resumed search ranks at its parent's anchor)
+        start = anchor(p.mode) + (full if p.rank_anchor else Work(0, 0))
         proposals = ctx.k * min(p.per_slot, ctx.n - ctx.k)
         rows = ctx.runner.rows_per_query
         screen = min(p.screen, n_queries)
@@ -122,8 +126,18 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
         batch = full * (ctx.k if p.propose == "per-slot" else p.candidates)
         return (before + anchor(p.mode) + batch * (1 + p.patience),
                 before + (anchor(p.mode) + batch * (1 + p.patience)) * p.rounds + anchor(p.mode))
-    step = anchor(p.mode, rebase=False)  # first-order: an anchor per move; the checks run exactly
+    step = anchor(p.mode)  # first-order: an anchor per move; the checks run exactly
     return before + step + full * p.checks, before + step * (p.rounds + 1) + full * p.checks
+
+
+def _typical_width(ctx: SelectionContext, draws: int = 64) -> float:
+    """Slot width of a random k-subset's prompt, on average over ``draws`` of them (a fixed generator, so that a
+    plan does not move the job's own): the pool's slot width unless prompts are compact."""
+    if not ctx.compact_prompts:
+        return ctx.layout.slot_width
+    lengths = ctx.layout.demo_lengths.numpy()
+    rng = np.random.default_rng(0)
+    return float(np.mean([lengths[rng.choice(ctx.n, ctx.k, replace=False)].max() for _ in range(draws)]))
 
 
 def calibrate(ctx: SelectionContext) -> tuple[float, float, int]:

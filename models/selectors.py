@@ -263,7 +263,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     before = ctx.work()
     spent = lambda: ctx.work() - before  # noqa: E731 (the search's own work, cached or run: cache-independent)
     ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
-    estimator = ctx.anchor(ranking, p.mode, rebase=False)  # proposals only need the ranking within a slot
+    estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
         swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
         ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
@@ -335,11 +335,10 @@ def _paired_differences(ctx: SelectionContext, current: list[int], subsets: list
 
 def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[int]) -> SearchResult:
     """evaluator=first-order: trust the estimate alone. At each anchor move to the best-estimated single swap if
-    its estimated objective is below the anchor's own, then re-anchor there. No exact run decides anything, and
-    anchors are not rebased on the compact prompt: estimates stay in the pool-width layout of the gradient."""
+    its estimated objective is below the anchor's own, then re-anchor there. No exact run decides anything."""
     evaluated: list[tuple[list[int], float, float]] = []
     moves = rounds_run = 0
-    estimator = ctx.anchor(current, p.mode, rebase=False)
+    estimator = ctx.anchor(current, p.mode)
     exhausted = False
     for round_index in range(p.rounds):
         ctx.progress("search", round_index, p.rounds)
@@ -354,12 +353,12 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
         evaluated.append((swaps[best].tolist(), float(estimate.loss[best]), estimator.loss))
         if float(estimate.objective[best]) >= estimator.objective(p.objective):
             break
-        if ctx.anchors_left(p.mode, rebase=False) < 1:  # max_passes: no room to re-anchor at the better set
+        if ctx.anchors_left(p.mode) < 1:  # max_passes: no room to re-anchor at the better set
             exhausted = True
             break
         current = swaps[best].tolist()
         moves += 1
-        estimator = ctx.anchor(current, p.mode, rebase=False)
+        estimator = ctx.anchor(current, p.mode)
     ctx.progress("search", p.rounds, p.rounds)
     checks = _diagnostic_checks(ctx, evaluated, current, estimator.loss, p.checks)
     return SearchResult(current, estimator, checks, estimator.loss,

@@ -343,20 +343,29 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
         engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
 
 
-def test_compact_prompts_rebase_anchors_on_the_prompt_really_run(tiny, data):
-    """Anchors take gradients in the pool-width layout; with compact prompts their zero-order value is the
-    compact prompt's exact outcome, so the estimate of the anchor itself is that outcome."""
+def test_compact_prompts_take_anchors_in_the_prompt_really_run(tiny, data):
+    """With compact prompts an anchor runs the prompt that is run for its subset (slots as wide as its widest
+    demo): its gradient covers those slots, its own value is that prompt's exact outcome, and that outcome is
+    memoised as the subset's exact run (no second run)."""
     pool, queries = data
     ctx = context(tiny, pool, queries)
     ctx.compact_prompts = True
     anchor = [4, 1, 7]
+    width = ctx.layout.subset_width(anchor)
+    assert width < ctx.layout.slot_width
     estimator = ctx.anchor(anchor, "label-groups")
-    compact = query_losses(ctx.runner.exact_scores(anchor, ctx.queries, width=ctx.layout.subset_width(anchor)),
-                           ctx.layout.gold).mean()
-    wide = query_losses(ctx.runner.exact_scores(anchor, ctx.queries), ctx.layout.gold).mean()
-    assert ctx.layout.subset_width(anchor) < ctx.layout.slot_width and float(compact) != pytest.approx(float(wide))
-    assert float(estimator.estimate(torch.tensor([anchor])).loss[0]) == pytest.approx(float(compact), rel=1e-6)
-    assert estimator.loss == pytest.approx(float(compact), rel=1e-6)
+    assert estimator.contrib.shape[-1] == ctx.n
+    spent = ctx.runner.counter.forward_equivalent
+    memoised = ctx.exact(anchor)
+    assert ctx.runner.counter.forward_equivalent == spent  # the anchor pass was the exact run
+    compact = ctx.runner.exact_scores(anchor, ctx.queries, width=width)
+    wide = ctx.runner.exact_scores(anchor, ctx.queries)
+    assert not torch.allclose(compact, wide)
+    assert torch.allclose(memoised, compact, atol=1e-6)
+    compact_loss = float(query_losses(compact, ctx.layout.gold).mean())
+    assert float(estimator.estimate(torch.tensor([anchor])).loss[0]) == pytest.approx(compact_loss, rel=1e-6)
+    tensors = ctx.runner.on(ctx.layout.narrowed(width)).anchor("label-groups", anchor, ctx.queries)
+    assert tensors.grad_margins.shape[-2] == width  # [G, O, k, w, d]
 
 
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):
@@ -448,9 +457,9 @@ def test_subsample_search_runs_only_the_sampled_query_rows(tiny, data):
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=4, params=params))
     assert result["notes"]["evaluator"] == "subsample" and result["notes"]["anchor_mode"] == "mean-loss"
     assert result["notes"]["evaluated"] == 3  # one proposal per slot
-    # the mean-loss anchor (5 rows forward and back), the start on every query (5: its sampled rows are
-    # taken from that run), the 3 proposals on the 1 screening row, the finalist on 2 other rows
-    assert result["passes"]["forward"] == 5 + 5 + 3 * 1 + 2
+    # the mean-loss anchor at the start (5 rows forward and back; its scores are the start's exact run, which
+    # the sampled rows are taken from), the 3 proposals on the 1 screening row, the finalist on 2 other rows
+    assert result["passes"]["forward"] == 5 + 3 * 1 + 2
     assert result["passes"]["backward"] == 5
     assert result["passes"]["selection_forward_equivalent"] == result["passes"]["forward_equivalent"]
 
@@ -533,15 +542,15 @@ def test_sample_rows_are_label_stratified_and_avoid_excluded_rows(tiny):
 
 
 def test_subsample_search_stops_before_a_batch_would_pass_its_budget(tiny, data):
-    pool, queries = data  # 10 demos, 5 queries: the anchor (5 forward + 5 backward) and the start (5) cost 20
+    pool, queries = data  # 10 demos, 5 queries: the anchor at the start (5 forward + 5 backward, its exact run) costs 15
     # (a fresh engine each time: a cached anchor would cost nothing)
     params = {"rounds": 4, "screen": 2, "sample": 2, "per_slot": 1, "finalists": 1, "checks": 0,
               "evaluate_selected": False}
-    # a batch may cost (3 proposals + 1) * 2 + (1 finalist + 1) * 2 = 12: a budget of 31 leaves room for none
-    none = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 31}))
+    # a batch may cost (3 proposals + 1) * 2 + (1 finalist + 1) * 2 = 12: a budget of 26 leaves room for none
+    none = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 26}))
     assert none["notes"]["budget_exhausted"] and none["notes"]["batches"] == 0
-    assert none["passes"]["selection_forward_equivalent"] == 20
-    one = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 32}))
-    assert one["notes"]["batches"] == 1 and one["passes"]["selection_forward_equivalent"] <= 32
+    assert none["passes"]["selection_forward_equivalent"] == 15
+    one = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 27}))
+    assert one["notes"]["batches"] == 1 and one["passes"]["selection_forward_equivalent"] <= 27
     free = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 0}))
     assert not free["notes"]["budget_exhausted"] and free["notes"]["batches"] >= 1
