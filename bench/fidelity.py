@@ -21,9 +21,9 @@ Figures per evaluator (mean over anchors and seeds):
     closer_than_zero  share of swaps where |estimate - exact| < |anchor's own loss - exact|;
     passes_per_subset forward-equivalents per evaluated subset, fitting and anchors included.
 
-Writes bench/results/fidelity_runs.jsonl (journal: one record per anchor and per exact run; an
-interrupted run resumes), bench/results/fidelity.json (dataset -> evaluator -> figures),
-bench/FIDELITY.md and bench/results/fidelity.png.
+Writes, under --out-dir (default bench/results/), fidelity_runs.jsonl (journal: one record per anchor and per exact run; an
+interrupted run resumes), fidelity.json (dataset -> evaluator -> figures),
+and fidelity.png, and the report --report (default bench/FIDELITY.md).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from . import report
 from iclsel.models.context import stratified_rows
 
 from .protocol import DATASET_SPECS, SEPARATOR, Sizes, label_options, load_examples, make_split
-from .quality import BENCH_DIR, RESULTS_DIR, append_journal, default_engine_factory, read_journal
+from .quality import BENCH_DIR, RESULTS_DIR, append_journal, default_engine_factory, engine_source_hash, read_journal
 
-JOURNAL = RESULTS_DIR / "fidelity_runs.jsonl"
+JOURNAL_NAME = "fidelity_runs.jsonl"
 TEST_SEEDS = (0, 1, 2)
 DRAWS = 50  # random query subsamples a subsampled evaluator's figures are averaged over
 SUBSAMPLE_SIZES = (4, 8, 16)
@@ -95,9 +95,10 @@ class SeedSetup:
     ctx: object  # models.context.SelectionContext with compact prompts, as the search has
     split: object
     base_key: list
+    journal_path: Path  # one journal per model: swap records are keyed by dataset, seed and subset only
 
 
-def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str) -> SeedSetup:
+def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str, journal_path: Path) -> SeedSetup:
     from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 
     spec = DATASET_SPECS[dataset]
@@ -108,7 +109,7 @@ def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str) -> S
                            seed, {}, lambda *_: None)
     base_key = [dataset, seed, fingerprint, spec.template, spec.k, [e.id for e in split.pool],
                 [e.id for e in split.select]]
-    return SeedSetup(dataset, seed, engine, ctx, split, base_key)
+    return SeedSetup(dataset, seed, engine, ctx, split, base_key, journal_path)
 
 
 def _losses(ctx, scores: torch.Tensor) -> list[float]:
@@ -120,8 +121,6 @@ def _losses(ctx, scores: torch.Tensor) -> list[float]:
 def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> list[int]:
     """The default gradient search's returned set for this seed (journalled)."""
     from iclsel.models.engine import SelectionRequest
-
-    from .quality import engine_source_hash
 
     # the default search of this engine version (an older engine's default may differ: its record stays apart)
     key = _key("search", *setup.base_key, engine_source_hash())
@@ -137,7 +136,7 @@ def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> l
                   "evaluator": result["notes"].get("evaluator", "exact"),
                   "selected": [index[i] for i in ids], "notes": result["notes"], "passes": result["passes"],
                   "seconds": result["timings"]["total"]}
-        append_journal(JOURNAL, record)
+        append_journal(setup.journal_path, record)
         journal[key] = record
         log(f"  {setup.dataset} seed {setup.seed}: default search ended on {record['selected']} "
             f"({result['passes']['selection_forward_equivalent']} fwd-eq)")
@@ -151,7 +150,8 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
 
     ctx = setup.ctx
     swaps = sample_swaps(anchor, ctx.n, singles, pairs, setup.seed)
-    anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs)
+    # the estimates depend on the engine's anchor code: a new engine estimates again (the swaps' exact runs stay)
+    anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs, engine_source_hash())
     if anchor_key not in journal:
         counter = ctx.runner.counter
         anchor_scores = ctx.exact(anchor)  # compact prompt: the zero-order value every evaluator starts from
@@ -169,8 +169,8 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
                   "anchor": anchor, "swaps": swaps, "k": ctx.k, "n": ctx.n, "queries": len(ctx.queries),
                   "gold": ctx.layout.gold.tolist(), "labels": [ctx.layout.demo_outputs[i] for i in range(ctx.n)],
                   "anchor_losses": _losses(ctx, anchor_scores), "estimates": estimates,
-                  "anchor_passes": passes}
-        append_journal(JOURNAL, record)
+                  "anchor_passes": passes, "engine_source": engine_source_hash()}
+        append_journal(setup.journal_path, record)
         journal[anchor_key] = record
     done = 0
     for index, subset in enumerate(swaps):
@@ -184,7 +184,7 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
                   "losses": _losses(ctx, scores), "predictions": scores.argmax(-1).tolist(),
                   "forward": after["forward"] - before["forward"],
                   "tokens_forward": after["tokens_forward"] - before["tokens_forward"]}
-        append_journal(JOURNAL, record)
+        append_journal(setup.journal_path, record)
         journal[key] = record
         done += 1
         if done % 10 == 0:
@@ -288,13 +288,13 @@ class EvaluatorSpec:
 
 
 def _anchor_cost(mode: str) -> Callable[[AnchorData], float]:
-    # the anchor pass plus the compact prompt's exact run (the zero-order term), over every single swap estimated
-    return lambda a: (a.anchor_passes[mode] + len(a.gold)) / a.single_swaps
+    # the anchor pass (in the compact prompt: its scores are the zero-order term), over every single swap estimated
+    return lambda a: a.anchor_passes[mode] / a.single_swaps
 
 
 EVALUATORS = [
     EvaluatorSpec("first-order label-groups", first_order("label-groups"), _anchor_cost("label-groups"), False,
-                  "today's estimate: per-label margin gradients in input embeddings, rebased on the compact prompt"),
+                  "per-label margin gradients in input embeddings, taken in the anchor's compact prompt"),
     EvaluatorSpec("first-order mean-loss", first_order("mean-loss"), _anchor_cost("mean-loss"), False,
                   "gradient of the summed loss only (one backward per query row)"),
     *[EvaluatorSpec(f"subsample {m}", subsample(m), lambda a, m=m: float(m), True,
@@ -304,7 +304,7 @@ EVALUATORS = [
                   lambda a: 8 + _anchor_cost("label-groups")(a), True,
                   "first-order on all queries plus its error measured on 8 exact queries (control variate)"),
     EvaluatorSpec("surrogate", surrogate(), lambda a: (0.75 * len(a.swaps) * len(a.gold)
-                                                      + a.anchor_passes["label-groups"] + len(a.gold)) / a.single_swaps,
+                                                      + a.anchor_passes["label-groups"]) / a.single_swaps,
                   True, "ridge on slot one-hots, first-order delta and same-label count, fitted on 3/4 of the "
                         "exact runs (4-fold cross-fitting); cost: the fitting runs spread over every single swap"),
     EvaluatorSpec("exact", lambda a, rng: a.exact, lambda a: float(len(a.gold)), False,
@@ -356,10 +356,12 @@ def load_anchors(journal: dict, datasets: list[str], seeds: list[int] | None) ->
     # had only the exact-confirmed search)
     ended_by = {(r["dataset"], r["seed"], tuple(r["selected"])): r["notes"].get("evaluator", "exact")
                 for r in journal.values() if r.get("type") == "search"}
-    anchors = []
+    latest = {}  # (dataset, seed, name, anchor) -> its newest record: estimates of the newest engine that ran it
     for r in journal.values():
-        if r.get("type") != "anchor" or r["dataset"] not in datasets or (seeds and r["seed"] not in seeds):
-            continue
+        if r.get("type") == "anchor" and r["dataset"] in datasets and not (seeds and r["seed"] not in seeds):
+            latest[(r["dataset"], r["seed"], r["name"], tuple(r["anchor"]))] = r
+    anchors = []
+    for r in latest.values():
         runs = [swaps.get((r["dataset"], r["seed"], tuple(s))) for s in r["swaps"]]
         if any(run is None for run in runs):
             continue  # not every swap has run yet
@@ -506,13 +508,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=16, help="two-demo swaps per anchor")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                        help="journal, fidelity.json and fidelity.png (one per model: give a second model its own)")
+    parser.add_argument("--report", type=Path, default=BENCH_DIR / "FIDELITY.md")
     parser.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report from the journal")
     parser.add_argument("--kv-bound", action="store_true",
                         help="also bound what key/value reuse of the slots before a swap could save (tokenizer only)")
     args = parser.parse_args(argv)
     if any(seed in TEST_SEEDS for seed in args.seeds):
         parser.error("seeds 0-2 are the protocol's test seeds: measure fidelity on dev seeds")
-    journal = read_journal(JOURNAL)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    journal_path = args.out_dir / JOURNAL_NAME
+    journal = read_journal(journal_path)
     if not args.report_only:
         from . import data as bench_data
 
@@ -520,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in args.datasets:
             examples = load_examples(bench_data.ensure(dataset))
             for seed in args.seeds:
-                setup = setup_seed(new_engine(), examples, dataset, seed, fingerprint)
+                setup = setup_seed(new_engine(), examples, dataset, seed, fingerprint, journal_path)
                 for name in args.anchors:
                     anchor = setup.ctx.balanced_subset() if name == "start" else end_anchor(setup, journal, print)
                     if name == "start":
@@ -533,10 +540,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = summarize(anchors)
     kv = kv_reuse_bound(journal, args.model, args.datasets) if args.kv_bound else None
-    report.write_json(RESULTS_DIR / "fidelity.json", result if kv is None else {**result, "kv_reuse_bound": kv})
+    report.write_json(args.out_dir / "fidelity.json", result if kv is None else {**result, "kv_reuse_bound": kv})
     command = "python -m bench.fidelity " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    (BENCH_DIR / "FIDELITY.md").write_text(markdown(result, anchors, journal, command, kv))
-    plot(result, RESULTS_DIR / "fidelity.png")
+    args.report.write_text(markdown(result, anchors, journal, command, kv))
+    plot(result, args.out_dir / "fidelity.png")
     for dataset, evaluators in result.items():
         for name, figs in evaluators.items():
             print(f"{dataset:5s} {name:28s} " + " ".join(f"{c}={_fmt(figs[c])}" for c, _ in COLUMNS))

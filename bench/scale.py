@@ -32,7 +32,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: python bench/scale.py
@@ -244,20 +244,26 @@ def write_markdown(records: list[dict], path: Path, command: str, skipped: list[
              "exact runs included) or of `Engine.retrieve_per_query` for all 200 held-out queries; `passes`: "
              "forward-equivalents of that call (gradient: selection + diagnostics). Accuracy: the 200 held-out "
              "queries, label-balanced, the same at every n.", "",
-             "| dataset | n | distinct texts | k | method | seconds | passes | peak RSS MB | accuracy | macro-F1 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "`engine`: the first 8 characters of the engine source hash the row ran with (`bench.quality."
+             "engine_source_hash`); `load`: the 1-minute load average when it finished.", "",
+             "| dataset | n | distinct texts | k | method | seconds | passes | peak RSS MB | accuracy | macro-F1 | engine | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["dataset"], r["k"], series(r), r["n"])):
         if "error" in r:
             lines.append(f"| {r['dataset']} | {r['n']:,} | | {r['k']} | {series(r)} | {r['error']} | | "
-                         f"{r.get('peak_rss_mb', 0):.0f} | | |")
+                         f"{r.get('peak_rss_mb', 0):.0f} | | | {r.get('engine_source', 'unrecorded')[:8]} | {r.get('load_average_1m', '')} |")
             continue
         lines.append(f"| {r['dataset']} | {r['n']:,} | {r['distinct_inputs']:,} | {r['k']} | {series(r)} | "
                      f"{r['seconds']:.1f} | {r['passes']} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.3f} | "
-                     f"{r['macro_f1']:.3f} |")
+                     f"{r['macro_f1']:.3f} | {r.get('engine_source', 'unrecorded')[:8]} | {r.get('load_average_1m', '')} |")
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
     lines += ["", "![scale](results/scale.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def _config_of(record: dict) -> Config:
+    return Config(**{f.name: record.get(f.name) for f in fields(Config)})
 
 
 def series(record: dict) -> str:
@@ -325,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                           "engine_source": engine_source,
                           **run_config(config, data_path, args.timeout),
                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_1m": round(os.getloadavg()[0], 2)}
-                records = [r for r in records if r.get("key") != key] + [record]
+                # current state, not a diary: the new record replaces any earlier one of the same config
+                records = [r for r in records if r.get("key") != key and _config_of(r) != config] + [record]
                 done.add(key)
                 report.write_json(args.out, records)
                 if "error" in record:
