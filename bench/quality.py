@@ -223,6 +223,13 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         run_info["engine_sources"] = sorted({r.get("engine_source", "unrecorded") for r in shown})
         run_info["threads_used"] = sorted({str(r.get("torch_threads", "unrecorded")) for r in shown})
         run_info["note"] = args.note
+        run_info["other_models"] = {}
+        for text in args.other_model or []:
+            name, _, folder = text.partition("=")
+            other = Path(folder)
+            run_info["other_models"][name] = {
+                "quality": json.loads((other / "quality.json").read_text()),
+                "results_md": os.path.relpath(other / "RESULTS.md", args.results_md.parent)}
         plots = []
         if not args.no_plots:
             plots = [os.path.relpath(p, args.results_md.parent) for p in report.write_plots(quality, out_dir, args.quick)]
@@ -317,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run nothing: rebuild quality.json, RESULTS.md and plots from the journal "
                              "(missing records are reported as incomplete)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--other-model", action="append", metavar="NAME=DIR",
+                        help="add a side-by-side table with another model's run (its --out-dir, holding quality.json "
+                             "and RESULTS.md); repeatable")
     parser.add_argument("--note", help="a sentence to print in RESULTS.md (e.g. how the journal's records were produced)")
     parser.add_argument("--no-quick-params", action="store_true",
                         help=f"with --quick, keep the engine's default method params instead of {QUICK_PARAMS}")

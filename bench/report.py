@@ -166,6 +166,24 @@ def diagnostics_table(quality: dict, dataset: str) -> str | None:
     return "\n".join(lines)
 
 
+def models_table(models: dict[str, dict], dataset: str) -> str | None:
+    """Held-out accuracy (mean ± std, seeds) of each method on ``dataset`` under each model: ``models`` maps a
+    model's name to its quality.json content. None unless at least two models ran the dataset."""
+    ran = {name: quality[dataset] for name, quality in models.items() if quality.get(dataset)}
+    if len(ran) < 2:
+        return None
+    methods = list(dict.fromkeys(m for by_method in ran.values() for m in by_method))
+    lines = ["| method | " + " | ".join(ran) + " |", "|---|" + "---|" * len(ran)]
+    for method in methods:
+        cells = []
+        for by_method in ran.values():
+            entry = by_method.get(method)
+            cells.append("not run" if entry is None else
+                         f"{_fmt_mean_std(entry['accuracy_mean'], entry['accuracy_std'])} ({entry['n_seeds']} seeds)")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[str, str], plots: list[str]) -> None:
     machine = run["machine"]
     out = ["# iclsel quality benchmark", ""]
@@ -225,6 +243,17 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
         diag = diagnostics_table(quality, dataset)
         if diag:
             out += ["Diagnostics reported by the engine (estimate against exact inference; mean over seeds):", "", diag, ""]
+    other_models = run.get("other_models") or {}
+    if other_models:
+        models = {run["model"]: quality, **{name: other["quality"] for name, other in other_models.items()}}
+        out += ["## Models side by side", "",
+                "Held-out accuracy, mean ± std over the seeds each ran. The other models' tables, with their "
+                "passes, seconds and commands: " + ", ".join(f"[{name}]({other['results_md']})"
+                                                            for name, other in other_models.items()) + ".", ""]
+        for dataset in dict.fromkeys(d for q in models.values() for d in q):
+            table = models_table(models, dataset)
+            if table:
+                out += [f"### {dataset}", "", table, ""]
     if method_notes:
         out += ["## Methods", ""]
         out += [f"- `{name}`: {note}" for name, note in method_notes.items()]

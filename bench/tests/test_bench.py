@@ -150,6 +150,27 @@ def test_benchmark_writes_results_and_resumes(tmp_path):
     assert "evaluate" in StandInEngine.calls
 
 
+def test_results_show_another_models_run_side_by_side(tmp_path):
+    _fake_data(tmp_path / "data")
+    common = ["--quick", "--datasets", "imdb", "--seeds", "0", "--pool-size", "20", "--select-size", "6",
+              "--test-size", "30", "--random-draws", "2", "--methods", "random", "gradient", "--no-plots",
+              "--data-dir", str(tmp_path / "data")]
+    other = quality.resolve_args(common + ["--methods", "random", "--out-dir", str(tmp_path / "other"),
+                                           "--results-md", str(tmp_path / "other" / "RESULTS.md")])
+    quality.run_benchmark(other, StandInEngine, "other-model", log=lambda _: None)
+    main = quality.resolve_args(common + ["--out-dir", str(tmp_path / "main"), "--results-md", str(tmp_path / "RESULTS.md"),
+                                          "--other-model", f"second={tmp_path / 'other'}"])
+    result = quality.run_benchmark(main, StandInEngine, "standin-model", log=lambda _: None)
+    text = (tmp_path / "RESULTS.md").read_text()
+    section = text[text.index("## Models side by side"):]
+    assert "[second](other/RESULTS.md)" in section
+    header = f"| method | {main.model} | second |"
+    assert header in section
+    random_row = next(line for line in section.splitlines() if line.startswith("| random |"))
+    assert f"{result['imdb']['random']['accuracy_mean']:.3f}" in random_row and random_row.count("(1 seeds)") == 2
+    assert any(line.startswith("| gradient |") and "not run" in line for line in section.splitlines())
+
+
 def test_retrieve_variants_send_test_inputs_as_targets_and_score_each_querys_prompt(tmp_path, monkeypatch):
     _fake_data(tmp_path / "data")
     sent = []
