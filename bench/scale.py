@@ -229,7 +229,9 @@ def write_plot(records: list[dict], path: Path) -> None:
 
 def _series(records: list[dict]) -> dict[tuple[str, int], str]:
     styles = {"gradient": "-o", "bm25-per-query": "-s", "topk-embed-per-query": "-^"}
-    return {(series(r), r["k"]): styles.get(series(r), ":x") + ("" if r["k"] == 4 else "-") for r in records}
+    # k = 4 solid, other k dashed: a format string takes one line style (":x" stays dotted)
+    return {(series(r), r["k"]): (style if r["k"] == 4 or style.startswith(":") else "--" + style[1:])
+            for r in records for style in [styles.get(series(r), ":x")]}
 
 
 def write_markdown(records: list[dict], path: Path, command: str, skipped: list[str], machine: dict) -> None:

@@ -93,6 +93,26 @@ def test_scale_split_keeps_queries_fixed_and_pools_nested():
     assert Counter(e.output for e in large.pool) == {"neg": 500, "pos": 500}
 
 
+def test_scale_report_shows_every_k_and_keeps_one_record_per_config(tmp_path):
+    from bench.scale import Config, _config_of, write_markdown, write_plot
+
+    records = []
+    for k in (4, 8):
+        for n in (100, 1000):
+            for method in ("gradient", "bm25-per-query"):
+                config = Config("imdb-tail", "default", n, k, method, 10, 32, 200, 1)
+                records.append({"key": f"{n}-{k}-{method}", **config.__dict__, "seconds": n / 100, "passes": 500,
+                                "peak_rss_mb": 1000.0, "accuracy": 0.8, "macro_f1": 0.8, "distinct_inputs": n,
+                                "engine_source": "abcdef0123456789", "load_average_1m": 1.5})
+    write_plot(records, tmp_path / "scale.png")  # k = 8 series get a style of their own
+    assert (tmp_path / "scale.png").stat().st_size > 0
+    write_markdown(records, tmp_path / "SCALE.md", "python -m bench.scale", [],
+                   {"cpu": "cpu", "cores": 2, "torch": "x", "date": "d", "commit": "c", "load_average_1m": 1.0})
+    text = (tmp_path / "SCALE.md").read_text()
+    assert "| imdb-tail | 1,000 | 1,000 | 8 | gradient | 10.0 | 500 | 1000 | 0.800 | 0.800 | abcdef01 | 1.5 |" in text
+    assert _config_of(records[0]) == Config("imdb-tail", "default", 100, 4, "gradient", 10, 32, 200, 1)
+
+
 def _fake_data(data_dir):
     data_dir.mkdir()
     rows = []
