@@ -47,9 +47,10 @@ DEFAULT_SAMPLE = 8  # params.sample: other queries the finalists run on (they de
 DEFAULT_FINALISTS = 2  # params.finalists: screened proposals that run on the sample
 DEFAULT_PER_SLOT = 2  # params.per_slot: proposals per slot in each subsample batch
 DEFAULT_CHECKS = 4  # params.checks: evaluated subsets run on every query for diagnostics
-# params.budget: the subsample search's forward-equivalents, per selection query (0 = no limit). 16 per query is a
-# quarter of what `exact` spends with its default 64 subsets.
-DEFAULT_BUDGET_PER_QUERY = 16
+# params.budget: the subsample search's forward-equivalents (0 = no limit). By default 16 exact runs on every
+# selection query (16 rows per query, times the rows a query takes: one per option when an option has several
+# tokens), a quarter of what `exact` spends with its default 64 subsets.
+DEFAULT_BUDGET_RUNS = 16
 
 
 @dataclass
@@ -158,7 +159,7 @@ def _search_params(ctx: SelectionContext) -> SearchParams:
         patience=patience, screen=_at_least(ctx, "screen", DEFAULT_SCREEN, 1),
         sample=_at_least(ctx, "sample", DEFAULT_SAMPLE, 1), finalists=_at_least(ctx, "finalists", DEFAULT_FINALISTS, 1),
         per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
-        budget=_at_least(ctx, "budget", DEFAULT_BUDGET_PER_QUERY * len(ctx.queries), 0),
+        budget=_at_least(ctx, "budget", DEFAULT_BUDGET_RUNS * ctx.runner.exact_cost(len(ctx.queries)), 0),
         rank_anchor=None if resume is None else resume.anchor, swap_in=None if resume is None else resume.new,
         # drawn last, after every parameter has been checked (the draws use the job's generator)
         starts=[list(resume.selected)] if resume is not None else

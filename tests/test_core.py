@@ -541,6 +541,19 @@ def test_sample_rows_are_label_stratified_and_avoid_excluded_rows(tiny):
     assert len(set(ctx.sample_rows(11, exclude=screen))) == 11
 
 
+def test_subsample_search_default_budget_is_sixteen_exact_runs_whatever_the_options(tiny, data):
+    """With options of several tokens a query takes one row per option: the default budget counts exact runs,
+    so the search gets the same share of `exact`'s work as with single-token options (and moves at all)."""
+    pool, queries = data  # 10 demos, 5 queries
+    options = ["good film", "bad plot", "dull"]
+    multi = [Example(q.id, q.input, options[i % 3]) for i, q in enumerate(queries)]
+    for qs, opts, rows in ((queries, None, 1), (multi, options, 3)):
+        result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, qs, k=3, method="gradient", seed=3,
+                                                                           options=opts, params={"checks": 0}))
+        assert result["notes"]["budget"] == 16 * len(queries) * rows
+        assert result["notes"]["batches"] >= 1
+
+
 def test_subsample_search_stops_before_a_batch_would_pass_its_budget(tiny, data):
     pool, queries = data  # 10 demos, 5 queries: the anchor at the start (5 forward + 5 backward, its exact run) costs 15
     # (a fresh engine each time: a cached anchor would cost nothing)
