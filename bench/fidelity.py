@@ -6,7 +6,7 @@
 Per dataset and dev seed (the protocol's split; test seeds 0-2 are refused), at two anchors:
     start  the label-balanced set the gradient search starts from (same seed);
     end    the set the default gradient search returns (run here, journalled, named after its evaluator;
-           an end anchor of an older default search stays in the journal and in the report).
+           an older engine's anchors and estimates stay in the journal; the report shows one engine's).
 At each anchor a fixed sample of swaps is run exactly, once, on all selection queries with compact
 prompts (as the search runs them): ``--singles`` single swaps spread evenly over the slots and
 ``--pairs`` two-demo swaps. Every evaluator then estimates the same swaps from what it would have had

@@ -253,15 +253,20 @@ def write_markdown(records: list[dict], path: Path, command: str, skipped: list[
     for r in sorted(records, key=lambda r: (r["dataset"], r["k"], series(r), r["n"])):
         if "error" in r:
             lines.append(f"| {r['dataset']} | {r['n']:,} | | {r['k']} | {series(r)} | {r['error']} | | "
-                         f"{r.get('peak_rss_mb', 0):.0f} | | | {r.get('engine_source', 'unrecorded')[:8]} | {r.get('load_average_1m', '')} |")
+                         f"{r.get('peak_rss_mb', 0):.0f} | | | {_engine(r)} | {r.get('load_average_1m', '')} |")
             continue
         lines.append(f"| {r['dataset']} | {r['n']:,} | {r['distinct_inputs']:,} | {r['k']} | {series(r)} | "
                      f"{r['seconds']:.1f} | {r['passes']} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.3f} | "
-                     f"{r['macro_f1']:.3f} | {r.get('engine_source', 'unrecorded')[:8]} | {r.get('load_average_1m', '')} |")
+                     f"{r['macro_f1']:.3f} | {_engine(r)} | {r.get('load_average_1m', '')} |")
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
     lines += ["", "![scale](results/scale.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def _engine(record: dict) -> str:
+    """The row's engine source hash, short; "unrecorded" for records from before the field existed."""
+    return record["engine_source"][:8] if record.get("engine_source") else "unrecorded"
 
 
 def _config_of(record: dict) -> Config:
