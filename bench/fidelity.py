@@ -151,7 +151,8 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
     ctx = setup.ctx
     swaps = sample_swaps(anchor, ctx.n, singles, pairs, setup.seed)
     # the estimates depend on the engine's anchor code: a new engine estimates again (the swaps' exact runs stay)
-    anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs, engine_source_hash())
+    engine = engine_source_hash()
+    anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs, engine)
     if anchor_key not in journal:
         counter = ctx.runner.counter
         anchor_scores = ctx.exact(anchor)  # compact prompt: the zero-order value every evaluator starts from
@@ -169,7 +170,7 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
                   "anchor": anchor, "swaps": swaps, "k": ctx.k, "n": ctx.n, "queries": len(ctx.queries),
                   "gold": ctx.layout.gold.tolist(), "labels": [ctx.layout.demo_outputs[i] for i in range(ctx.n)],
                   "anchor_losses": _losses(ctx, anchor_scores), "estimates": estimates,
-                  "anchor_passes": passes, "engine_source": engine_source_hash()}
+                  "anchor_passes": passes, "engine_source": engine}
         append_journal(setup.journal_path, record)
         journal[anchor_key] = record
     done = 0

@@ -78,12 +78,8 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
         """An anchor pass on every query (its scores are the anchored set's exact run: no run of its own)."""
         chunks = math.ceil(n_queries / ctx.anchor_chunk)
         passes = ctx.anchor_cost(mode)
-        if mode == "per-query":  # each row runs the whole prefix too (a per-query gradient cannot share it)
-            pass_rows = ctx.runner.anchor_cost(mode, n_queries)
-            passes_weighted = passes + pass_rows * (unshared_row - 1)
-        else:
-            passes_weighted = passes
-        return Work(passes, chunks, passes_weighted)
+        # a per-query gradient cannot share the prefix: each of its rows runs the whole prompt
+        return Work(passes, chunks, passes * unshared_row if mode == "per-query" else passes)
 
     # tokens of a row with the prefix in it, over those of a row after a shared prefix
     row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)

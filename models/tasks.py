@@ -23,7 +23,7 @@ class AnchorTask:
     special_ids: list[int]
     filler_id: int
     option_ids: list[list[int]]
-    demo_ids: list[list[int]]  # the anchor's demos, in slot order (padded to the pool's slot width)
+    demo_ids: list[list[int]]  # the anchor's demos, in slot order (padded to its prompt's slot width)
     query_ids: list[list[int]]  # the chunk's queries
     gold: list[int]  # the chunk's gold option indices
 
