@@ -115,9 +115,10 @@ class ResultPart(BaseModel):
 
 
 class Prompt(ResultPart):
-    text: str = Field(description="the demo prefix as the model sees it")
-    token_ids: list[int] = Field(description="the exact token sequence scored")
-    slot_width: int = Field(description="tokens per demo slot")
+    text: str = Field(description="the demos, each rendered with the template and followed by the separator: "
+                                  "append a query rendered with query_template to get the prompt that was scored")
+    token_ids: list[int] = Field(description="text tokenised with the model's tokenizer and its default special "
+                                             "tokens")
     query_template: str = Field(description="what follows the demos, up to the label")
 
 

@@ -7,7 +7,7 @@ Per dataset and dev seed (the protocol's split; test seeds 0-2 are refused), at 
     start  the label-balanced set the gradient search starts from (same seed);
     end    the set the default gradient search returns (run here, journalled, named after its evaluator;
            an older engine's anchors and estimates stay in the journal; the report shows one engine's).
-At each anchor a fixed sample of swaps is run exactly, once, on all selection queries with compact
+At each anchor a fixed sample of swaps is run exactly, once, on all selection queries in natural
 prompts (as the search runs them): ``--singles`` single swaps spread evenly over the slots and
 ``--pairs`` two-demo swaps. Every evaluator then estimates the same swaps from what it would have had
 (evaluators are in ``EVALUATORS``; the subsampled ones are computed from the query rows of the exact
@@ -20,6 +20,14 @@ Figures per evaluator (mean over anchors and seeds):
     precision_top8    share of the evaluator's 8 best swaps that are in the exact top quartile;
     closer_than_zero  share of swaps where |estimate - exact| < |anchor's own loss - exact|;
     passes_per_subset forward-equivalents per evaluated subset, fitting and anchors included.
+
+Candidate order (what the default search uses the gradient for): at each anchor the ``ORDER_DEPTH`` best single
+swaps of every slot by the default's first-order estimate (mean-loss gradient, all k(n-k) swaps estimated) are
+also run exactly, and set against random candidates of the same slots (the sampled single swaps, averaged over
+``DRAWS`` draws): the first batch (``PER_SLOT`` per slot, as the default search screens them) by mean exact
+change of the loss, share that improve on the anchor, and the best; and the random batch that the gradient's
+passes would have bought instead (the anchor pass spent on more screened proposals). ``--pool-size`` sets n
+(``imdb-tail`` has the rows for n = 10,000).
 
 Writes, under --out-dir (default bench/results/), fidelity_runs.jsonl (journal: one record per anchor and per exact run; an
 interrupted run resumes), fidelity.json (dataset -> evaluator -> figures),
@@ -47,8 +55,9 @@ if __package__ in (None, ""):  # run as a script: python bench/fidelity.py
 
 from . import report
 from iclsel.models.context import stratified_rows
+from iclsel.models.estimate import AnchorEstimator
 
-from .protocol import DATASET_SPECS, SEPARATOR, Sizes, label_options, load_examples, make_split
+from .protocol import DATASET_SPECS, SEPARATOR, DatasetSpec, Sizes, label_options, load_examples, make_split
 from .quality import BENCH_DIR, RESULTS_DIR, append_journal, default_engine_factory, engine_source_hash, read_journal
 
 JOURNAL_NAME = "fidelity_runs.jsonl"
@@ -56,6 +65,12 @@ TEST_SEEDS = (0, 1, 2)
 DRAWS = 50  # random query subsamples a subsampled evaluator's figures are averaged over
 SUBSAMPLE_SIZES = (4, 8, 16)
 TOP = 8
+ORDER_DEPTH = 4  # best-estimated single swaps per slot run exactly (candidate order)
+PER_SLOT = 2  # proposals per slot in the default search's batch (selectors.DEFAULT_PER_SLOT)
+SCREEN = 8  # queries a screened proposal runs on (selectors.DEFAULT_SCREEN)
+ORDER = "candidate order"  # fidelity.json key of the candidate-order figures (not an evaluator)
+ARMS = ("gradient", "random", "random_equal_passes")
+SPECS = {**DATASET_SPECS, "imdb-tail": DatasetSpec("imdb-tail", DATASET_SPECS["imdb"].template, k=4)}
 
 
 # ---------------------------------------------------------------- running (model work, journalled)
@@ -92,19 +107,25 @@ class SeedSetup:
     dataset: str
     seed: int
     engine: object
-    ctx: object  # models.context.SelectionContext with compact prompts, as the search has
+    ctx: object  # models.context.SelectionContext, as the search has
     split: object
     base_key: list
     journal_path: Path  # one journal per model: swap records are keyed by dataset, seed and subset only
 
 
-def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str, journal_path: Path) -> SeedSetup:
+def dataset_sizes(dataset: str, pool_size: int | None) -> Sizes:
+    sizes = SPECS[dataset].sizes or Sizes()
+    return sizes if pool_size is None else Sizes(pool_size, sizes.select, sizes.test)
+
+
+def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str, journal_path: Path,
+               pool_size: int | None = None) -> SeedSetup:
     from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 
-    spec = DATASET_SPECS[dataset]
-    split = make_split(examples, seed, spec.sizes or Sizes())
+    spec = SPECS[dataset]
+    split = make_split(examples, seed, dataset_sizes(dataset, pool_size))
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
-    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k, compact_prompts=True),
+    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k),
                            ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, fingerprint),
                            seed, {}, lambda *_: None)
     base_key = [dataset, seed, fingerprint, spec.template, spec.k, [e.id for e in split.pool],
@@ -125,7 +146,7 @@ def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> l
     # the default search of this engine version (an older engine's default may differ: its record stays apart)
     key = _key("search", *setup.base_key, engine_source_hash())
     if key not in journal:
-        spec = DATASET_SPECS[setup.dataset]
+        spec = SPECS[setup.dataset]
         result = setup.engine.select(SelectionRequest(
             pool=setup.split.pool, queries=setup.split.select, k=spec.k, method="gradient",
             options=setup.ctx.layout.options, template=spec.template, separator=SEPARATOR, seed=setup.seed,
@@ -143,6 +164,16 @@ def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> l
     return journal[key]["selected"]
 
 
+def best_per_slot(estimator, anchor: list[int], n: int, depth: int) -> list[list[list[int]]]:
+    """Per slot, the ``depth`` single swaps of ``anchor`` with the lowest estimated loss, best first (over every
+    demo outside the anchor, as the search orders its candidates)."""
+    from iclsel.models.selectors import _ranked_per_slot, _single_swaps
+
+    swaps = _single_swaps(anchor, n)
+    ranked = _ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(anchor))
+    return [[anchor[:slot] + [demo] + anchor[slot + 1:] for demo in demos[:depth]] for slot, demos in enumerate(ranked)]
+
+
 def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pairs: int, journal: dict,
                log: Callable[[str], None]) -> None:
     """Journal the anchor's estimates of its sampled swaps, then each swap's exact run."""
@@ -155,7 +186,7 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
     anchor_key = _key("anchor", *setup.base_key, anchor, singles, pairs, engine)
     if anchor_key not in journal:
         counter = ctx.runner.counter
-        anchor_scores = ctx.exact(anchor)  # compact prompt: the zero-order value every evaluator starts from
+        anchor_scores = ctx.exact(anchor)  # the zero-order value every evaluator starts from
         estimates, passes = {}, {}
         tensor = torch.tensor(swaps)
         for mode in ("label-groups", "mean-loss"):
@@ -166,15 +197,26 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
             if mode == "label-groups":  # per-query estimated losses [S, Q] (the control-variate evaluator)
                 margins = estimator.estimated_margins(tensor)
                 estimates["label-groups-per-query"] = query_losses(margins.double(), ctx.layout.gold).tolist()
+            else:  # the default's candidate order: each slot's best-estimated single swaps, over all of them
+                ordered = best_per_slot(estimator, anchor, ctx.n, ORDER_DEPTH)
+        # the mean-loss gradient on SCREEN label-stratified queries only (a cheaper ranking)
+        rows = [int(q) for q in stratified_rows(ctx.layout.gold.numpy(), SCREEN, np.random.default_rng(setup.seed))]
+        before = counter.forward_equivalent
+        small = ctx.runner.anchor("mean-loss", anchor, rows)
+        passes["mean-loss-screen"] = counter.forward_equivalent - before
+        estimates["mean-loss-screen"] = AnchorEstimator(anchor, small, ctx.layout.demo_ids, ctx.runner.embed.weight,
+                                                        ctx.layout.gold[rows]).estimate(tensor).loss.tolist()
         record = {"key": anchor_key, "type": "anchor", "dataset": setup.dataset, "seed": setup.seed, "name": name,
                   "anchor": anchor, "swaps": swaps, "k": ctx.k, "n": ctx.n, "queries": len(ctx.queries),
                   "gold": ctx.layout.gold.tolist(), "labels": [ctx.layout.demo_outputs[i] for i in range(ctx.n)],
                   "anchor_losses": _losses(ctx, anchor_scores), "estimates": estimates,
-                  "anchor_passes": passes, "engine_source": engine}
+                  "anchor_passes": passes, "ordered": ordered, "rows_per_query": ctx.runner.rows_per_query,
+                  "engine_source": engine}
         append_journal(setup.journal_path, record)
         journal[anchor_key] = record
     done = 0
-    for index, subset in enumerate(swaps):
+    ordered = [subset for slot in journal[anchor_key]["ordered"] for subset in slot]
+    for index, subset in enumerate(swaps + ordered):
         key = _key("swap", *setup.base_key, subset)
         if key in journal:
             continue
@@ -189,7 +231,7 @@ def run_anchor(setup: SeedSetup, name: str, anchor: list[int], singles: int, pai
         journal[key] = record
         done += 1
         if done % 10 == 0:
-            log(f"  {setup.dataset} seed {setup.seed} {name}: {index + 1}/{len(swaps)} swaps run exactly")
+            log(f"  {setup.dataset} seed {setup.seed} {name}: {index + 1}/{len(swaps) + len(ordered)} swaps run exactly")
 
 
 # ---------------------------------------------------------------- evaluators (from journalled data only)
@@ -210,6 +252,8 @@ class AnchorData:
     estimates: dict
     anchor_passes: dict
     n: int
+    ordered: np.ndarray | None = None  # [k, ORDER_DEPTH] exact mean loss of each slot's best-estimated swaps
+    rows_per_query: int = 1
 
     @property
     def exact(self) -> np.ndarray:  # [S]
@@ -297,7 +341,12 @@ EVALUATORS = [
     EvaluatorSpec("first-order label-groups", first_order("label-groups"), _anchor_cost("label-groups"), False,
                   "per-label margin gradients in input embeddings, taken in the anchor's compact prompt"),
     EvaluatorSpec("first-order mean-loss", first_order("mean-loss"), _anchor_cost("mean-loss"), False,
-                  "gradient of the summed loss only (one backward per query row)"),
+                  "gradient of the summed loss only (one backward per query row): the default search's candidate order"),
+    EvaluatorSpec(f"first-order mean-loss, {SCREEN} queries", first_order("mean-loss-screen"),
+                  _anchor_cost("mean-loss-screen"), False,
+                  f"the same gradient on {SCREEN} label-stratified queries only"),
+    EvaluatorSpec("random order", lambda a, rng: rng.random(len(a.swaps)), lambda a: 0.0, True,
+                  "no estimate: candidates in random order (what the gradient must beat)"),
     *[EvaluatorSpec(f"subsample {m}", subsample(m), lambda a, m=m: float(m), True,
                     f"exact on {m} label-stratified queries, as a paired difference from the anchor on them")
       for m in SUBSAMPLE_SIZES],
@@ -351,6 +400,34 @@ def evaluate_anchor(a: AnchorData, spec: EvaluatorSpec) -> dict:
     return out
 
 
+def candidate_order(a: AnchorData) -> dict | None:
+    """The default's first batch of proposals (each slot's PER_SLOT best by the mean-loss gradient) against
+    random candidates of the same slots, by exact change of the loss from the anchor (lower is better)."""
+    if a.ordered is None or not a.ordered.size:
+        return None
+    by_slot = [a.exact[np.flatnonzero(a.slot == slot)] - a.zero for slot in range(a.k)]  # random singles per slot
+    gradient = a.ordered[:, :PER_SLOT] - a.zero  # [k, PER_SLOT]
+    anchor_passes = a.anchor_passes["mean-loss"]
+    extra = int(anchor_passes // (SCREEN * a.rows_per_query))  # screened proposals the anchor pass would buy
+    rng = np.random.default_rng([a.seed, *a.anchor])
+    random_batch, equal_passes = [], []
+    pool = np.concatenate(by_slot)
+    for _ in range(DRAWS):
+        random_batch.append(np.concatenate([rng.choice(d, min(PER_SLOT, len(d)), replace=False) for d in by_slot]))
+        equal_passes.append(rng.choice(pool, min(len(pool), PER_SLOT * a.k + extra), replace=False))
+
+    def stats(batches: list[np.ndarray]) -> dict:
+        return {"mean_change": float(np.mean([b.mean() for b in batches])),
+                "improving": float(np.mean([(b < 0).mean() for b in batches])),
+                "best_change": float(np.mean([b.min() for b in batches])),
+                "proposals": float(np.mean([len(b) for b in batches]))}
+
+    return {"gradient": {**stats([gradient.reshape(-1)]), "anchor_passes": float(anchor_passes),
+                         "depth_mean_change": [float(v) for v in (a.ordered - a.zero).mean(0)]},
+            "random": {**stats(random_batch), "anchor_passes": 0.0},
+            "random_equal_passes": {**stats(equal_passes), "anchor_passes": 0.0}}
+
+
 def newest_engine(journal: dict) -> str | None:
     """The engine source of the journal's last anchor record (None for records older than the field)."""
     anchors = [r for r in journal.values() if r.get("type") == "anchor"]
@@ -370,7 +447,8 @@ def load_anchors(journal: dict, datasets: list[str], seeds: list[int] | None, en
                 or r.get("engine_source") != engine):
             continue
         runs = [swaps.get((r["dataset"], r["seed"], tuple(s))) for s in r["swaps"]]
-        if any(run is None for run in runs):
+        ordered = [[swaps.get((r["dataset"], r["seed"], tuple(s))) for s in slot] for slot in r.get("ordered", [])]
+        if any(run is None for run in runs + [run for slot in ordered for run in slot]):
             continue  # not every swap has run yet
         subsets = np.array(r["swaps"])
         changed = subsets != np.array(r["anchor"])[None]
@@ -380,7 +458,9 @@ def load_anchors(journal: dict, datasets: list[str], seeds: list[int] | None, en
             name = f"end of search ({ended_by.get((r['dataset'], r['seed'], tuple(r['anchor'])), '?')})"
         anchors.append(AnchorData(r["dataset"], r["seed"], name, r["anchor"], subsets, slot,
                                   np.array([run["losses"] for run in runs]), np.array(r["anchor_losses"]),
-                                  np.array(r["gold"]), r["labels"], r["estimates"], r["anchor_passes"], r["n"]))
+                                  np.array(r["gold"]), r["labels"], r["estimates"], r["anchor_passes"], r["n"],
+                                  np.array([[np.mean(run["losses"]) for run in slot] for slot in ordered])
+                                  if ordered else None, r.get("rows_per_query", 1)))
     return sorted(anchors, key=lambda a: (a.dataset, a.seed, a.name))
 
 
@@ -396,6 +476,14 @@ def summarize(anchors: list[AnchorData]) -> dict:
             mean["anchors"] = [{"seed": a.seed, "anchor": a.name, **row} for a, row in zip(mine, rows)]
             mean["note"] = spec.note
             out[dataset][spec.name] = mean
+        orders = [(a, candidate_order(a)) for a in mine]
+        orders = [(a, o) for a, o in orders if o is not None]
+        if orders:
+            out[dataset][ORDER] = {
+                "per_anchor": [{"seed": a.seed, "anchor": a.name, "n": a.n, **o} for a, o in orders],
+                **{arm: {name: float(np.mean([o[arm][name] for _, o in orders]))
+                         for name in ("mean_change", "improving", "best_change", "proposals", "anchor_passes")}
+                   for arm in ARMS}}
     return out
 
 
@@ -440,6 +528,30 @@ COLUMNS = [("spearman_all", "Spearman, all swaps"), ("spearman_within", "within 
            ("closer_than_zero", "closer than zero-order"), ("passes_per_subset", "fwd-eq per subset")]
 
 
+def _evaluators(figures_by_name: dict):
+    """(name, figures) of the evaluators in a dataset's figures (the candidate-order figures apart)."""
+    return [(name, figs) for name, figs in figures_by_name.items() if name != ORDER]
+
+
+def _order_table(order: dict | None) -> list[str]:
+    if not order:
+        return []
+    titles = {"gradient": f"gradient order ({PER_SLOT} best-estimated per slot)",
+              "random": f"random order ({PER_SLOT} per slot)",
+              "random_equal_passes": "random order, the gradient's passes spent on more proposals"}
+    lines = ["", "Candidate order: the default search's first batch of proposals, by exact change of the selection "
+             "queries' mean loss from the anchor (lower is better; mean over anchors):", "",
+             "| order | proposals | mean change | share improving | best change | anchor fwd-eq |", "|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        row = order[arm]
+        lines.append(f"| {titles[arm]} | {row['proposals']:.1f} | {row['mean_change']:+.3f} | {row['improving']:.2f} | "
+                     f"{row['best_change']:+.3f} | {row['anchor_passes']:.0f} |")
+    lines += ["", "Per anchor, gradient order, mean exact change at depth 1..4 of each slot's ranking: " + "; ".join(
+        f"seed {r['seed']} {r['anchor']} (n = {r['n']}): " + ", ".join(f"{v:+.3f}" for v in r["gradient"]["depth_mean_change"])
+        for r in order["per_anchor"])]
+    return lines
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
 
@@ -461,12 +573,13 @@ def markdown(result: dict, anchors: list[AnchorData], journal: dict, command: st
                               f"+ {int((a.slot < 0).sum())} two-demo swaps)" for a in mine) + ".", "",
                   "| evaluator | " + " | ".join(title for _, title in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
-        for name, figs in evaluators.items():
+        for name, figs in _evaluators(evaluators):
             lines.append(f"| {name} | " + " | ".join(_fmt(figs[c]) for c, _ in COLUMNS) + " |")
+        lines += _order_table(evaluators.get(ORDER))
         lines += ["", "Per anchor (Spearman across slots / closer than zero-order):", "",
                   "| evaluator | " + " | ".join(f"seed {a.seed} {a.name}" for a in mine) + " |",
                   "|---|" + "---|" * len(mine)]
-        for name, figs in evaluators.items():
+        for name, figs in _evaluators(evaluators):
             lines.append(f"| {name} | " + " | ".join(
                 f"{_fmt(row['spearman_across'])} / {_fmt(row['closer_than_zero'])}" for row in figs["anchors"]) + " |")
         lines += [""]
@@ -493,7 +606,7 @@ def plot(result: dict, path: Path) -> None:
     datasets = list(result)
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for name, figs in result[dataset].items():
+        for name, figs in _evaluators(result[dataset]):
             ax.scatter(figs["passes_per_subset"], figs["spearman_across"], s=40)
             ax.annotate(name, (figs["passes_per_subset"], figs["spearman_across"]), fontsize=7,
                         xytext=(4, 2), textcoords="offset points")
@@ -509,7 +622,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASET_SPECS), default=sorted(DATASET_SPECS))
+    parser.add_argument("--datasets", nargs="+", choices=sorted(SPECS), default=sorted(DATASET_SPECS))
+    parser.add_argument("--pool-size", type=int, help="n, the pool's size (default: the protocol's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[10])
     parser.add_argument("--anchors", nargs="+", choices=("start", "end"), default=["start", "end"])
     parser.add_argument("--singles", type=int, default=64, help="single swaps per anchor (spread evenly over slots)")
@@ -535,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in args.datasets:
             examples = load_examples(bench_data.ensure(dataset))
             for seed in args.seeds:
-                setup = setup_seed(new_engine(), examples, dataset, seed, fingerprint, journal_path)
+                setup = setup_seed(new_engine(), examples, dataset, seed, fingerprint, journal_path, args.pool_size)
                 for name in args.anchors:
                     anchor = setup.ctx.balanced_subset() if name == "start" else end_anchor(setup, journal, print)
                     if name == "start":
@@ -555,8 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     args.report.write_text(markdown(result, anchors, journal, command, args.model, engine, kv))
     plot(result, args.out_dir / "fidelity.png")
     for dataset, evaluators in result.items():
-        for name, figs in evaluators.items():
+        for name, figs in _evaluators(evaluators):
             print(f"{dataset:5s} {name:28s} " + " ".join(f"{c}={_fmt(figs[c])}" for c, _ in COLUMNS))
+        print("\n".join(_order_table(evaluators.get(ORDER))))
     return 0
 
 

@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         warm = engine.select(request(demos, WarmStart.of("parent", args.pool, parent)))
         cold = Engine(model, cache=MemoryCache()).select(request(demos))
         runs.append({"parent": figures(parent), "warm": figures(warm), "cold": figures(cold)})
-    width = {name: engine.layout(pool, split.select, spec.k, options, spec.template, SEPARATOR).slot_width
+    width = {name: engine.layout(pool, split.select, spec.k, options, spec.template, SEPARATOR).width
              for name, pool in (("parent", demos[:args.pool]), ("grown", demos))}
     fastest = {name: min(run[name]["seconds"] for run in runs) for name in ("parent", "warm", "cold")}
     report = {"dataset": args.dataset, "seed": args.seed, "pool": args.pool, "grow": args.grow,
-              "queries": args.queries, "k": spec.k, "model": parent["model"]["name"], "slot_width": width,
+              "queries": args.queries, "k": spec.k, "model": parent["model"]["name"], "frame_width": width,
               **runs[0], "fastest_seconds": fastest, "seconds_per_run": [
                   {name: run[name]["seconds"] for name in ("parent", "warm", "cold")} for run in runs],
               "ratio_warm_to_cold": {

@@ -116,10 +116,10 @@ def run(args: argparse.Namespace) -> dict:
     (layout, layout_seconds) = timed(lambda: engine.layout(pool, queries, k, options, spec.template, SEPARATOR))
     embedding = loaded.embedding_matrix
     anchor = list(range(k))  # the first k demos of the (shuffled) pool
-    print(f"{args.dataset}: n up to {n_max}, Q={len(queries)}, k={k}, slot width W={layout.slot_width}, "
+    print(f"{args.dataset}: n up to {n_max}, Q={len(queries)}, k={k}, slot frame W={layout.width}, "
           f"layout {layout_seconds:.1f}s")
 
-    result = {"dataset": args.dataset, "k": k, "queries": len(queries), "slot_width": layout.slot_width,
+    result = {"dataset": args.dataset, "k": k, "queries": len(queries), "frame_width": layout.width,
               "hidden": int(embedding.shape[1]), "options": layout.n_options, "layout_seconds_n_max": layout_seconds,
               "anchor": {}, "by_n": [], "quick": args.quick, "target": TARGET, "repeats": args.repeats}
     for mode in args.modes:
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
                                        params={"evaluate_selected": False, "rounds": args.select_rounds})
             out, seconds = timed(lambda: fresh.select(request))
             entry = {"n": n, "seconds": seconds, "timings": out["timings"], "passes": out["passes"],
-                     "explored_subsets": out.get("explored_subsets"), "slot_width": out["prompt"]["slot_width"]}
+                     "explored_subsets": out.get("explored_subsets")}
             result["select"].append(entry)
             print(f"  select gradient n={n}: {seconds:.1f}s, timings {out['timings']}, "
                   f"passes {out['passes']['forward_equivalent']}")
@@ -189,7 +189,7 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
                  f"1-minute load average {machine.get('load_average_1m')} at the end (above the core count: "
                  "other processes shared the CPUs).")
     lines.append(f"Model {result['model']}; dataset {result['dataset']}; Q = {result['queries']} queries, k = {result['k']}, "
-                 f"slot width W = {result['slot_width']} tokens, hidden size {result['hidden']}, {result['options']} options.")
+                 f"slot frame W = {result.get('frame_width', result.get('slot_width'))} tokens, hidden size {result['hidden']}, {result['options']} options.")
     lines.append("")
     lines.append("Model calls are held fixed: one anchor pass per mode, whatever n and S (table 1). Everything "
                  "after it is estimation without the model (table 2): the per-anchor precompute "

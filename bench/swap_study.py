@@ -40,7 +40,7 @@ def study_seed(engine, examples, dataset: str, seed: int, swaps_run: int) -> dic
     spec = DATASET_SPECS[dataset]
     split = make_split(examples, seed, Sizes())
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
-    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k, compact_prompts=True),
+    ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k),
                            ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, engine.model.fingerprint),
                            seed, {}, lambda *_: None)
     start = ctx.balanced_subset()  # the gradient search's start for this seed

@@ -5,10 +5,13 @@
     from iclsel.langchain import IclselExampleSelector
 
     selector = IclselExampleSelector(Client("http://127.0.0.1:8000"), examples=pool, queries=labelled, k=4)
-    prompt = FewShotPromptTemplate(example_selector=selector, suffix="Input: {input}\\nLabel:",
-                                   example_prompt=PromptTemplate.from_template("Input: {input}\\nLabel: {output}"),
-                                   input_variables=["input"])
+    prompt = selector.few_shot_prompt()   # a FewShotPromptTemplate in the request's template and separator
     prompt.format(input="a dull film")
+
+`few_shot_prompt()` builds the FewShotPromptTemplate from the selection's own `template` and `separator`, so
+the text LangChain formats for an input is exactly the prompt iclsel scored for it (`selection().prompt.text`
+followed by the query). A FewShotPromptTemplate built by hand must use the same template (with `input_key` and
+`output_key` for {input} and {output}) and `example_separator`, else it sends a prompt that was never scored.
 
 What `select_examples(input_variables)` returns: the k demos iclsel chose from `examples` (the pool)
 for the labelled `queries`, in prompt order, as the very dicts that were given (extra keys kept).
@@ -26,8 +29,10 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.example_selectors import BaseExampleSelector
+from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
 
 from .client import ApiError, Client, SelectionResult
+from .models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 
 
 class IclselExampleSelector(BaseExampleSelector):
@@ -78,12 +83,30 @@ class IclselExampleSelector(BaseExampleSelector):
             self._pool_id = None  # the service lost the pool (restart, expiry, deleted): store it again
             return self.client.select(pool_id=self.pool_id(), timeout=self.timeout, **request)
 
+    def selection(self) -> SelectionResult:
+        """The selection every input gets (without retrieve): demos, the scored prompt, its outcome."""
+        if self._shared is None:
+            self._shared = self._select([])
+        return self._shared
+
     def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
         if self.retrieves:
             result = self._select([str(input_variables[self.input_key])])
             ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
         else:
-            if self._shared is None:
-                self._shared = self._select([])
-            ids = [demo.id for demo in self._shared.selected]
+            ids = [demo.id for demo in self.selection().selected]
         return [self.examples[int(id)] for id in ids]
+
+    def few_shot_prompt(self, prefix: str = "") -> FewShotPromptTemplate:
+        """A FewShotPromptTemplate on this selector that formats the prompt iclsel scores: each demo in the
+        request's template, followed by the separator, then the input up to the label (``prefix``, if any, and
+        the separator before the demos)."""
+        template = self.fields.get("template") or DEFAULT_TEMPLATE
+        head = template.split("{output}")[0].rstrip()
+        rename = {"{input}": "{" + self.input_key + "}", "{output}": "{" + self.output_key + "}"}
+        for placeholder, name in rename.items():
+            template, head = template.replace(placeholder, name), head.replace(placeholder, name)
+        return FewShotPromptTemplate(example_selector=self, prefix=prefix, suffix=head,
+                                     example_prompt=PromptTemplate.from_template(template),
+                                     example_separator=self.fields.get("separator", DEFAULT_SEPARATOR),
+                                     input_variables=[self.input_key])

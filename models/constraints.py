@@ -5,9 +5,9 @@ Three constraints decide which pool demos are candidates at all, so a method nev
     where              a filter on each demo's optional ``metadata`` object: {"source": "web"} keeps demos whose
                        metadata.source equals "web", {"lang": ["en", "de"]} those whose metadata.lang is one of
                        them; several keys must all match; a demo without the key does not match;
-    max_prompt_tokens  the returned prompt before the query fits: specials + k slots of the set's widest demo.
-                       A set fits exactly when every demo in it is at most (max_prompt_tokens - specials) // k
-                       tokens long, so this too is a filter on demos.
+    max_prompt_tokens  the returned prompt before the query fits: any k demos of at most
+                       (max_prompt_tokens - specials) // k tokens each do, so this too is a filter on demos
+                       (a bound: a set mixing shorter and longer demos may fit as well).
 One constrains the set: min_per_label, each label (option) appears at least this often in it. The context's
 samplers, its top-k and the gradient search's swaps keep it (SelectionContext.allowed, top_k, random_subset).
 A request that cannot be met is an InputError naming the field.

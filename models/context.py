@@ -49,9 +49,6 @@ class SelectionProblem:
     # A pool demo is scored as a query only for prompts it is not in: the objective of a subset S is the mean
     # loss over visible(S). None: every row is a user's query.
     query_demo: list[int] | None = None
-    # every prompt run (anchors, exact runs, the prompt returned) has slots as wide as its subset's widest demo,
-    # not the pool's: an anchor's gradient is taken in the prompt that is run, and its scores are that run
-    compact_prompts: bool = False
     min_per_label: int = 0  # each option appears at least this often in every set a method proposes or returns
     resume: Resume | None = None  # a grown pool's search resumes from its parent's (models/warm.py)
 
@@ -86,7 +83,6 @@ class SelectionContext:
         self.k = problem.k
         self.n = layout.demo_ids.shape[0]
         self.queries = list(range(len(layout.query_ids)))
-        self.compact_prompts = problem.compact_prompts
         self.query_demo = torch.tensor(problem.query_demo if problem.query_demo is not None else [-1] * len(self.queries),
                                        dtype=torch.long)
         self.min_per_label = problem.min_per_label
@@ -111,7 +107,7 @@ class SelectionContext:
         self._exact: dict[tuple[int, ...], torch.Tensor] = {}
         self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
         self._queries_digest = hashlib.sha256(json.dumps(
-            [layout.query_ids, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
+            [layout.query_texts, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
 
     @contextmanager
     def phase(self, name: str):
@@ -161,10 +157,6 @@ class SelectionContext:
             self._charged.add(key)
             self.cached_work += 0 if cost is None else int(cost)
 
-    def prompt_width(self, subset: list[int] | tuple[int, ...]) -> int:
-        """Slot width of the prompt that is run and returned for ``subset``."""
-        return self.layout.subset_width(list(subset)) if self.compact_prompts else self.layout.slot_width
-
     def visible(self, subset: list[int]) -> list[int]:
         """The query rows scored for ``subset``: all, except pool demos that are in it."""
         members = {int(i) for i in subset}
@@ -176,9 +168,8 @@ class SelectionContext:
         cached by content)."""
         key = tuple(int(i) for i in subset)
         if key not in self._exact:
-            width = self.prompt_width(key)
-            cache_key = self._key("exact", {"demos": [self.layout.demo_ids[i].tolist() for i in key],
-                                            "queries": self._queries_digest, "width": width})
+            cache_key = self._key("exact", {"demos": [self.layout.demo_texts[i] for i in key],
+                                            "queries": self._queries_digest})
             cached = self.cache.get(cache_key)
             if cached is not None:
                 self.cache_hits += 1
@@ -189,7 +180,7 @@ class SelectionContext:
                 rows = self.visible(key)
                 with self.phase("exact"):
                     scores, cost = with_cost(self.runner.counter, lambda: on_all_rows(
-                        self.runner.exact_scores(list(key), rows, width=width), rows, len(self.queries)))
+                        self.runner.exact_scores(list(key), rows), rows, len(self.queries)))
                 self._exact[key] = scores
                 self._charged.add(cache_key)
                 self.cache.put(cache_key, {"scores": scores, "cost": cost})
@@ -206,7 +197,7 @@ class SelectionContext:
         missing = [q for q in rows if q not in known and q in visible]
         if missing:
             with self.phase("exact"):
-                scores = self.runner.exact_scores(list(key), missing, width=self.prompt_width(key))
+                scores = self.runner.exact_scores(list(key), missing)
             known.update(zip(missing, scores))
         hidden = torch.full((self.layout.n_options,), float("nan"))
         return torch.stack([known.get(q, hidden) for q in rows])
@@ -232,13 +223,13 @@ class SelectionContext:
     # ---------- anchors (cached by content) ----------
     def _key(self, namespace: str, content: dict) -> str:
         """Cache key: content hash of everything the cached tensors depend on."""
-        content = {"v": 2, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
+        content = {"v": 3, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
         return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
     def anchor_key(self, layout: Layout, subset: list[int], queries: list[int], mode: str) -> str:
         return self._key("anchor", {
-            "mode": mode, "width": layout.slot_width, "anchor": [layout.demo_ids[i].tolist() for i in subset],
-            "queries": [layout.query_ids[q] for q in queries],
+            "mode": mode, "width": layout.width, "anchor": [layout.demo_texts[i] for i in subset],
+            "queries": [layout.query_texts[q] for q in queries],
             "gold": [int(layout.gold[q]) for q in queries],
         })
 
@@ -247,13 +238,11 @@ class SelectionContext:
         return None if tensors is None else AnchorTensors.from_named(tensors)
 
     def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
-        """Anchor quantities at ``subset`` (from the cache when present), in query chunks, taken in the prompt
-        that is run for it (slots prompt_width(subset) wide). Its scores are that prompt's exact outcome, memoised
-        as the subset's exact run; estimates read each candidate demo's last prompt_width(subset) tokens."""
+        """Anchor quantities at ``subset`` (from the cache when present), in query chunks, taken in the natural
+        prompt that is run for it. Its scores are that prompt's exact outcome, memoised as the subset's exact run."""
         if mode not in ANCHOR_MODES:
             raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
-        layout = self.layout.narrowed(self.prompt_width(subset))  # [n, w] slots: the anchor's own prompt
-        runner = self.runner.on(layout)
+        layout, runner = self.layout, self.runner
         rows = self.visible(subset)
         chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
         keys = [self.anchor_key(layout, subset, chunk, mode) for chunk in chunks]

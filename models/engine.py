@@ -8,7 +8,11 @@ CONTRACT (other packages rely on it):
 
 ``result`` is a JSON-able dict:
     selected:   [{"id", "input", "output"}] in prompt order
-    prompt:     {"text": demo prefix as the model sees it, "token_ids": [...]}
+    prompt:     the natural prompt before the query: {"text": the demos rendered with the template, each followed
+                by the separator; "token_ids": text tokenised with the model's tokenizer and its default special
+                tokens (round trip: tokenizer(text)["input_ids"] == token_ids); "query_template": what follows
+                the text for a query ("Input: {input}\nLabel:")}. A query x is scored in the prompt
+                tokenizer(text + query_template with x), tokenised whole, as a user sends it.
     scores:     {demo id: influence score (higher = better)} for every candidate demo
     estimate:   {"loss", "accuracy"} estimated outcome of the selected set on the query set (None for
                 methods without an estimate)
@@ -118,8 +122,8 @@ def _cancel_checkpoint(should_cancel: Callable[[], bool] | None) -> Callable[[],
     return checkpoint
 
 
-def _validate(request: SelectionRequest) -> tuple[bool, str]:
-    """Request-level checks before any model work -> (params.pool_queries, params.prompt_width)."""
+def _validate(request: SelectionRequest) -> bool:
+    """Request-level checks before any model work -> params.pool_queries."""
     if request.method not in SELECTORS:
         raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
     if not isinstance(request.params, dict):
@@ -129,9 +133,10 @@ def _validate(request: SelectionRequest) -> tuple[bool, str]:
     pool_queries = request.params.get("pool_queries", False)
     if not isinstance(pool_queries, bool):
         raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
-    prompt_width = request.params.get("prompt_width", "subset")
-    if prompt_width not in ("subset", "pool"):
-        raise InputError("params.prompt_width", f"must be 'subset' or 'pool', not {prompt_width!r}")
+    for retired in ("prompt_width", "filler"):  # padded slots: every prompt is the natural one
+        if retired in request.params:
+            raise InputError(f"params.{retired}", "is not a parameter: every prompt is the natural one (demos joined "
+                                                  "by the separator, no filler)")
     if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
         raise InputError("targets", "must be a list of input strings")
     request.constraints.validate()
@@ -140,7 +145,7 @@ def _validate(request: SelectionRequest) -> tuple[bool, str]:
         raise InputError("max_passes", f"must be a positive integer, got {request.max_passes!r}")
     if request.max_prompt_tokens is not None and request.params.get("retrieve", DEFAULT_RETRIEVE):
         raise InputError("max_prompt_tokens", "cannot bound the per-query prompts of params.retrieve")
-    return pool_queries, prompt_width
+    return pool_queries
 
 
 def _candidates(request: SelectionRequest) -> SelectionRequest:
@@ -177,7 +182,6 @@ class _Prepared:
     layout: Layout
     runner: ModelRunner
     retrieve: int  # params.retrieve
-    prompt_width: str  # params.prompt_width
     pool_size: int  # demos in the request's own pool
 
 
@@ -214,8 +218,8 @@ class Engine:
     def layout(self, pool, queries, k, options, template, separator, params=None, query_context=None):
         params = params or {}
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
-                            self.model.max_positions, filler=params.get("filler", "\n"),
-                            max_slot_tokens=params.get("max_slot_tokens"), encode_all=self.encode_all,
+                            self.model.max_positions, max_slot_tokens=params.get("max_slot_tokens"),
+                            encode_all=self.encode_all,
                             query_context=query_context)
 
     def _runner(self, layout, checkpoint=lambda: None, counter=None):
@@ -291,7 +295,7 @@ class Engine:
 
     def _prepare(self, request: SelectionRequest, checkpoint) -> "_Prepared":
         """Validate, keep the candidate demos, lay the prompts out and make the runner (max_passes on its counter)."""
-        pool_queries, prompt_width = _validate(request)
+        pool_queries = _validate(request)
         pool_size = len(request.pool)
         request = _candidates(request)
         scored = _scored_queries(request, pool_queries)
@@ -302,7 +306,7 @@ class Engine:
         runner = self._runner(layout, checkpoint)
         runner.counter.limit = request.max_passes
         retrieve = _retrieve_slots(request)  # checked once the layout has checked k
-        return _Prepared(request, scored, layout, runner, retrieve, prompt_width, pool_size)
+        return _Prepared(request, scored, layout, runner, retrieve, pool_size)
 
     def _context(self, prepared: "_Prepared", layout, runner, progress: ProgressFn) -> SelectionContext:
         request = prepared.request
@@ -310,7 +314,7 @@ class Engine:
         # a grown pool's search resumes from its parent's by pool position: only while no constraint dropped a demo
         resumes = request.warm_start is not None and len(request.pool) == prepared.pool_size
         problem = SelectionProblem(layout, request.pool, request.queries, k, query_demo=prepared.scored.query_demo,
-                                   compact_prompts=prepared.prompt_width == "subset", min_per_label=request.min_per_label,
+                                   min_per_label=request.min_per_label,
                                    resume=resume(request.warm_start, request.pool, k, request.method) if resumes else None)
         model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
@@ -362,15 +366,13 @@ class Engine:
                                 query_context=[[request.pool[i] for i in ids]
                                                for ids in retrieved[:len(request.queries)]])
             scores = self._runner(final, checkpoint, counter=ctx.runner.counter).exact_scores(
-                choice.selected, list(range(len(request.queries))), width=ctx.prompt_width(choice.selected))
+                choice.selected, list(range(len(request.queries))))
             return summarize(scores, final.gold)
 
     def _result(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, retrieve: int,
                 exact_outcome, diagnostics, selection_passes) -> dict:
         """The CONTRACT's result dict."""
         layout = ctx.layout
-        width = ctx.prompt_width(choice.selected)
-        prefix = layout.prefix_ids(choice.selected, width)
         estimate = None
         if choice.estimated_loss is not None:
             estimate = {"loss": choice.estimated_loss, "accuracy": choice.estimated_accuracy}
@@ -381,8 +383,7 @@ class Engine:
             "options": layout.options,
             "params": request.params,
             "selected": [request.pool[i].to_dict() for i in choice.selected],
-            "prompt": {"text": self.model.tokenizer.decode(prefix.tolist()), "token_ids": prefix.tolist(),
-                       "slot_width": width,
+            "prompt": {"text": layout.prefix_text(choice.selected), "token_ids": layout.prefix_ids(choice.selected),
                        "query_template": layout.template.split("{output}")[0].rstrip()},
             "retrieved": None if retrieved is None else {
                 "slots": retrieve, "by": "topk-embed",
@@ -402,13 +403,10 @@ class Engine:
         }
 
     def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
-                 separator: str = DEFAULT_SEPARATOR, layout_pool=None, context=None) -> dict:
-        """Exact held-out scores of fixed demos (shared) or one demo list per query.
-
-        Slots are as wide as each prompt's own widest demo (the prompt `select` runs and returns by default);
-        with ``layout_pool`` (the pool the demos came from), as wide as that pool's widest demo (what `select`
-        runs and returns with params.prompt_width "pool"). ``context``: per query, demos placed unpadded
-        after the slots (what `select` returns with params.retrieve: result["retrieved"])."""
+                 separator: str = DEFAULT_SEPARATOR, context=None) -> dict:
+        """Exact held-out scores of fixed demos (shared) or one demo list per query, in the natural prompt (the one
+        `select` runs and returns). ``context``: per query, demos placed after the shared ones (what `select`
+        returns with params.retrieve: result["retrieved"])."""
         started = time.perf_counter()
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
         groups: dict[tuple[str, ...], list[int]] = {}
@@ -418,28 +416,16 @@ class Engine:
             by_id.update({d.id: d for d in chosen})
             groups.setdefault(tuple(d.id for d in chosen), []).append(q)
         options = resolve_options(list(by_id.values()), list(queries), options)
-        position = {d.id: i for i, d in enumerate(layout_pool)} if layout_pool is not None else None
-        if position is not None and not set(by_id) <= set(position):
-            raise InputError("demos", f"not in layout_pool: {sorted(set(by_id) - set(position))[:5]}")
         counter = PassCounter()
-        pool_runners: dict[int, ModelRunner] = {}  # k -> runner over layout_pool and all queries, built once
         scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
         if context is not None and len(context) != len(queries):
             raise InputError("context", f"one demo list per query: {len(context)} lists for {len(queries)} queries")
         for ids, members in groups.items():
-            if position is None:  # the prompt on its own: slots as wide as its own widest demo
-                layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
-                                     template, separator,
-                                     query_context=None if context is None else [context[q] for q in members])
-                runner, slots, rows = self._runner(layout), list(range(len(ids))), list(range(len(members)))
-            else:
-                if len(ids) not in pool_runners:
-                    pool_runners[len(ids)] = self._runner(
-                        self.layout(layout_pool, list(queries), len(ids), options, template, separator,
-                                    query_context=context))
-                runner, slots, rows = pool_runners[len(ids)], [position[i] for i in ids], members
-            runner.counter = counter
-            scores[members] = runner.exact_scores(slots, rows).double()
+            layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
+                                 template, separator,
+                                 query_context=None if context is None else [context[q] for q in members])
+            runner = self._runner(layout, counter=counter)
+            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
         gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {

@@ -1,9 +1,13 @@
 """First-order estimates of subsets from cached anchor quantities: gathers and sums, no model call.
 
-For an anchor S0 = (a_1..a_k) with gradient G = df/dE over the demo slots ([.., k, W, d]) and any
-subset S = (i_1..i_k) in slot order:
+For an anchor S0 = (a_1..a_k) with gradient G = df/dE over its demos' positions in the natural prompt, each
+demo's positions right-aligned in a slot of W (``[.., k, W, d]``, inference.ModelRunner._slots), and any
+subset S = (i_1..i_k) in prompt order:
     f(S) ~ f(S0) + sum_s <G[s], E(i_s) - E(a_s)> = f(S0) + sum_s c[s, i_s] - c[s, a_s]
-with the per-slot, per-demo contributions c[.., s, i] = <G[s], E(i)> (one matrix product per anchor).
+with the per-slot, per-demo contributions c[.., s, i] = <G[s], E(i)> (one matrix product per anchor), E(i) the
+demo's tokens right-aligned in the same frame (layout.Layout.demo_ids; no token, no contribution). The frame is
+slot-relative: a candidate is compared with the anchor's demo end to end (label and separator aligned), and the
+shift a length change gives later demos is not estimated.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ from dataclasses import dataclass
 import torch
 
 from .anchor import AnchorTensors
+from .layout import PAD
 from .outcome import objective, on_all_rows, query_losses
 
 
 def slot_contributions(grad: torch.Tensor, demo_ids: torch.Tensor, embedding: torch.Tensor,
                        chunk: int = 256) -> torch.Tensor:
-    """grad [..., k, W, d], demo_ids [n, W], embedding [V, d] -> c [..., k, n] = <grad[.., s], E(demo i)>:
-    one matrix product [.. k, W*d] x [W*d, n], demo embeddings gathered in chunks."""
+    """grad [..., k, W, d], demo_ids [n, W] (layout.PAD where a demo has no token), embedding [V, d]
+    -> c [..., k, n] = <grad[.., s], E(demo i)>: one matrix product [.. k, W*d] x [W*d, n], demo embeddings
+    gathered in chunks."""
     embedding = embedding.detach().to(device="cpu", dtype=grad.dtype)
     flat_grad = grad.reshape(-1, grad.shape[-2] * grad.shape[-1])  # [.. * k, W*d]
     parts = []
     for start in range(0, demo_ids.shape[0], chunk):
-        demo_embeds = embedding[demo_ids[start:start + chunk]].flatten(1)  # [m, W*d]
+        ids = demo_ids[start:start + chunk]  # [m, W]
+        present = (ids != PAD).unsqueeze(-1).to(grad.dtype)  # [m, W, 1]
+        demo_embeds = (embedding[ids.clamp_min(0)] * present).flatten(1)  # [m, W*d]
         parts.append(flat_grad @ demo_embeds.T)  # [.. * k, m]
     return torch.cat(parts, dim=-1).view(*grad.shape[:-2], demo_ids.shape[0])
 

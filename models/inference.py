@@ -1,6 +1,7 @@
-"""Running the model on slot-layout prompts: exact option scores, anchor gradients, hidden-state embeddings.
+"""Running the model on natural prompts: exact option scores, anchor gradients, hidden-state embeddings.
 
-Every prompt is  prefix (specials + k demo slots, P tokens)  +  continuation (query [+ option]).
+Every prompt is  prefix (specials + the demos, P tokens)  +  continuation (query [+ option]), tokenised whole
+(layout.Layout.prompt: the prefix is what every query row of the set shares).
 When all options are single tokens one row per query scores every option from one logit vector;
 otherwise there is one row per (query, option) and an option's score is the sum of its tokens'
 log-probabilities. The prefix is shared: run once, its key/value cache expanded over a batch of
@@ -16,7 +17,7 @@ import torch
 from transformers import DynamicCache
 
 from .anchor import AnchorTensors
-from .layout import Layout
+from .layout import Layout, Prompt
 from .outcome import query_losses
 
 T = TypeVar("T")
@@ -72,11 +73,11 @@ class Rows:
     targets: list[list[tuple[int, int, int]]] = field(default_factory=list)
 
 
-def build_rows(layout: Layout, queries: list[int]) -> Rows:
+def build_rows(layout: Layout, continuations: list[list[int]]) -> Rows:
+    """Rows scoring every option after each query's continuation tokens (its prompt after the shared prefix)."""
     rows = Rows()
     single_token = all(len(ids) == 1 for ids in layout.option_ids)
-    for local, q in enumerate(queries):
-        query_ids = layout.query_ids[q]
+    for local, query_ids in enumerate(continuations):
         if single_token:
             last = len(query_ids) - 1
             rows.tokens.append(query_ids)
@@ -104,13 +105,7 @@ class ModelRunner:
         self.checkpoint = checkpoint
         self.counter = counter or PassCounter()
         self.device = self.embed.weight.device
-        self.pad_id = layout.filler_id
-
-    def on(self, layout: Layout) -> "ModelRunner":
-        """A runner of the same model on ``layout`` (a narrowed view of this one), counting into the same counter."""
-        if layout is self.layout:
-            return self
-        return ModelRunner(self.model, layout, batch_size=self.batch_size, checkpoint=self.checkpoint, counter=self.counter)
+        self.pad_id = layout.pad_id
 
     # ---------- batching helpers ----------
     @property
@@ -128,11 +123,16 @@ class ModelRunner:
         backward_per_row = 1 if mode == "mean-loss" else self.layout.n_options - 1
         return n_queries * self.rows_per_query * (1 + 2 * backward_per_row)
 
-    def _query_batches(self, queries: list[int]):
+    def _query_batches(self, queries: list):
         step = max(1, self.batch_size // self.rows_per_query)
         for start in range(0, len(queries), step):
             self.checkpoint()
             yield start, queries[start:start + step]
+
+    def _batches(self, prompt: Prompt):
+        """(start, local query indices, their Rows) per batch of a prompt's query rows."""
+        for start, local in self._query_batches(list(range(len(prompt.rows)))):
+            yield start, local, build_rows(self.layout, [prompt.rows[i] for i in local])
 
     def _pad(self, token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad with attention mask 0 (pads come after every real token, so they change nothing)."""
@@ -176,17 +176,15 @@ class ModelRunner:
 
     # ---------- exact inference ----------
     @torch.no_grad()
-    def exact_scores(self, subset: list[int], queries: list[int], share_prefix: bool = True,
-                     width: int | None = None) -> torch.Tensor:
-        """Option scores [len(queries), O] of the prompts with demos ``subset`` (slot order), slots ``width``
-        tokens wide (default: the layout's)."""
+    def exact_scores(self, subset: list[int], queries: list[int], share_prefix: bool = True) -> torch.Tensor:
+        """Option scores [len(queries), O] of the natural prompts with demos ``subset`` (in prompt order)."""
         self.counter.reserve(self.exact_cost(len(queries)))
-        prefix = self.layout.prefix_ids(subset, width).to(self.device)
+        prompt = self.layout.prompt(subset, queries)
+        prefix = torch.tensor(prompt.prefix, dtype=torch.long, device=self.device)
         parts = []
         if share_prefix:
             prefix_kv, prefix_len = self._prefix_cache(prefix_ids=prefix[None])
-        for _, batch in self._query_batches(queries):
-            rows = build_rows(self.layout, batch)
+        for _, batch, rows in self._batches(prompt):
             if share_prefix:
                 hidden = self._continue(prefix_kv, prefix_len, rows)
                 parts.append(self._scores(hidden, rows, 0, len(batch)))
@@ -200,25 +198,34 @@ class ModelRunner:
         return torch.cat(parts).cpu()
 
     # ---------- anchor gradients ----------
-    def _slots(self, grad: torch.Tensor, k: int) -> torch.Tensor:
-        """[..., P, d] gradient over the whole prefix -> [..., k, W, d] over the demo slots."""
-        start, width = self.layout.slot_start(), self.layout.slot_width
-        return grad[..., start:start + k * width, :].unflatten(-2, (k, width))
+    def _slots(self, grad: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+        """[..., P, d] gradient over the prefix -> [..., k, W, d]: for each demo, the gradient at the W positions
+        that end with its last token (the frame of estimate.slot_contributions, W the layout's width). A candidate
+        demo's tokens are right-aligned in it: a longer one reaches into positions before the anchor's demo, a
+        shorter one leaves some of the anchor's tokens with nothing in their place. Zero before the prompt starts
+        and past the prefix (tokens that a query row merged with are not shared)."""
+        width, prefix_len = self.layout.width, grad.shape[-2]
+        slots = grad.new_zeros(grad.shape[:-2] + (len(spans), width, grad.shape[-1]))
+        for s, (_, end) in enumerate(spans):
+            low, high = max(end - width, 0), min(end, prefix_len)
+            if high > low:
+                slots[..., s, width - (end - low):width - (end - high), :] = grad[..., low:high, :]
+        return slots
 
     def anchor_mean_loss(self, subset: list[int], queries: list[int]) -> AnchorTensors:
         """Scores [Q, O] at the anchor and the gradient [k, W, d] of the SUMMED loss over the queries
         with respect to the demo-slot input embeddings. The prefix runs forward once; each batch of
         queries back-propagates into detached copies of the prefix keys/values only, and one backward
         through the prefix at the end turns their summed gradients into the embedding gradient."""
-        prefix = self.layout.prefix_ids(subset).to(self.device)
+        prompt = self.layout.prompt(subset, queries)
+        prefix = torch.tensor(prompt.prefix, dtype=torch.long, device=self.device)
         prefix_embeds = self.embed(prefix)[None].detach().requires_grad_(True)  # [1, P, d] leaf
         with torch.enable_grad():
             prefix_kv, prefix_len = self._prefix_cache(prefix_embeds=prefix_embeds)  # in the graph
         kv_leaves = [(k.detach().requires_grad_(True), v.detach().requires_grad_(True)) for k, v in prefix_kv]
         gold = self.layout.gold[queries].to(self.device)
         parts = []
-        for start, batch in self._query_batches(queries):
-            rows = build_rows(self.layout, batch)
+        for start, batch, rows in self._batches(prompt):
             with torch.enable_grad():
                 scores = self._scores(self._continue(kv_leaves, prefix_len, rows), rows, 0, len(batch))
                 query_losses(scores, gold[start:start + len(batch)]).sum().backward()
@@ -229,7 +236,7 @@ class ModelRunner:
         grads = [t.grad for pair in kv_leaves for t in pair]
         torch.autograd.backward(outputs, grads)  # one backward through the prefix
         self.counter.tokens_backward += prefix_len
-        grad = self._slots(prefix_embeds.grad[0], len(subset))  # [k, W, d]
+        grad = self._slots(prefix_embeds.grad[0], prompt.spans)  # [k, W, d]
         return AnchorTensors(torch.cat(parts).cpu(), grad_loss_sum=_at_least_float32(grad.detach()).cpu())
 
     def anchor_label_groups(self, subset: list[int], queries: list[int]) -> AnchorTensors:
@@ -241,7 +248,8 @@ class ModelRunner:
         loss itself is biased towards big moves). Cost: the prefix forward is shared; each query row
         back-propagates O-1 times into detached prefix keys/values; then O(O-1) backwards through the
         prefix alone."""
-        prefix = self.layout.prefix_ids(subset).to(self.device)
+        prompt = self.layout.prompt(subset, queries)
+        prefix = torch.tensor(prompt.prefix, dtype=torch.long, device=self.device)
         n_opt = self.layout.n_options
         prefix_embeds = self.embed(prefix)[None].detach().requires_grad_(True)  # [1, P, d] leaf
         with torch.enable_grad():
@@ -254,7 +262,7 @@ class ModelRunner:
         for label in range(n_opt):
             members = [i for i in range(len(queries)) if int(gold[i]) == label]  # batches of one label each
             for _, local in self._query_batches(members):
-                rows = build_rows(self.layout, [queries[i] for i in local])
+                rows = build_rows(self.layout, [prompt.rows[i] for i in local])
                 with torch.enable_grad():
                     batch_scores = self._scores(self._continue(kv_pairs, prefix_len, rows), rows, 0, len(local))
                     margins = batch_scores - batch_scores[:, label:label + 1]  # [b, O], 0 at the gold label
@@ -276,7 +284,7 @@ class ModelRunner:
             grad[label, o] = embed_grad[0].cpu()
             self.counter.tokens_backward += prefix_len
         return AnchorTensors(scores.to(_at_least_float32(prefix_embeds).dtype),
-                             grad_margins=_at_least_float32(self._slots(grad, len(subset))),
+                             grad_margins=_at_least_float32(self._slots(grad, prompt.spans)),
                              reference=gold.clone(), row_of_query=gold.clone(),
                              row_count=torch.bincount(gold, minlength=n_opt).to(torch.float64))
 
@@ -284,11 +292,11 @@ class ModelRunner:
         """Scores [Q, O] and per-query gradients [Q, O, k, W, d] of the option margins
         d[q, o] = score[q, o] - score[q, 0] (d[:, 0] = 0) w.r.t. the demo-slot embeddings.
         A per-query gradient through the prefix needs the prefix in every row: rows are unshared."""
-        prefix = self.layout.prefix_ids(subset).to(self.device)
+        prompt = self.layout.prompt(subset, queries)
+        prefix = torch.tensor(prompt.prefix, dtype=torch.long, device=self.device)
         n_opt = self.layout.n_options
         score_parts, grad_parts = [], []
-        for _, batch in self._query_batches(queries):
-            rows = build_rows(self.layout, batch)
+        for _, batch, rows in self._batches(prompt):
             cont_ids, cont_mask = self._pad(rows.tokens)
             n_rows = cont_ids.shape[0]
             prefix_rows = self.embed(prefix)[None].expand(n_rows, -1, -1).detach().clone().requires_grad_(True)  # [B, P, d]
@@ -308,7 +316,7 @@ class ModelRunner:
             self.counter.backward += n_rows * (n_opt - 1)
             self.counter.tokens_backward += int(mask.sum()) * (n_opt - 1)
             score_parts.append(scores.detach())
-            grad_parts.append(_at_least_float32(self._slots(grads, len(subset))).cpu())
+            grad_parts.append(_at_least_float32(self._slots(grads, prompt.spans)).cpu())
         n_queries = len(queries)
         return AnchorTensors(torch.cat(score_parts).cpu(), grad_margins=torch.cat(grad_parts),
                              reference=torch.zeros(n_queries, dtype=torch.long), row_of_query=torch.arange(n_queries),
@@ -323,9 +331,9 @@ class ModelRunner:
 
     # ---------- embeddings for retrieval ----------
     def embed_texts(self, tokenizer, texts: list[str]) -> torch.Tensor:
-        """Mean-pooled last hidden state [N, d] of each text (an empty text as one filler token)."""
+        """Mean-pooled last hidden state [N, d] of each text (an empty text as one pad token)."""
         token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        return self.text_embeddings([ids or [self.layout.filler_id] for ids in token_lists])
+        return self.text_embeddings([ids or [self.pad_id] for ids in token_lists])
 
     @torch.no_grad()
     def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:

@@ -1,11 +1,20 @@
-"""Prompt layout: fixed-width demo slots so that swapping one demo changes only that slot.
+"""Prompt layout: the natural prompt, the one a user builds and sends.
 
-A prompt is   [specials] [slot 1] ... [slot k] [query] [option]
-  - each slot holds one demo, rendered with the template and followed by the separator, LEFT-padded
-    with a visible filler token (default: the tokenizer's "\\n") to the slot width W;
-  - the query is the template up to the label ("Input: ...\\nLabel:"), the option its verbalizer
-    (" positive"), whitespace before {output} moving into the option.
-What the model scores is this token sequence; `prompt_text` decodes it for the user.
+The prompt of a demo set S = (d_1..d_k) for a query x is the text
+    render(d_1) + ... + render(d_k) + head(x)
+tokenised whole, the way a user's tokenizer call or a server does it (the tokenizer's default special tokens
+first), then the option to score:
+  - render(d) is the demo in the template, followed by the separator ("Input: ...\\nLabel: positive\\n\\n");
+  - head(x) is the template up to the label ("Input: ...\\nLabel:"), the option its verbalizer (" positive"),
+    whitespace before {output} moving into the option.
+No filler: a demo takes as many positions as it has tokens, so a swap shifts every later position.
+
+Tokens can merge across a demo boundary ("\\n\\n" + "Input" is "\\n", "\\n", "Input" to a GPT-2-style
+tokenizer, but "\\n\\n" at the end of a text), so every prompt run is tokenised whole (``Layout.prompt``); the
+tokens all of a set's query rows share form the prefix that runs once. For first-order estimates each demo also
+has its tokens as they stand inside a prompt (``demo_ids``: the demo followed by the next demo's start),
+right-aligned in a slot of ``width`` positions: a slot-relative frame in which a candidate demo is compared with
+the anchor's demo end to end (the label and separator line up; models/estimate.py).
 """
 
 from __future__ import annotations
@@ -14,66 +23,101 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from .data import Example, InputError
 
+PAD = -1  # demo_ids before a demo's first token (its slot is wider than the demo)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The natural prompts of one demo set for some query rows, as token ids.
+
+    Row r's whole prompt is ``prefix + rows[r]``: ``prefix`` the tokens every row shares (special tokens, then
+    the demos' tokens up to where a query could merge with them), ``rows[r]`` the rest up to the answer."""
+    prefix: list[int]  # [P]
+    rows: list[list[int]]  # per query row
+    spans: list[tuple[int, int]]  # [k] each demo's tokens [start, end) in the first row's prompt (end may pass P)
+
 
 @dataclass
 class Layout:
+    tokenizer: Any = field(repr=False, compare=False)
     template: str
     separator: str
     options: list[str]
     option_ids: list[list[int]]  # tokens of each option
     special_ids: list[int]  # tokens the tokenizer puts first (BOS), may be empty
-    filler_id: int
-    demo_ids: torch.Tensor  # [n, W] left-padded demo tokens
-    demo_lengths: torch.Tensor  # [n] real (unpadded) lengths
-    query_ids: list[list[int]]  # per query: prompt tokens up to the answer
+    pad_id: int  # a token id to right-pad batches with (masked out)
+    demo_texts: list[str]  # [n] each pool demo rendered and followed by the separator
+    demo_ids: torch.Tensor  # [n, W] each demo's tokens inside a prompt, right-aligned, PAD before
+    demo_lengths: torch.Tensor  # [n] tokens of each demo inside a prompt
+    query_texts: list[str]  # [Q] per query row: its own context demos (params.retrieve), then head(query)
+    query_ids: list[list[int]]  # [Q] each query text tokenised on its own (lengths and costs)
     gold: torch.Tensor  # [Q] index of each query's option
     demo_outputs: list[str]  # label text of each pool demo
 
     @property
-    def slot_width(self) -> int:
+    def width(self) -> int:
+        """Slot width W of the estimates' frame: the longest demo, in tokens."""
         return self.demo_ids.shape[1]
 
     @property
     def n_options(self) -> int:
         return len(self.options)
 
-    def subset_width(self, subset: list[int] | torch.Tensor) -> int:
-        """The widest demo of ``subset``, in tokens: the slot width of its compact prompt."""
-        return int(self.demo_lengths[torch.as_tensor(subset, dtype=torch.long)].max())
+    def prefix_text(self, subset: list[int] | tuple[int, ...]) -> str:
+        """The demos of ``subset`` as the prompt's text, in order (what a user puts before the query)."""
+        return "".join(self.demo_texts[int(i)] for i in subset)
 
-    def prefix_ids(self, subset: list[int] | torch.Tensor, width: int | None = None) -> torch.Tensor:
-        """Token ids [len(specials) + k*w] of the demo prefix for demos ``subset`` in slot order, each slot
-        w = ``width`` tokens wide (default: the pool's slot width W). Slots are left-padded, so a narrower
-        slot drops filler only (``width`` must be at least ``subset_width(subset)``)."""
-        width = self.slot_width if width is None else width
-        slots = self.demo_ids[torch.as_tensor(subset, dtype=torch.long)][:, self.slot_width - width:].reshape(-1)
-        return torch.cat([torch.tensor(self.special_ids, dtype=torch.long), slots])
+    def prefix_ids(self, subset: list[int] | tuple[int, ...]) -> list[int]:
+        """``prefix_text(subset)`` tokenised as a user's tokenizer call does (default special tokens)."""
+        return self.tokenizer(self.prefix_text(subset))["input_ids"]
 
-    def narrowed(self, width: int) -> "Layout":
-        """The same layout with slots ``width`` tokens wide: each demo's last ``width`` tokens (a view, no copy).
-        Demos of at most ``width`` tokens keep all their tokens and lose filler only; a longer demo is cut to its
-        end, which is how a first-order estimate in a narrower prompt sees it."""
-        if width == self.slot_width:
-            return self
-        return replace(self, demo_ids=self.demo_ids[:, self.slot_width - width:],
-                       demo_lengths=self.demo_lengths.clamp(max=width))
-
-    def slot_start(self) -> int:
-        """Position of the first demo slot in a prompt."""
-        return len(self.special_ids)
+    def prompt(self, subset: list[int] | tuple[int, ...], queries: list[int]) -> Prompt:
+        """The natural prompts of demos ``subset`` for query rows ``queries``, each tokenised whole."""
+        text = self.prefix_text(subset)
+        encoded = self.tokenizer([text + self.query_texts[q] for q in queries], add_special_tokens=False,
+                                 return_offsets_mapping=True)
+        whole, offsets = encoded["input_ids"], encoded["offset_mapping"][0]
+        demo_tokens = sum(start < len(text) for start, _ in offsets)  # tokens that start in the demos (row 0)
+        shared = min([demo_tokens] + [len(ids) - 1 for ids in whole])
+        for ids in whole[1:]:  # what every row has in common (rows differ from the first query's tokens on)
+            shared = _common_length(whole[0][:shared], ids)
+        specials = len(self.special_ids)
+        lengths = [len(self.demo_texts[int(i)]) for i in subset]
+        return Prompt(prefix=self.special_ids + whole[0][:shared], rows=[ids[shared:] for ids in whole],
+                      spans=[(specials + a, specials + b) for a, b in _token_spans(offsets[:demo_tokens], lengths)])
 
     def fingerprint(self) -> str:
-        """Hash of everything a prompt's tokens depend on apart from the chosen demos and the query."""
+        """Hash of everything a prompt's tokens depend on apart from the chosen demos and the queries."""
         content = {"template": self.template, "separator": self.separator, "options": self.option_ids,
-                   "specials": self.special_ids, "filler": self.filler_id, "width": self.slot_width}
+                   "specials": self.special_ids, "width": self.width}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _token_spans(offsets: list[tuple[int, int]], lengths: list[int]) -> list[tuple[int, int]]:
+    """Token offsets (char start, end) of a text made of pieces of ``lengths`` chars -> each piece's token range
+    [start, end): a token belongs to the piece its first character is in."""
+    bounds = np.cumsum([0] + lengths)
+    starts = np.array([start for start, _ in offsets], dtype=np.int64)
+    piece = np.searchsorted(bounds, starts, side="right") - 1  # [T] piece of each token
+    return [(int(np.searchsorted(piece, j, side="left")), int(np.searchsorted(piece, j, side="right")))
+            for j in range(len(lengths))]
 
 
 def split_template(template: str) -> tuple[str, str, str]:
@@ -102,25 +146,38 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 class TokenMemo:
-    """Batch tokenisation with a bounded memo: a service sees the same pools again and again."""
+    """Batch tokenisation with a bounded memo: a service sees the same pools again and again.
+
+    ``memo(texts)`` gives each text's tokens; ``memo(texts, follow=s)`` each text's tokens as they stand when
+    ``s`` follows it (the tokens that start inside the text, from one tokenisation of text + s)."""
 
     def __init__(self, tokenizer, max_entries: int = 200_000):
         self.tokenizer = tokenizer
         self.max_entries = max_entries
-        self._memo: OrderedDict[str, list[int]] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, texts: list[str]) -> list[list[int]]:
+    def _compute(self, texts: list[str], follow: str) -> list[list[int]]:
+        if not follow:
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer([t + follow for t in texts], add_special_tokens=False, return_offsets_mapping=True)
+        return [[token for token, (start, _) in zip(ids, offsets) if start < len(text)]
+                for text, ids, offsets in zip(texts, encoded["input_ids"], encoded["offset_mapping"])]
+
+    def __call__(self, texts: list[str], follow: str = "") -> list[list[int]]:
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            missing = list(dict.fromkeys(t for t in texts if (t, follow) not in self._memo))
         if missing:
-            encoded = self.tokenizer(missing, add_special_tokens=False)["input_ids"]
+            encoded = self._compute(missing, follow)
             with self._lock:
-                self._memo.update(zip(missing, encoded))
+                self._memo.update(((t, follow), ids) for t, ids in zip(missing, encoded))
                 while len(self._memo) > self.max_entries:
                     self._memo.popitem(last=False)
         with self._lock:
-            return [self._memo.get(t) or _encode(self.tokenizer, t) for t in texts]
+            found = [self._memo.get((t, follow)) for t in texts]
+        if any(ids is None for ids in found):  # evicted meanwhile by another thread's batch
+            return self._compute(texts, follow)
+        return found
 
 
 def resolve_options(pool: list[Example], queries: list[Example], options: list[str] | None) -> list[str]:
@@ -136,14 +193,12 @@ def resolve_options(pool: list[Example], queries: list[Example], options: list[s
 
 
 def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
-                 template: str, separator: str, max_positions: int, filler: str = "\n",
-                 max_slot_tokens: int | None = None, encode_all: TokenMemo | None = None,
-                 query_context: list[list[Example]] | None = None) -> Layout:
-    """Tokenise pool and queries into the slot layout, validating what the user gave.
+                 template: str, separator: str, max_positions: int, max_slot_tokens: int | None = None,
+                 encode_all: TokenMemo | None = None, query_context: list[list[Example]] | None = None) -> Layout:
+    """Render and tokenise pool and queries for natural prompts, validating what the user gave.
 
-    ``query_context`` (params.retrieve): per query, demos rendered unpadded between the slots and the
-    query (each query's own retrieved neighbours, best last); they are part of that query's row, so the
-    slots stay shared and slot-aligned."""
+    ``query_context`` (params.retrieve): per query, demos rendered between the set's demos and the query (each
+    query's own retrieved neighbours, best last); they are part of that query's row."""
     encode_all = encode_all or TokenMemo(tokenizer)
     if not pool:
         raise InputError("pool", "must not be empty")
@@ -165,10 +220,11 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
         raise InputError("options", "two options tokenise to the same tokens")
 
     special_ids = tokenizer("", add_special_tokens=True)["input_ids"]
-    filler_tokens = _encode(tokenizer, filler)
-    filler_id = filler_tokens[0] if len(filler_tokens) == 1 else (tokenizer.pad_token_id or tokenizer.eos_token_id)
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
 
-    demo_tokens = encode_all([render_demo(template, separator, demo) for demo in pool])
+    demo_texts = [render_demo(template, separator, demo) for demo in pool]
+    follow = template.split("{input}")[0] or " "  # how every next demo or query starts
+    demo_tokens = encode_all(demo_texts, follow=follow)
     if max_slot_tokens is not None:
         too_long = [i for i, ids in enumerate(demo_tokens) if len(ids) > max_slot_tokens]
         if too_long:
@@ -176,22 +232,25 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
     lengths = [len(ids) for ids in demo_tokens]
     width = max(lengths)
     # filled row by row in one array: a flat Python list of n * W ints would cost ~36 bytes per token
-    demo_array = np.full((len(pool), width), filler_id, dtype=np.int64)
+    demo_array = np.full((len(pool), width), PAD, dtype=np.int64)
     for row, (ids, length) in enumerate(zip(demo_tokens, lengths)):
         demo_array[row, width - length:] = ids
-    demo_ids = torch.from_numpy(demo_array)
 
-    query_ids = encode_all([render_query(template, query) for query in queries])
+    query_texts = [render_query(template, query) for query in queries]
     if query_context is not None:
-        query_ids = [sum(encode_all([render_demo(template, separator, demo) for demo in context]), []) + ids
-                     for context, ids in zip(query_context, query_ids, strict=True)]
-    longest = len(special_ids) + k * width + max(len(ids) for ids in query_ids) + max(len(ids) for ids in option_ids)
+        query_texts = ["".join(render_demo(template, separator, demo) for demo in context) + text
+                       for context, text in zip(query_context, query_texts, strict=True)]
+    query_ids = encode_all(query_texts)
+    # the k longest demos, the longest query and option; + k + 1 for tokens a boundary may split in two
+    longest = (len(special_ids) + sum(sorted(lengths)[-k:]) + max(len(ids) for ids in query_ids)
+               + max(len(ids) for ids in option_ids) + k + 1)
     if longest > max_positions:
-        raise InputError("k", f"prompts would be {longest} tokens (k={k} slots of {width} tokens plus the query), "
+        raise InputError("k", f"prompts could be {longest} tokens (the k={k} longest demos plus the query), "
                               f"over the model's context of {max_positions}")
 
-    return Layout(template=template, separator=separator, options=options, option_ids=option_ids,
-                  special_ids=special_ids, filler_id=filler_id, demo_ids=demo_ids,
-                  demo_lengths=torch.tensor(lengths), query_ids=query_ids,
+    return Layout(tokenizer=tokenizer, template=template, separator=separator, options=options,
+                  option_ids=option_ids, special_ids=special_ids, pad_id=pad_id, demo_texts=demo_texts,
+                  demo_ids=torch.from_numpy(demo_array), demo_lengths=torch.tensor(lengths),
+                  query_texts=query_texts, query_ids=query_ids,
                   gold=torch.tensor([option_index[q.output] for q in queries], dtype=torch.long),
                   demo_outputs=[demo.output for demo in pool])

@@ -20,7 +20,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
 from .context import SelectionContext, fitting
 
@@ -126,14 +125,9 @@ def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_
     return before + step + full * p.checks, before + step * (p.rounds + 1) + full * p.checks
 
 
-def _typical_width(ctx: SelectionContext, draws: int = 64) -> float:
-    """Slot width of a random k-subset's prompt, on average over ``draws`` of them (a fixed generator, so that a
-    plan does not move the job's own): the pool's slot width unless prompts are compact."""
-    if not ctx.compact_prompts:
-        return ctx.layout.slot_width
-    lengths = ctx.layout.demo_lengths.numpy()
-    rng = np.random.default_rng(0)
-    return float(np.mean([lengths[rng.choice(ctx.n, ctx.k, replace=False)].max() for _ in range(draws)]))
+def _typical_width(ctx: SelectionContext) -> float:
+    """Tokens a demo takes in a prompt, on average over the pool."""
+    return float(ctx.layout.demo_lengths.double().mean())
 
 
 def calibrate(ctx: SelectionContext) -> tuple[float, float, int]:
@@ -141,14 +135,13 @@ def calibrate(ctx: SelectionContext) -> tuple[float, float, int]:
     set on one query and on up to CALIBRATION_QUERIES queries: the slope and the intercept of time against passes.
     Each is run three times and the fastest kept (the first run also warms up)."""
     subset = ctx.balanced_subset()
-    width = ctx.prompt_width(subset)
     before = ctx.runner.counter.forward_equivalent
 
     def timed(rows: list[int]) -> tuple[float, int]:
         best = math.inf
         for _ in range(3):
             started, at = time.perf_counter(), ctx.runner.counter.forward_equivalent
-            ctx.runner.exact_scores(subset, rows, width=width)
+            ctx.runner.exact_scores(subset, rows)
             best, passes = min(best, time.perf_counter() - started), ctx.runner.counter.forward_equivalent - at
         return best, passes
 

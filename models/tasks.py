@@ -12,7 +12,7 @@ import torch
 
 from .anchor import AnchorTensors
 from .inference import ModelRunner, with_cost
-from .layout import Layout
+from .layout import PAD, Layout
 
 
 @dataclass(frozen=True)
@@ -20,20 +20,18 @@ class AnchorTask:
     key: str  # tensor cache key of the result (a content hash: see SelectionContext.anchor_key)
     model: str  # fingerprint of the model it must run on
     mode: str  # one of anchor.ANCHOR_MODES
-    special_ids: list[int]
-    filler_id: int
     option_ids: list[list[int]]
-    demo_ids: list[list[int]]  # the anchor's demos, in slot order (padded to its prompt's slot width)
-    query_ids: list[list[int]]  # the chunk's queries
+    width: int  # the job's slot frame (layout.Layout.width): the gradient's shape
+    demo_texts: list[str]  # the anchor's demos, rendered, in prompt order
+    query_texts: list[str]  # the chunk's query rows, rendered up to the answer
     gold: list[int]  # the chunk's gold option indices
 
     @classmethod
     def of(cls, layout: Layout, subset: list[int], queries: list[int], mode: str, key: str,
            model_fingerprint: str) -> "AnchorTask":
-        return cls(key=key, model=model_fingerprint, mode=mode, special_ids=layout.special_ids,
-                   filler_id=layout.filler_id, option_ids=layout.option_ids,
-                   demo_ids=[layout.demo_ids[i].tolist() for i in subset],
-                   query_ids=[layout.query_ids[q] for q in queries], gold=[int(layout.gold[q]) for q in queries])
+        return cls(key=key, model=model_fingerprint, mode=mode, option_ids=layout.option_ids, width=layout.width,
+                   demo_texts=[layout.demo_texts[i] for i in subset],
+                   query_texts=[layout.query_texts[q] for q in queries], gold=[int(layout.gold[q]) for q in queries])
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -52,13 +50,14 @@ def run_anchor_task(loaded_model, task: AnchorTask, batch_size: int = 8,
     """Compute one anchor task's tensors with ``loaded_model`` (which must be the task's model)."""
     if task.model != loaded_model.fingerprint:
         raise ValueError("anchor task was made for another model")
-    k = len(task.demo_ids)
-    layout = Layout(template="", separator="", options=[str(o) for o in range(len(task.option_ids))],
-                    option_ids=task.option_ids, special_ids=task.special_ids, filler_id=task.filler_id,
-                    demo_ids=torch.tensor(task.demo_ids, dtype=torch.long),
-                    demo_lengths=torch.tensor([len(ids) for ids in task.demo_ids]),
-                    query_ids=task.query_ids, gold=torch.tensor(task.gold, dtype=torch.long),
+    k = len(task.demo_texts)
+    tokenizer = loaded_model.tokenizer
+    layout = Layout(tokenizer=tokenizer, template="", separator="", options=[str(o) for o in range(len(task.option_ids))],
+                    option_ids=task.option_ids, special_ids=tokenizer("", add_special_tokens=True)["input_ids"],
+                    pad_id=0, demo_texts=task.demo_texts, demo_ids=torch.full((k, task.width), PAD),
+                    demo_lengths=torch.zeros(k, dtype=torch.long), query_texts=task.query_texts,
+                    query_ids=[[] for _ in task.query_texts], gold=torch.tensor(task.gold, dtype=torch.long),
                     demo_outputs=[""] * k)
     runner = ModelRunner(loaded_model.model, layout, batch_size=batch_size, checkpoint=checkpoint)
-    tensors, cost = with_cost(runner.counter, lambda: runner.anchor(task.mode, list(range(k)), list(range(len(task.query_ids)))))
+    tensors, cost = with_cost(runner.counter, lambda: runner.anchor(task.mode, list(range(k)), list(range(len(task.query_texts)))))
     return replace(tensors, cost=cost)

@@ -83,16 +83,18 @@ def test_linear_model_makes_first_order_estimates_exact(tiny, data, mode):
 
 
 def _embeds_loss(ctx, subset, perturbation, mode):
-    """Exact outputs with the prompt's demo-slot embeddings moved by ``perturbation`` [k, W, d]."""
+    """Exact outputs of the natural prompts with each demo's slot frame (the W positions ending with its last token)
+    moved by ``perturbation`` [k, W, d]; every row runs its whole prompt, unshared."""
     runner, layout = ctx.runner, ctx.layout
-    prefix = layout.prefix_ids(subset)
-    embeds = runner.embed(prefix).detach().clone()
-    start = layout.slot_start()
-    embeds[start:start + perturbation.numel() // embeds.shape[-1]] += perturbation.reshape(-1, embeds.shape[-1])
+    prompt = layout.prompt(subset, ctx.queries)
+    embeds = runner.embed(torch.tensor(prompt.prefix)).detach().clone()
+    width = layout.width
+    for s, (_, end) in enumerate(prompt.spans):
+        for position in range(max(end - width, 0), min(end, len(prompt.prefix))):
+            embeds[position] += perturbation[s, width - (end - position)]
     rows = []
-    for q in ctx.queries:
-        query = torch.tensor(layout.query_ids[q])
-        inputs = torch.cat([embeds, runner.embed(query)])[None]
+    for row in prompt.rows:
+        inputs = torch.cat([embeds, runner.embed(torch.tensor(row))])[None]
         hidden = runner.base(inputs_embeds=inputs).last_hidden_state[0, -1]
         log_probs = torch.log_softmax(runner.head(hidden), -1)
         rows.append(torch.stack([log_probs[ids[0]] for ids in layout.option_ids]))
@@ -131,13 +133,18 @@ def test_prefix_shared_and_unshared_inference_agree(tiny, data):
             assert any(len(ids) > 1 for ids in ctx.layout.option_ids)
 
 
-def test_swapping_one_demo_changes_only_its_slot(tiny, data):
+def test_prompts_are_the_whole_text_tokenised(tiny, data):
+    """Every prompt run is the demos' text followed by the query's, tokenised whole: the shared prefix and each
+    row's continuation add up to tokenizer(text + query); each demo's span covers its own characters."""
     ctx = context(tiny, *data)
-    a, b = ctx.layout.prefix_ids([1, 2, 3]), ctx.layout.prefix_ids([1, 7, 3])
-    width, start = ctx.layout.slot_width, ctx.layout.slot_start()
-    changed = (a != b).nonzero().squeeze(-1)
-    assert changed.numel() > 0
-    assert int(changed.min()) >= start + width and int(changed.max()) < start + 2 * width
+    subset = [1, 7, 3]
+    prompt = ctx.layout.prompt(subset, ctx.queries)
+    text = ctx.layout.prefix_text(subset)
+    for q, row in zip(ctx.queries, prompt.rows):
+        assert prompt.prefix + row == tiny.tokenizer(text + ctx.layout.query_texts[q])["input_ids"]
+    decoded = [tiny.tokenizer.decode((prompt.prefix + prompt.rows[0])[a:b]) for a, b in prompt.spans]
+    assert decoded == [ctx.layout.demo_texts[i] for i in subset]
+    assert ctx.layout.prefix_ids(subset) == tiny.tokenizer(text)["input_ids"]
 
 
 @pytest.mark.parametrize("method", sorted(SELECTORS))
@@ -284,29 +291,20 @@ def test_evaluate_shared_and_per_query_demos(tiny, data):
 
 
 def test_selection_returns_and_scores_the_prompt_evaluate_scores(tiny, data):
-    """By default (prompt_width "subset") select runs and returns slots as wide as the chosen set's widest
-    demo, the prompt evaluate() scores; with prompt_width "pool", as wide as the pool's widest demo, the
-    prompt evaluate(layout_pool=pool) scores."""
+    """select runs and returns the natural prompt (demos joined by the separator, no filler), the one evaluate()
+    scores; the retired padded-slot parameters are refused by name."""
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     by_id = {d.id: d for d in pool}
-    compact = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3))
-    wide = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3, params={"prompt_width": "pool"}))
-    assert compact["selected"] == wide["selected"]
-    chosen = [by_id[d["id"]] for d in compact["selected"]]
-    assert max(len(d.input) for d in chosen) < max(len(d.input) for d in pool)  # so the two layouts differ
-    own, in_pool_layout = engine.evaluate(chosen, queries), engine.evaluate(chosen, queries, layout_pool=pool)
-    assert compact["exact"]["loss"] == pytest.approx(own["loss"], abs=1e-6)
-    assert wide["exact"]["loss"] == pytest.approx(in_pool_layout["loss"], abs=1e-6)
-    assert own["loss"] != pytest.approx(in_pool_layout["loss"], abs=1e-9)
-    assert compact["prompt"]["slot_width"] < wide["prompt"]["slot_width"]
-    assert len(compact["prompt"]["token_ids"]) < len(wide["prompt"]["token_ids"])
-    filler = tiny.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
-    assert [t for t in compact["prompt"]["token_ids"] if t != filler] == [t for t in wide["prompt"]["token_ids"] if t != filler]
-    with pytest.raises(InputError, match="demos"):
-        engine.evaluate(chosen, queries, layout_pool=pool[:2])
-    with pytest.raises(InputError, match="params.prompt_width"):
-        engine.select(SelectionRequest(pool, queries, k=3, method="random", params={"prompt_width": "wide"}))
+    result = engine.select(SelectionRequest(pool, queries, k=3, method="random", seed=3))
+    chosen = [by_id[d["id"]] for d in result["selected"]]
+    assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries)["loss"], abs=1e-6)
+    text = "".join(f"Input: {d.input}\nLabel: {d.output}\n\n" for d in chosen)
+    assert result["prompt"]["text"] == text
+    assert result["prompt"]["token_ids"] == tiny.tokenizer(text)["input_ids"]
+    for retired in ("prompt_width", "filler"):
+        with pytest.raises(InputError, match=f"params.{retired}"):
+            engine.select(SelectionRequest(pool, queries, k=3, method="random", params={retired: "pool"}))
 
 
 @pytest.mark.parametrize("method", ["gradient", "random"])
@@ -333,7 +331,7 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
     scored = engine.evaluate([by_id[i] for i in shared], queries, context=context)
     assert result["exact"]["loss"] == pytest.approx(scored["loss"], abs=1e-6)
     as_demos = engine.evaluate([[by_id[i] for i in shared] + c for c in context], queries)
-    assert scored["loss"] != pytest.approx(as_demos["loss"], abs=1e-9)  # context rows are unpadded, not slots
+    assert scored["loss"] == pytest.approx(as_demos["loss"], abs=1e-6)  # context demos follow the shared ones as text
     without = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets))
     assert without["retrieved"] is None and len(without["selected"]) == 3
     for bad in (3, -1, True, "2"):
@@ -343,29 +341,23 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
         engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
 
 
-def test_compact_prompts_take_anchors_in_the_prompt_really_run(tiny, data):
-    """With compact prompts an anchor runs the prompt that is run for its subset (slots as wide as its widest
-    demo): its gradient covers those slots, its own value is that prompt's exact outcome, and that outcome is
-    memoised as the subset's exact run (no second run)."""
+def test_an_anchor_is_the_exact_run_of_its_prompt(tiny, data):
+    """An anchor runs the natural prompt of its subset: its own value is that prompt's exact outcome, memoised as
+    the subset's exact run (no second run); its gradient has one slot frame of the layout's width per demo."""
     pool, queries = data
     ctx = context(tiny, pool, queries)
-    ctx.compact_prompts = True
     anchor = [4, 1, 7]
-    width = ctx.layout.subset_width(anchor)
-    assert width < ctx.layout.slot_width
     estimator = ctx.anchor(anchor, "label-groups")
     assert estimator.contrib.shape[-1] == ctx.n
     spent = ctx.runner.counter.forward_equivalent
     memoised = ctx.exact(anchor)
     assert ctx.runner.counter.forward_equivalent == spent  # the anchor pass was the exact run
-    compact = ctx.runner.exact_scores(anchor, ctx.queries, width=width)
-    wide = ctx.runner.exact_scores(anchor, ctx.queries)
-    assert not torch.allclose(compact, wide)
-    assert torch.allclose(memoised, compact, atol=1e-6)
-    compact_loss = float(query_losses(compact, ctx.layout.gold).mean())
-    assert float(estimator.estimate(torch.tensor([anchor])).loss[0]) == pytest.approx(compact_loss, rel=1e-6)
-    tensors = ctx.runner.on(ctx.layout.narrowed(width)).anchor("label-groups", anchor, ctx.queries)
-    assert tensors.grad_margins.shape[-2] == width  # [G, O, k, w, d]
+    exact = ctx.runner.exact_scores(anchor, ctx.queries)
+    assert torch.allclose(memoised, exact, atol=1e-6)
+    loss = float(query_losses(exact, ctx.layout.gold).mean())
+    assert float(estimator.estimate(torch.tensor([anchor])).loss[0]) == pytest.approx(loss, rel=1e-6)
+    tensors = ctx.runner.anchor("label-groups", anchor, ctx.queries)
+    assert tensors.grad_margins.shape[-3:-1] == (3, ctx.layout.width)  # [G, O, k, W, d]
 
 
 def test_anchor_tasks_run_elsewhere_give_the_same_selection(tiny, tiny_model_dir, data):

@@ -88,3 +88,33 @@ def test_a_pool_the_service_lost_is_stored_again(client):
     client.delete_pool(selector.pool_id())  # as after a restart of the embedded service
     assert selector.select_examples({"text": "dull"}) == chosen
     assert client.get_pool(selector.pool_id()).size == len(EXAMPLES)
+
+
+def test_the_prompt_langchain_formats_is_the_prompt_iclsel_scored(client, tiny):
+    """few_shot_prompt() formats, for an input, exactly prompt.text + the query: tokenised, the prompt the
+    service scored. With one selection query, the service's exact loss is -log p(gold) of that very text, which
+    the test recomputes with the model on the tokens of LangChain's string."""
+    import torch
+
+    query = {"text": "a moving story  with\ngreat acting ", "label": "positive"}  # awkward spaces and a newline
+    selector = IclselExampleSelector(client, EXAMPLES, [query], k=3, input_key="text", output_key="label", seed=2,
+                                     method="random", template="Review: {input}\nSentiment: {output}",
+                                     separator="\n\n")
+    prompt = selector.few_shot_prompt()
+    text = prompt.format(text=query["text"])
+    result = selector.selection()
+    assert text == result.prompt.text + result.prompt.query_template.replace("{input}", query["text"])
+    assert tiny.tokenizer(result.prompt.text)["input_ids"] == result.prompt.token_ids
+
+    prompt_ids = tiny.tokenizer(text)["input_ids"]
+    options = sorted({e["label"] for e in EXAMPLES})
+    scores = []
+    with torch.no_grad():
+        for option in options:
+            option_ids = tiny.tokenizer(" " + option, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + option_ids[:-1]])
+            log_probs = torch.log_softmax(tiny.model(ids).logits[0].double(), -1)
+            scores.append(sum(float(log_probs[len(prompt_ids) - 1 + j, token]) for j, token in enumerate(option_ids)))
+    scores = torch.tensor(scores)
+    loss = float(torch.logsumexp(scores, 0) - scores[options.index(query["label"])])
+    assert result.exact.loss == pytest.approx(loss, abs=1e-4)

@@ -39,6 +39,6 @@ def test_default_model_gradients_are_finite(default_model):
     layout = build_layout(default_model.tokenizer, DEMOS, QUERIES, 2, None, TEMPLATE, "\n\n", default_model.max_positions)
     anchor = ModelRunner(default_model.model, layout).anchor_mean_loss([0, 1], [0, 1])
     grad = anchor.grad_loss_sum
-    assert grad.shape[:2] == (2, layout.slot_width)
+    assert grad.shape[:2] == (2, layout.width)
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
     assert all(math.isfinite(float(s)) for s in anchor.scores.flatten())

@@ -37,8 +37,8 @@ class StandInEngine:
                 "timings": {"total": 0.0},
                 "diagnostics": diagnostics, "estimate": None, "exact": None, "cache": {"hits": 0, "misses": 0}}
 
-    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", layout_pool=None, context=None):
-        StandInEngine.calls.append("evaluate" if layout_pool is None else "evaluate:pool-layout")
+    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", context=None):
+        StandInEngine.calls.append("evaluate")
         if context is not None:
             assert len(context) == len(queries)
             StandInEngine.calls.append(f"context:{len(context[0])}")

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from bench import data as bench_data
-from bench import quality, rescore
+from bench import quality
 from bench.protocol import Sizes, make_split, parse_variant
 from bench.tests.standin_engine import StandInEngine
 from iclsel.models.data import Example
@@ -205,29 +205,6 @@ def test_retrieve_variants_send_test_inputs_as_targets_and_score_each_querys_pro
     assert all(len(r.targets) == 30 and all(isinstance(t, str) for t in r.targets) for r in sent)
     assert StandInEngine.calls.count("context:2") == 1  # only the retrieve variant scores per-query context
     assert result["imdb"]["gr"]["seeds"][0]["retrieved_slots"] == 2
-
-
-def test_rescore_scores_every_recorded_selection_in_the_pool_layout(tmp_path):
-    _fake_data(tmp_path / "data")
-    common = ["--datasets", "imdb", "--seeds", "0", "--pool-size", "20", "--select-size", "6", "--test-size", "30",
-              "--out-dir", str(tmp_path / "results"), "--data-dir", str(tmp_path / "data")]
-    args = quality.resolve_args(["--quick", "--random-draws", "2", "--results-md", str(tmp_path / "RESULTS.md"), *common])
-    measured = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)["imdb"]
-    StandInEngine.calls.clear()
-    report_only = rescore.parse_args(["--quick", "--report-only", "--results-md", str(tmp_path / "RESCORE.md"), *common])
-    assert rescore.rescore(report_only, StandInEngine, log=lambda _: None) == {} and StandInEngine.calls == []
-    assert "not re-scored yet: imdb/0/bm25-per-query" in (tmp_path / "RESCORE.md").read_text()
-    rescore_args = rescore.parse_args(["--quick", "--results-md", str(tmp_path / "RESCORE.md"), *common])
-    table = rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)["imdb"]
-    assert set(table) == set(measured)
-    assert "evaluate" not in StandInEngine.calls  # every evaluation in the pool layout
-    assert StandInEngine.calls.count("evaluate:pool-layout") == len(measured) + 1  # random: 2 draws
-    assert table["gradient"]["own_layout_accuracy_mean"] == measured["gradient"]["accuracy_mean"]
-    assert "| gradient | 0 |" in (tmp_path / "RESCORE.md").read_text()
-    assert "not re-scored" not in (tmp_path / "RESCORE.md").read_text()
-    StandInEngine.calls.clear()
-    rescore.rescore(rescore_args, StandInEngine, log=lambda _: None)  # resumes: nothing evaluated again
-    assert StandInEngine.calls == []
 
 
 def test_quick_defaults_are_stated():
