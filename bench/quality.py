@@ -77,6 +77,8 @@ def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str
         "eval_passes": _passes(ev.get("passes")),
         "eval_seconds": ev.get("seconds"),
         "prediction_counts": dict(sorted(Counter(ev.get("predictions") or []).items())),
+        # per test query, 1 where the prediction is right: paired differences and bootstrap intervals need them
+        "correct": [int(p == q.output) for p, q in zip(ev.get("predictions") or [], split.test)],
     }
 
 
@@ -215,6 +217,9 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
         for dataset, by_method in collected.items():
             quality[dataset] = {name: report.summarize(recs, args.quick, per_dataset[dataset]["sizes"])
                                 for name, recs in by_method.items() if recs}
+            comparison = report.paired_comparison(by_method)
+            if comparison and report.DEFAULT_METHOD in quality[dataset]:
+                quality[dataset][report.DEFAULT_METHOD]["comparison"] = comparison
         report.write_json(out_dir / "quality.json", quality)
         run_info["sizes_text"] = sizes_text(per_dataset, args.seeds, args.random_draws)
         run_info["incomplete"] = not final

@@ -233,3 +233,24 @@ def test_scaling_subset_helpers():
     swaps = single_swaps([0, 1, 2], 5)
     assert swaps.shape == (3 * 2, 3)
     assert all(sum(a != b for a, b in zip(row, [0, 1, 2])) == 1 for row in swaps.tolist())
+
+
+def test_paired_comparison_picks_the_best_baseline_and_brackets_the_difference():
+    from bench import report
+
+    def record(seed, correct):
+        return {"seed": seed, "accuracy": sum(correct) / len(correct), "correct": correct}
+
+    ones, half = [1] * 20, [1, 0] * 10
+    by_method = {"gradient": [record(s, ones) for s in range(3)],
+                 "bm25-set": [record(s, half) for s in range(3)],
+                 "topk-embed-per-query": [record(s, [1, 1, 1, 0] * 5) for s in range(3)],
+                 "exact": [record(s, [0] * 20) for s in range(3)]}  # not a baseline, however it scores
+    c = report.paired_comparison(by_method)
+    assert c["best_baseline"] == "topk-embed-per-query" and c["seeds"] == [0, 1, 2]
+    assert c["diff_mean"] == pytest.approx(0.25) and (c["wins"], c["ties"], c["losses"]) == (3, 0, 0)
+    low, high = c["diff_ci95"]
+    assert 0 < low <= 0.25 <= high < 0.5
+    by_method["gradient"] = [record(s, [1, 1, 1, 0] * 5) for s in range(3)]  # the same answers: no difference
+    c = report.paired_comparison(by_method)
+    assert c["diff_ci95"] == [0.0, 0.0] and c["ties"] == 3
