@@ -89,6 +89,7 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
         "passes_mean": _mean([r["passes"] for r in records]),
         "seconds_mean": _mean([r["seconds"] for r in records]),
         "eval_passes_mean": _mean([r.get("eval_passes") for r in records]),
+        "accuracy_ci95": accuracy_ci(records),
         "n_seeds": len(records),
         "quick": quick,
         "sizes": sizes,
@@ -117,6 +118,28 @@ def _correct(record: dict) -> list[int] | None:
     return None
 
 
+def _bootstrap_mean(per_seed: list[list[float]], rng) -> list[float]:
+    """95% interval of the mean over seeds of each seed's mean, resampling seeds and, within each, test queries."""
+    import numpy as np
+
+    arrays = [np.asarray(values, dtype=float) for values in per_seed]
+    means = np.empty(BOOTSTRAP)
+    for i in range(BOOTSTRAP):
+        picked = rng.integers(0, len(arrays), len(arrays))
+        means[i] = np.mean([arrays[j][rng.integers(0, len(arrays[j]), len(arrays[j]))].mean() for j in picked])
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def accuracy_ci(records: list[dict]) -> list[float] | None:
+    """95% bootstrap interval of the mean held-out accuracy over ``records`` (seeds and test queries resampled)."""
+    import numpy as np
+
+    per_seed = [_correct(r) for r in records]
+    if not per_seed or any(c is None for c in per_seed):
+        return None
+    return _bootstrap_mean(per_seed, np.random.default_rng(1))
+
+
 def paired_comparison(by_method: dict[str, list[dict]], method: str = DEFAULT_METHOD) -> dict | None:
     """``method`` against the best baseline on the seeds both ran: per seed the accuracy difference on the same
     test queries; a 95% interval of the mean difference from a paired bootstrap that resamples seeds and, within
@@ -141,13 +164,8 @@ def paired_comparison(by_method: dict[str, list[dict]], method: str = DEFAULT_ME
            "losses": sum(d < 0 for d in diffs), "diff_ci95": None}
     per_query = [(_correct(mine[s]), _correct(theirs[s])) for s in seeds]
     if all(a is not None and b is not None and len(a) == len(b) for a, b in per_query):
-        rng = np.random.default_rng(0)
-        gaps = [np.array(a, dtype=float) - np.array(b, dtype=float) for a, b in per_query]  # [seed][query]
-        means = np.empty(BOOTSTRAP)
-        for i in range(BOOTSTRAP):
-            picked = rng.integers(0, len(gaps), len(gaps))
-            means[i] = np.mean([gaps[j][rng.integers(0, len(gaps[j]), len(gaps[j]))].mean() for j in picked])
-        out["diff_ci95"] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+        gaps = [[x - y for x, y in zip(a, b)] for a, b in per_query]  # [seed][query], the same queries paired
+        out["diff_ci95"] = _bootstrap_mean(gaps, np.random.default_rng(0))
     return out
 
 
@@ -207,11 +225,13 @@ def results_table(quality: dict, dataset: str) -> str:
     methods = quality[dataset]
     diag_names = [(name, title) for name, title in DIAGNOSTIC_COLUMNS
                   if any(_diagnostic(entry, name) is not None for entry in methods.values())]
-    header = ["method", "accuracy", "macro-F1", "selection passes (fwd-eq)", "selection s", "top-label share", "seeds"]
+    header = ["method", "accuracy (± std over seeds) [95% CI]", "macro-F1", "selection passes (fwd-eq)", "selection s", "top-label share", "seeds"]
     header += [title for _, title in diag_names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in methods.items():
-        row = [name, _fmt_mean_std(entry["accuracy_mean"], entry["accuracy_std"]),
+        ci = entry.get("accuracy_ci95")
+        row = [name, _fmt_mean_std(entry["accuracy_mean"], entry["accuracy_std"])
+               + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
                _fmt_mean_std(entry["macro_f1_mean"], entry["macro_f1_std"]),
                _fmt(entry["passes_mean"], 0), _fmt(entry["seconds_mean"], 1), _prediction_share(entry),
                str(entry["n_seeds"])]
@@ -288,7 +308,7 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                "and a held-out test set, disjoint. Selection methods see the pool and the selection queries "
                "(with labels); per-query retrieval, and selection with params.retrieve, see the pool and each "
                "test query's input (never its label); every selection is scored on the held-out test queries only. Nothing is tuned on "
-               "test queries. Accuracy and macro-F1 are mean ± sample std over seeds. Selection passes: "
+               "test queries. Accuracy and macro-F1 are mean ± sample std over seeds; the bracket is a 95% bootstrap interval of the mean accuracy (seeds and test queries resampled). Selection passes: "
                "model passes spent choosing the demos (forward = 1, backward = 2 forward-equivalents), "
                "as the engine reports them (`selection_forward_equivalent`); scoring on the test set and the "
                "engine's diagnostic checks are not included. Selection s: wall time of the selection call, less "
@@ -357,12 +377,13 @@ def write_plots(quality: dict, out_dir: Path, quick: bool) -> list[Path]:
     for ax, dataset in zip(axes[0], datasets):
         names = list(quality[dataset])
         means = [quality[dataset][n]["accuracy_mean"] or 0.0 for n in names]
-        stds = [quality[dataset][n]["accuracy_std"] or 0.0 for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
+        cis = [quality[dataset][n].get("accuracy_ci95") or [m, m] for n, m in zip(names, means)]
+        errors = [[m - ci[0] for m, ci in zip(means, cis)], [ci[1] - m for m, ci in zip(means, cis)]]
+        ax.bar(range(len(names)), means, yerr=errors, capsize=3, color="tab:blue")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("held-out accuracy")
+        ax.set_ylabel("held-out accuracy (95% bootstrap CI)")
         ax.set_title(f"{dataset}{suffix}")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
