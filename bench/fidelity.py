@@ -26,7 +26,8 @@ swaps of every slot by the default's first-order estimate (mean-loss gradient, a
 also run exactly, and set against random candidates of the same slots (the sampled single swaps, averaged over
 ``DRAWS`` draws): the first batch (``PER_SLOT`` per slot, as the default search screens them) by mean exact
 change of the loss, share that improve on the anchor, and the best; and the random batch that the gradient's
-passes would have bought instead (the anchor pass spent on more screened proposals). ``--pool-size`` sets n
+passes would have bought instead (the anchor pass, less the start's exact run it stands for, spent on more
+screened proposals). ``--pool-size`` sets n
 (``imdb-tail`` has the rows for n = 10,000).
 
 Writes, under --out-dir (default bench/results/), fidelity_runs.jsonl (journal: one record per anchor and per exact run; an
@@ -408,7 +409,9 @@ def candidate_order(a: AnchorData) -> dict | None:
     by_slot = [a.exact[np.flatnonzero(a.slot == slot)] - a.zero for slot in range(a.k)]  # random singles per slot
     gradient = a.ordered[:, :PER_SLOT] - a.zero  # [k, PER_SLOT]
     anchor_passes = a.anchor_passes["mean-loss"]
-    extra = int(anchor_passes // (SCREEN * a.rows_per_query))  # screened proposals the anchor pass would buy
+    # screened proposals the anchor pass would buy instead: it also gives the start's exact value, which a search
+    # without a gradient runs anyway (one exact run on every query)
+    extra = int(max(anchor_passes - len(a.gold) * a.rows_per_query, 0) // (SCREEN * a.rows_per_query))
     rng = np.random.default_rng([a.seed, *a.anchor])
     random_batch, equal_passes = [], []
     pool = np.concatenate(by_slot)

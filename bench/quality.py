@@ -140,17 +140,29 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
     return record
 
 
-def engine_source_hash() -> str:
-    """Hash of the engine's source (iclsel.models/*.py): part of every record's key, so that a resume after
-    an engine change re-runs instead of reusing results of older code."""
+def code_hash(paths: list[Path]) -> str:
+    """Hash of Python files' code (parsed: docstrings and comments left out, so an edit of them changes nothing)."""
+    import ast
     import hashlib
 
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]  # the docstring
+        digest.update(path.name.encode() + b"\0" + ast.dump(tree).encode())
+    return digest.hexdigest()[:16]
+
+
+def engine_source_hash() -> str:
+    """Hash of the engine's code (iclsel.models/*.py): part of every record's key, so that a resume after an engine
+    change re-runs instead of reusing results of older code, while an edit of its documentation does not."""
     import iclsel.models as models_package
 
-    digest = hashlib.sha256()
-    for path in sorted(Path(models_package.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return code_hash(list(Path(models_package.__file__).parent.glob("*.py")))
 
 
 def read_journal(path: Path) -> dict[str, dict]:

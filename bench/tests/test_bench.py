@@ -254,3 +254,13 @@ def test_paired_comparison_picks_the_best_baseline_and_brackets_the_difference()
     by_method["gradient"] = [record(s, [1, 1, 1, 0] * 5) for s in range(3)]  # the same answers: no difference
     c = report.paired_comparison(by_method)
     assert c["diff_ci95"] == [0.0, 0.0] and c["ties"] == 3
+
+
+def test_the_engine_hash_follows_code_not_documentation(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text('"""Module doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # a comment\n')
+    before = quality.code_hash([source])
+    source.write_text('"""Other words."""\n\ndef f(x):\n    """Changed doc."""\n    return x + 1\n')
+    assert quality.code_hash([source]) == before
+    source.write_text('"""Other words."""\n\ndef f(x):\n    """Changed doc."""\n    return x + 2\n')
+    assert quality.code_hash([source]) != before
