@@ -23,7 +23,7 @@ CONTRACT (other packages rely on it):
     retrieved:  None, or with params.retrieve = r (0 < r < k): {"slots": r, "by": "topk-embed",
                 "queries": [[demo id] per query], "targets": [[demo id] per request.targets input]}.
                 "selected" then holds the k - r shared demos; each query's prompt is the shared prefix, then its
-                own r nearest pool demos outside "selected" (embedding cosine, best last, unpadded), then the
+                own r nearest pool demos outside "selected" (embedding cosine, best last), then the
                 query. The search optimises the shared demos for those per-query prompts; "exact" is their
                 outcome.
     diagnostics: estimate-error diagnostics (gradient-based methods) or None
@@ -42,7 +42,7 @@ Errors: InputError(field, message) for bad input; Cancelled when should_cancel()
 Also (for benchmarks and exact checks):
     engine.evaluate(demos, queries, options=None, template=..., separator=..., context=None) -> dict
         demos: list[Example] shared by all queries (prefix-shared inference), or list[list[Example]]
-        one demo list per query (e.g. per-query retrieval); context: per query, demos after the slots
+        one demo list per query (e.g. per-query retrieval); context: per query, demos after the shared ones
         (result["retrieved"]). Returns {"accuracy", "macro_f1", "loss",
         "predictions": [option per query], "passes": {...}, "seconds"}.
     engine.retrieve_per_query(pool, queries, k, method)  -> list[list[Example]]
@@ -338,7 +338,7 @@ class Engine:
     def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
                     retrieve: int) -> "_Neighbours":
         """params.retrieve: k - retrieve shared slots are searched; each query row carries its own ``retrieve``
-        nearest demos between the slots and the query (a pool query never retrieves itself)."""
+        nearest demos between the shared demos and the query (a pool query never retrieves itself)."""
         embed_started = time.perf_counter()
         similarity = self._embedding_similarity(runner, [d.input for d in request.pool],
                                                 [q.input for q in scored.examples] + request.targets)
