@@ -157,6 +157,7 @@ def end_anchor(setup: SeedSetup, journal: dict, log: Callable[[str], None]) -> l
         record = {"key": key, "type": "search", "dataset": setup.dataset, "seed": setup.seed,
                   "evaluator": result["notes"].get("evaluator", "exact"),
                   "selected": [index[i] for i in ids], "notes": result["notes"], "passes": result["passes"],
+                  "engine_source": engine_source_hash(),
                   "seconds": result["timings"]["total"]}
         append_journal(setup.journal_path, record)
         journal[key] = record
@@ -340,7 +341,7 @@ def _anchor_cost(mode: str) -> Callable[[AnchorData], float]:
 
 EVALUATORS = [
     EvaluatorSpec("first-order label-groups", first_order("label-groups"), _anchor_cost("label-groups"), False,
-                  "per-label margin gradients in input embeddings, taken in the anchor's compact prompt"),
+                  "per-label margin gradients in input embeddings, taken in the anchor's natural prompt"),
     EvaluatorSpec("first-order mean-loss", first_order("mean-loss"), _anchor_cost("mean-loss"), False,
                   "gradient of the summed loss only (one backward per query row): the default search's candidate order"),
     EvaluatorSpec(f"first-order mean-loss, {SCREEN} queries", first_order("mean-loss-screen"),
@@ -592,7 +593,9 @@ def markdown(result: dict, anchors: list[AnchorData], journal: dict, command: st
                   "this share of an exact run's computed tokens:", ""]
         lines += [f"- {dataset}: prefix {v['prefix_token_share']:.1%} of the tokens over {v['exact_runs']} exact runs, "
                   f"so at most {v['kv_reuse_token_saving_at_most']:.1%}" for dataset, v in kv.items()]
-    searches = [r for r in journal.values() if r.get("type") == "search"]
+    shown = {(a.dataset, a.seed, tuple(a.anchor)) for a in anchors}
+    searches = list({(r["dataset"], r["seed"], tuple(r["selected"])): r for r in journal.values()
+                     if r.get("type") == "search" and (r["dataset"], r["seed"], tuple(r["selected"])) in shown}.values())
     if searches:
         lines += ["", "End anchors: the default gradient search (`params.evaluate_selected` false) on each seed:", ""]
         for r in sorted(searches, key=lambda r: (r["dataset"], r["seed"])):
