@@ -433,8 +433,8 @@ def _proposals(swaps: torch.Tensor, estimated: torch.Tensor, anchor: torch.Tenso
     ``estimated`` [S]: each swap's estimated objective (lower is better).
     global: the ``candidates`` lowest estimates, then the next ``candidates``, ...
     per-slot: the lowest estimate within each slot (k swaps), then the second lowest of each, ...
-    Measured on BBC dev seeds (bench/results/dev/swap_study_bbc.md, python -m bench.swap_study): the first-order estimate ranks the swaps within a
-    slot (Spearman about 0.3-0.5) but not across slots, where it gets the slot's mean effect wrong."""
+    The first-order estimate ranks swaps within a slot a little, not across slots, where it gets the slot's mean
+    effect wrong (bench/FIDELITY.md)."""
     if propose == "global":
         order = torch.argsort(estimated)
         return [b for b in order[: candidates * (1 + patience)].split(candidates) if b.numel()]
