@@ -35,12 +35,13 @@ def selection(**overrides) -> dict:
 
 
 def require_binary(name: str) -> str:
-    """The path of a program the test needs: skipped where it is missing, failed in CI (.ci/run installs it)."""
+    """The path of a program the test needs: skipped where it is missing, failed in CI (`./run.sh test`
+    installs it)."""
     import shutil
 
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian's prometheus package; .ci/run installs it)"
+        message = f"{name} is not installed (Debian's prometheus package; `./run.sh test` installs it)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     return path
 

@@ -1,7 +1,7 @@
 """The Grafana dashboard (docker/grafana/dashboards/iclsel.json) against a real Prometheus scraping a real
 iclsel service: after one selection, every PromQL expression of every panel returns data.
 
-Prometheus is Debian's `prometheus` package (.ci/run installs it when it is missing), started here on
+Prometheus is Debian's `prometheus` package (`./run.sh test` installs it when it is missing), started here on
 a free port with docker/prometheus.yml, its target pointed at the test server and a 1 s scrape interval.
 """
 
