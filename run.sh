@@ -16,9 +16,10 @@ setup() {
     if [ ! -f "$stamp" ]; then
         [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
         "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-        # The pinned CPU wheel first, so that nothing pulls a multi-GB CUDA build.
+        # The pinned CPU wheel first, so that nothing pulls a multi-GB CUDA build; the package only asks
+        # for torch>=2.13 (its `server` extra), and the same pin again keeps pip from replacing this one.
         "$VENV/bin/pip" install -q torch==2.13.0
-        "$VENV/bin/pip" install -q -e ".[$extras]"
+        "$VENV/bin/pip" install -q -e ".[$extras]" torch==2.13.0
         touch "$stamp"
     fi
 }

@@ -50,6 +50,27 @@ def require_binary(name: str) -> str:
     return path
 
 
+def without_server_packages() -> str:
+    """Python source that makes every package of the `server` extra unimportable, as in a `pip install iclsel`
+    without it (iclsel.cli.SERVER_MODULES; tests/test_packaging.py checks that it covers the extra):
+    the start of the code a subprocess runs. It imports sys."""
+    from iclsel.cli import SERVER_MODULES
+
+    return f"""
+import importlib.abc, sys
+
+
+class _WithoutServer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(SERVER_MODULES)!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: a client-only install)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _WithoutServer())
+"""
+
+
 def embedded_env(tiny_model_dir, **env: str) -> dict[str, str]:
     """The environment of an embedded server (no Redis) on the tiny model."""
     return {"ICLSEL_MODEL": str(tiny_model_dir), "REDIS_URL": "", "ICLSEL_REDIS_URL": "", **env}

@@ -9,6 +9,7 @@ on any machine, so no test depends on how fast the model runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -19,7 +20,8 @@ import pydantic
 import pytest
 
 from iclsel.client import ApiError, AsyncClient, Client, JobFailed, SelectionResult, WaitTimeout
-from service_fixtures import POOL, QUERIES, HeldApi, embedded_env, held_queries, metric, selection
+from service_fixtures import (POOL, QUERIES, HeldApi, embedded_env, held_queries, metric, selection,
+                              without_server_packages)
 
 LONG = selection(queries=held_queries())  # runs until it is cancelled
 RETRY_AFTER_S = 5  # what app/routes.py sends with a 429
@@ -82,6 +84,22 @@ def test_importing_the_client_loads_neither_torch_nor_the_server():
     code = "import iclsel.client, sys; print(sorted({'torch', 'fastapi', 'redis', 'transformers'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_client_works_where_torch_cannot_be_imported(api):
+    """What `pip install iclsel` (no server extra) has: the client against the running service."""
+    code = without_server_packages() + f"""
+import json
+from iclsel.client import Client
+with Client({api.url!r}) as client:
+    result = client.select(pool={POOL!r}, queries={QUERIES!r}, k=2, seed=21, timeout=120)
+print(json.dumps({{"selected": [demo.id for demo in result.selected], "accuracy": result.exact.accuracy,
+                  "torch": "torch" in sys.modules}}))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = json.loads(run.stdout)
+    assert len(answer["selected"]) == 2 and 0 <= answer["accuracy"] <= 1 and answer["torch"] is False
 
 
 def test_retries_a_refused_connection_until_the_service_is_up(api):
