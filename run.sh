@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine.
 #   ./run.sh          set up .venv and run a real selection with the default model on examples/
-#   ./run.sh test     set up .venv (with test extras), make sure Redis answers, run the test suite
+#   ./run.sh test     set up .venv (with test extras), install Prometheus/promtool and start Redis when
+#                     missing (Debian's packages), run the test suite
 #   ./run.sh select ...   any other arguments are passed to the `iclsel` command
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,9 +16,10 @@ setup() {
     if [ ! -f "$stamp" ]; then
         [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
         "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-        # The pinned CPU wheel first, so that nothing pulls a multi-GB CUDA build.
+        # The pinned CPU wheel first, so that nothing pulls a multi-GB CUDA build; the package only asks
+        # for torch>=2.13 (its `server` extra), and the same pin again keeps pip from replacing this one.
         "$VENV/bin/pip" install -q torch==2.13.0
-        "$VENV/bin/pip" install -q -e ".[$extras]"
+        "$VENV/bin/pip" install -q -e ".[$extras]" torch==2.13.0
         touch "$stamp"
     fi
 }
@@ -28,7 +30,7 @@ ensure_redis() {
         return
     fi
     if ! command -v redis-server >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+        apt_install redis-server
     fi
     redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
     for _ in $(seq 50); do
@@ -39,6 +41,21 @@ ensure_redis() {
     exit 1
 }
 
+apt_install() {
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# tests/test_dashboard.py runs a real Prometheus and tests/test_compose.py its promtool (Debian's package)
+ensure_prometheus() {
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+        apt_install prometheus
+    fi
+}
+
 case "${1:-run}" in
     run)
         setup test
@@ -47,6 +64,7 @@ case "${1:-run}" in
     test)
         shift
         setup test
+        ensure_prometheus
         ensure_redis
         exec "$VENV/bin/python" -m pytest -q -ra "$@"
         ;;

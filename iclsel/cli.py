@@ -1,4 +1,8 @@
-"""Command line: `iclsel select`, `iclsel serve`, `iclsel worker`."""
+"""Command line: `iclsel select`, `iclsel serve`, `iclsel worker`.
+
+Importing this module and `iclsel --help` need only the client install (`pip install iclsel`); the
+commands load the engine or the server (`pip install iclsel[server]`) when they run, and say so when
+it is missing."""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import json
 import logging
 import sys
 
-from iclsel.settings import get_settings
+# What `pip install iclsel[server]` adds (top-level import names): a command that needs one of them and
+# does not find it asks for the extra instead of failing with a traceback.
+SERVER_MODULES = frozenset({"torch", "transformers", "tokenizers", "accelerate", "gguf", "safetensors", "numpy",
+                            "scipy", "rank_bm25", "tqdm", "pydantic_settings", "fastapi", "starlette", "uvicorn",
+                            "redis", "prometheus_client"})
 
 
 def _parse_params(pairs: list[str]) -> dict:
@@ -71,6 +79,7 @@ def select_main(args: argparse.Namespace) -> int:
     from iclsel.models.data import InputError, read_inputs, read_jsonl
     from iclsel.models.engine import Engine, SelectionRequest
     from iclsel.models.loading import ModelNotFound, load_model
+    from iclsel.settings import get_settings
 
     settings = get_settings()
     progress = _Progress(not args.quiet)
@@ -151,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(argv)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        command = argv[0] if argv and argv[0] in ("serve", "worker") else "select"
+        print(f"iclsel: error: `iclsel {command}` needs the engine and the server, which this install lacks "
+              f"({error.name} is missing): pip install 'iclsel[server]'", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str]) -> int:
     if argv and argv[0] == "serve":
         from iclsel.app.server import serve_main
         return serve_main(argv[1:]) or 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -12,6 +13,9 @@ import httpx
 import pytest
 
 from bench.stack import Api, Process, RedisServer, free_port, rss_mb  # noqa: F401 (the tests import them from here)
+from held import held_queries  # noqa: F401
+
+HELD = Path(__file__).with_name("held.py")  # runs a service process with held jobs and gates (see held.py)
 
 REDIS_URL = os.environ.get("ICLSEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -35,14 +39,36 @@ def selection(**overrides) -> dict:
 
 
 def require_binary(name: str) -> str:
-    """The path of a program the test needs: skipped where it is missing, failed in CI (.ci/run installs it)."""
+    """The path of a program the test needs: skipped where it is missing, failed in CI (`./run.sh test`
+    installs it)."""
     import shutil
 
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian's prometheus package; .ci/run installs it)"
+        message = f"{name} is not installed (Debian's prometheus package; `./run.sh test` installs it)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     return path
+
+
+def without_server_packages() -> str:
+    """Python source that makes every package of the `server` extra unimportable, as in a `pip install iclsel`
+    without it (iclsel.cli.SERVER_MODULES; tests/test_packaging.py checks that it covers the extra):
+    the start of the code a subprocess runs. It imports sys."""
+    from iclsel.cli import SERVER_MODULES
+
+    return f"""
+import importlib.abc, sys
+
+
+class _WithoutServer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(SERVER_MODULES)!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: a client-only install)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _WithoutServer())
+"""
 
 
 def embedded_env(tiny_model_dir, **env: str) -> dict[str, str]:
@@ -59,6 +85,88 @@ def embedded_api(tiny_model_dir, folder: Path, **env: str):
         yield server
     finally:
         server.stop()
+
+
+class HeldApi(Api):
+    """Api run through tests/held.py: selections with held_queries() wait until they are cancelled."""
+
+    def __init__(self, env: dict[str, str], log: Path, port: int | None = None):
+        self.port = port or free_port()
+        Process.__init__(self, "", [str(HELD), "iclsel.app.server", "--port", str(self.port), "--log-level", "warning"],
+                         env, log, program=sys.executable)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+def held_worker(name: str, env: dict[str, str], log: Path) -> Process:
+    """`iclsel worker` run through tests/held.py (held jobs; the anchor-task gate of env's ICLSEL_TEST_GATES)."""
+    return Process("", [str(HELD), "iclsel.workers.main", "--name", name, "--log-level", "warning"], env, log,
+                   program=sys.executable)
+
+
+@contextmanager
+def anchor_gate(gates: Path, tickets: int):
+    """While open, at most `tickets` anchor tasks start in the held workers; the rest wait until it closes."""
+    gate = gates / "anchor-tasks"
+    gate.write_text(str(tickets))
+    try:
+        yield gate
+    finally:
+        gate.unlink(missing_ok=True)
+
+
+def blocked_reads(pid: int, redis_url: str) -> int:
+    """How many of process pid's connections to Redis are blocked in a command (XREADGROUP ... BLOCK): 0
+    once a stopped worker's blocking read has timed out, so that new stream entries stay undelivered."""
+    import redis
+
+    server = redis.Redis.from_url(redis_url, socket_timeout=5)
+    port = server.connection_pool.connection_kwargs["port"]
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    local_ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == port:
+                local_ports.add(int(local.rsplit(":", 1)[1], 16))
+    return sum(1 for client in server.client_list()
+               if int(client["addr"].rsplit(":", 1)[1]) in local_ports and "b" in client["flags"])
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/pid/stat: R running, S sleeping, T stopped, ..."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def wait_until(condition, timeout: float = 60, poll_s: float = 0.05, what: str = "condition") -> None:
+    """Poll condition() until it is true; the timeout only keeps a broken service from hanging the suite."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout} s")
+        time.sleep(poll_s)
+
+
+def stop_and_wait_unblocked(process: Process, redis_url: str, signum: int | None = None) -> None:
+    """SIGSTOP a worker and wait until its blocking stream read (1 s) has timed out in Redis: from then on it
+    takes no entry until SIGCONT."""
+    import signal
+
+    process.signal(signum or signal.SIGSTOP)
+    wait_until(lambda: process_state(process.popen.pid) in ("T", "t"), what=f"process {process.popen.pid} stopped")
+    wait_until(lambda: blocked_reads(process.popen.pid, redis_url) == 0, what=f"unblocked reads of {process.popen.pid}")
 
 
 def metric(client: httpx.Client, name: str, **labels) -> float:
@@ -113,8 +221,10 @@ def same_result(a: dict, b: dict) -> None:
             assert (value is None and b[part][name] is None) or value == pytest.approx(b[part][name], rel=1e-4, abs=1e-6)
 
 
-def run_load(url: str, requests_of, seconds: float, clients: int, pids: list[int], headers=None) -> dict:
-    """clients concurrent clients send requests_of(client, i) -> (method, path, json) for `seconds`.
+def run_load(url: str, requests_of, seconds: float, clients: int, pids: list[int], headers=None,
+             per_client: int = 0) -> dict:
+    """clients concurrent clients send requests_of(client, i) -> (method, path, json) for `seconds`, and
+    each at least per_client requests however long they take (so that the load is real on any machine).
 
     Returns figures: requests, status counts, latency percentiles (ms), the RSS (MiB) of the
     server processes before and after, and the transport errors (none expected)."""
@@ -125,7 +235,7 @@ def run_load(url: str, requests_of, seconds: float, clients: int, pids: list[int
 
     async def one_client(number: int, client: httpx.AsyncClient, end: float) -> None:
         i = 0
-        while time.monotonic() < end:
+        while time.monotonic() < end or i < per_client:
             method, path, body = requests_of(number, i)
             i += 1
             start = time.perf_counter()

@@ -127,8 +127,7 @@ def test_selection_on_a_grown_pool_reuses_the_parent_anchor(servers, client):
     assert "warm_start" not in cold["notes"] and cold["cache"]["hits"] < result["cache"]["hits"]
     assert cold["passes"]["backward"] > 0
     assert result["passes"]["selection_forward_equivalent"] < cold["passes"]["selection_forward_equivalent"]
-    assert result["passes"]["forward_equivalent"] < cold["passes"]["forward_equivalent"]
-    assert result["timings"]["select"] < 3 * cold["timings"]["select"]  # generous: timings on a shared machine
+    assert result["passes"]["forward_equivalent"] < cold["passes"]["forward_equivalent"]  # the work it skipped
     print(f"\ngrown pool, warm vs cold: forward-equivalents {result['passes']['forward_equivalent']} vs "
           f"{cold['passes']['forward_equivalent']} (selection {result['passes']['selection_forward_equivalent']} vs "
           f"{cold['passes']['selection_forward_equivalent']}), backward rows {result['passes']['backward']} vs "

@@ -167,11 +167,11 @@ def test_load_embedded(api):
             return "GET", "/ready", None
         return "POST", "/v1/selections", selection(seed=(client * 5 + i) % 16, wait_s=2)
 
-    figures = run_load(api.url, requests_of, seconds=8, clients=24, pids=[api.popen.pid],
+    figures = run_load(api.url, requests_of, seconds=8, clients=24, per_client=4, pids=[api.popen.pid],
                        headers={"Authorization": f"Bearer {KEY}"})
     record_figures("load_embedded", figures)
     assert figures["transport_error_count"] == 0, figures["transport_errors"]
     assert set(figures["statuses"]) <= {"200", "202", "429"}, figures["statuses"]
-    assert figures["requests"] > 50
+    assert figures["requests"] >= 24 * 4  # each client's at least, however slow the machine
     pid = str(api.popen.pid)
     assert figures["rss_mb_after"][pid] < figures["rss_mb_before"][pid] + 200, figures

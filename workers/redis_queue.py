@@ -41,7 +41,7 @@ from typing import Callable
 import redis
 
 from .backend import BackendUnavailable, PoolParent
-from .jobs import QueueFull, cancel_checkpoint, new_record, run_job
+from .jobs import FINISHED, QueueFull, cancel_checkpoint, new_record, run_job
 from .metrics_store import RedisMetrics, count_job, record_finished
 
 log = logging.getLogger(__name__)
@@ -116,17 +116,19 @@ def worker_name() -> str:
 
 def cancel_requested(client: redis.Redis, job_key: str, every_s: float = 0.25,
                      run: tuple[str, int] | None = None) -> Callable[[], bool]:
-    """should_cancel() for a running job: whether its hash has the "cancel" field, or, with run =
-    (worker, attempt), whether the job is no longer that run's (taken over after a freeze), asked of
-    Redis at most every every_s seconds (the checks sit in tight loops); once true it stays true."""
+    """should_cancel() for a running job: whether its hash has the "cancel" field or the job has ended
+    (an anchor task of another worker's job may still run when that job's worker has stored it as
+    cancelled, which also drops the field), or, with run = (worker, attempt), whether the job is no
+    longer that run's (taken over after a freeze), asked of Redis at most every every_s seconds (the
+    checks sit in tight loops); once true it stays true."""
     last = [0.0, False]
 
     def should_cancel() -> bool:
         now = time.monotonic()
         if not last[1] and now - last[0] > every_s:
-            cancel, worker, attempts = client.hmget(job_key, "cancel", "worker", "attempts")
+            cancel, status, worker, attempts = client.hmget(job_key, "cancel", "status", "worker", "attempts")
             taken_over = run is not None and (worker != json.dumps(run[0]) or attempts != str(run[1]))
-            last[:] = [now, cancel is not None or taken_over]
+            last[:] = [now, cancel is not None or status in FINISHED or taken_over]
         return last[1]
     return should_cancel
 
