@@ -16,7 +16,7 @@ from . import growth, limits
 from .auth import require_api_key
 from .deps import BackendDep, SettingsDep
 from .errors import ApiError
-from .schemas import ErrorResponse, Job, PoolAppend, PoolCreate, PoolOut, SelectionCreate
+from .schemas import ErrorResponse, Job, PoolAppend, PoolCreate, PoolOut, SelectionRequest
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
 # a job that failed: 422 (the engine rejected the input) or 500 answers with the job record itself
@@ -73,7 +73,7 @@ def delete_pool(pool_id: str, jobs: BackendDep):
 
 @v1.post("/selections", response_model=Job, responses=JOB_RESPONSES,
          summary="Select demonstrations: 200 with the result if it is ready within wait_s, else 202 and a job")
-async def create_selection(body: SelectionCreate, request: Request, jobs: BackendDep, config: SettingsDep):
+async def create_selection(body: SelectionRequest, request: Request, jobs: BackendDep, config: SettingsDep):
     spec = await run_in_threadpool(limits.selection_spec, body, jobs.get_pool, config)
     fingerprint = await run_in_threadpool(jobs.fingerprint)
     if fingerprint is None:
