@@ -70,8 +70,11 @@ def fitting(passes: float, cost: int) -> float:
 
 
 class SelectionContext:
-    def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int, params: dict,
-                 progress: Callable[[str, int, int], None]):
+    def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int,
+                 *progress: Callable[[str, int, int], None]):
+        """``progress(phase, done, total)`` is the last argument (bench/ callers still pass a params dict before
+        it, which the context no longer reads: a method gets its parsed params from the engine)."""
+        progress = progress[-1]
         layout = problem.layout
         self.runner = model.runner
         self.tokenizer = model.tokenizer
@@ -90,7 +93,6 @@ class SelectionContext:
                                         for o in layout.demo_outputs], dtype=torch.long)  # [n] option of each demo
         check_label_counts(self.demo_label.tolist(), layout.n_options, self.k, self.min_per_label, layout.options)
         self.rng = np.random.default_rng(seed)
-        self.params = params
         self.cache = model.cache
         self.model_fingerprint = model.fingerprint
         self.progress = progress

@@ -47,7 +47,7 @@ from .layout import Layout, TokenMemo, build_layout, resolve_options
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
-from .selectors import SELECTORS
+from .methods import METHODS
 from .tasks import AnchorTask
 from .warm import WarmStart, resume
 
@@ -198,7 +198,7 @@ class Engine:
             ctx.final_reserve = runner.exact_cost(len(ctx.queries))
         with ctx.phase("select"):
             try:
-                choice = SELECTORS[request.method](ctx)
+                choice = METHODS[request.method].select(ctx, params)
             except PassBudgetExhausted as error:  # a step the method cannot do without
                 raise InputError("max_passes", f"is too small for method {request.method!r}: {error}") from None
         ctx.final_reserve = 0
@@ -235,7 +235,7 @@ class Engine:
         request = prepared.request
         embed_rows = (len(request.pool) + len(prepared.scored.examples) + len(request.targets)) if prepared.retrieve else 0
         prepared.runner.counter.limit = None  # the calibration is not the job's
-        return plan(ctx, request.method, prepared.params.evaluate_selected, request.max_passes, embed_rows)
+        return plan(ctx, METHODS[request.method], prepared.params, request.max_passes, embed_rows)
 
     def _prepare(self, request: SelectionRequest, checkpoint) -> "_Prepared":
         """Validate, keep the candidate demos, lay the prompts out and make the runner (max_passes on its counter)."""
@@ -262,7 +262,7 @@ class Engine:
                                    resume=resume(warm, request.pool, k, request.method) if resumes else None)
         model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
-        return SelectionContext(problem, model, request.seed, request.params, progress)
+        return SelectionContext(problem, model, request.seed, progress)
 
     def _fitting_prompts(self, request: SelectionRequest, scored: "_ScoredQueries", layout, params: Params):
         """max_prompt_tokens: keep the demos short enough that any k of them fit (constraints.demo_token_limit);

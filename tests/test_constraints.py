@@ -11,7 +11,7 @@ from iclsel.models.context import SelectionContext
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR as SEPARATOR, DEFAULT_TEMPLATE as TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.selectors import SELECTORS
+from iclsel.models.methods import METHODS as SELECTORS
 
 from service_fixtures import POOL, QUERIES, embedded_api, selection
 
