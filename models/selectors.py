@@ -218,13 +218,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     start = list(current)
     before = ctx.work()
     spent = lambda: ctx.work() - before  # noqa: E731 (the search's own work, cached or run: cache-independent)
-    ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
-    estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
-    with ctx.phase("estimate"):
-        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
-        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
-                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
-        ctx.explored += swaps.shape[0]
+    estimator, ranked = _ranked_candidates(ctx, p, start)
     value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
     budget = min(p.budget or math.inf, spent() + ctx.passes_left())  # params.budget and max_passes
     tried = [set() for _ in range(ctx.k)]
@@ -236,12 +230,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
         rounds_run += 1
         moved = False
         for _ in range(1 + p.patience):
-            proposals = []
-            for slot in range(ctx.k):
-                fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]
-                         and _keeps_labels(ctx, current, slot, i)][:p.per_slot]
-                tried[slot].update(fresh)
-                proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
+            proposals = _next_proposals(ctx, p, ranked, current, tried)
             if not proposals:
                 break
             if spent() + batch_cost(ctx, p, len(proposals)) > budget:
@@ -272,6 +261,30 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
                          "sample": p.sample, "finalists": p.finalists, "per_slot": p.per_slot,
                          "patience": p.patience, "evaluated": len(evaluated), "budget": p.budget,
                          "budget_exhausted": exhausted, "spent": spent()})
+
+
+def _ranked_candidates(ctx: SelectionContext, p: SearchParams, start: list[int]):
+    """(the estimator at the ranking anchor, each slot's candidates best estimate first) for the subsample search."""
+    ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
+    estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
+    with ctx.phase("estimate"):
+        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
+        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
+                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
+        ctx.explored += swaps.shape[0]
+    return estimator, ranked
+
+
+def _next_proposals(ctx: SelectionContext, p: SearchParams, ranked: list[list[int]], current: list[int],
+                    tried: list[set]) -> list[list[int]]:
+    """A subsample batch: the next ``per_slot`` untried candidates of every slot (by the ranking), as sets."""
+    proposals = []
+    for slot in range(ctx.k):
+        fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]
+                 and _keeps_labels(ctx, current, slot, i)][:p.per_slot]
+        tried[slot].update(fresh)
+        proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
+    return proposals
 
 
 def batch_cost(ctx: SelectionContext, p: SearchParams, n_proposals: int) -> int:
