@@ -65,6 +65,10 @@ class ExampleIn(BaseModel):
     output: str
     metadata: dict[str, Any] | None = Field(None, description="free-form; a selection's `where` filters on it")
 
+    def to_dict(self) -> dict:
+        """The record, as models.data.Example.to_dict gives it: id and metadata only where given."""
+        return _record(self.model_dump())
+
 
 class ExampleOut(BaseModel):
     id: str
@@ -312,7 +316,7 @@ class SelectionRequest(BaseModel):
         data = self.model_dump(exclude={"wait_s", *SPEC_WHEN_GIVEN})
         data.update(self.model_dump(include=set(SPEC_WHEN_GIVEN), exclude_defaults=True))
         data["pool"] = [_record(example) for example in data["pool"]]
-        data["queries"] = [_record(example) for example in data["queries"]]
+        data["queries"] = [_record(example) for example in data["queries"]]  # as ExampleIn.to_dict
         return data
 
     @classmethod

@@ -86,8 +86,8 @@ def _validate(request: SelectionRequest) -> tuple[SelectionRequest, Params]:
     constraints(request).validate()
     if request.max_prompt_tokens is not None and params.retrieve:
         raise InputError("max_prompt_tokens", "cannot bound the per-query prompts of params.retrieve")
-    pool = examples_from_records([example.model_dump(exclude_none=True) for example in request.pool], "pool")
-    queries = examples_from_records([example.model_dump(exclude_none=True) for example in request.queries], "queries")
+    pool = examples_from_records([example.to_dict() for example in request.pool], "pool")
+    queries = examples_from_records([example.to_dict() for example in request.queries], "queries")
     return request.model_copy(update={"pool": pool, "queries": queries}), params
 
 
@@ -191,18 +191,18 @@ class Engine:
                                  query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
         ctx = self._context(prepared, layout, runner, lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
-        ctx.timings["layout"] = time.perf_counter() - started
+        ctx.stats.record("layout", time.perf_counter() - started)
         if neighbours is not None:
-            ctx.timings["retrieve"] = neighbours.seconds
+            ctx.stats.record("retrieve", neighbours.seconds)
         if request.max_passes is not None and params.evaluate_selected:
-            ctx.final_reserve = runner.exact_cost(len(ctx.queries))
+            ctx.ledger.reserve_final(runner.exact_cost(len(ctx.queries)))
         with ctx.phase("select"):
             try:
                 choice = METHODS[request.method].select(ctx, params)
             except PassBudgetExhausted as error:  # a step the method cannot do without
                 raise InputError("max_passes", f"is too small for method {request.method!r}: {error}") from None
-        ctx.final_reserve = 0
-        selection_passes = runner.counter.forward_equivalent - ctx.diagnostic_passes
+        ctx.ledger.reserve_final(0)
+        selection_passes = runner.counter.forward_equivalent - ctx.ledger.diagnostic_passes
         retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
                                                                  len(request.queries), retrieve)
         try:
@@ -214,7 +214,7 @@ class Engine:
         if choice.checks:
             with ctx.phase("diagnostics"):
                 diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
-        ctx.timings["total"] = time.perf_counter() - started
+        ctx.stats.record("total", time.perf_counter() - started)
         progress("done", 1, 1)
         result = self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
         if request.max_passes is not None:
@@ -337,12 +337,12 @@ class Engine:
             "estimate": estimate,
             "exact": exact_outcome,
             "diagnostics": diagnostics,
-            "explored_subsets": ctx.explored,
+            "explored_subsets": ctx.stats.explored,
             "notes": choice.notes,
             "passes": {**ctx.runner.counter.as_dict(), "selection_forward_equivalent": selection_passes,
-                       "diagnostics_forward_equivalent": ctx.diagnostic_passes},
-            "timings": {name: round(seconds, 4) for name, seconds in ctx.timings.items()},
-            "cache": {"hits": ctx.cache_hits, "misses": ctx.cache_misses},
+                       "diagnostics_forward_equivalent": ctx.ledger.diagnostic_passes},
+            "timings": {name: round(seconds, 4) for name, seconds in ctx.stats.timings.items()},
+            "cache": {"hits": ctx.stats.cache_hits, "misses": ctx.stats.cache_misses},
             "model": self.model.describe(),
         }
 

@@ -15,7 +15,8 @@ from typing import Callable
 from iclsel.contract import PARAMS, ExactParams, GradientParams, GradreParams, Params
 
 from . import selectors
-from .context import SelectionContext, fitting
+from .context import SelectionContext
+from .ledger import fitting
 from .plan import Costs, Work
 
 

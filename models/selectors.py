@@ -135,7 +135,7 @@ def select_gradient(ctx: SelectionContext, params: GradientParams) -> Choice:
     current = p.starts[0]
     if len(p.starts) > 1:  # run every start exactly (forward passes only) and search from the best
         start_losses = [_objective(ctx, scores, p.objective) for scores in ctx.exact_many(p.starts, label="starts")]
-        ctx.explored += len(p.starts)
+        ctx.count_explored(len(p.starts))
         current = p.starts[int(np.argmin(start_losses))]
     search = {"exact": _search_exact, "subsample": _search_subsample, "first-order": _search_first_order}[p.evaluator]
     result = search(ctx, p, current)
@@ -170,7 +170,7 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
             if 0 < p.swap_budget < swaps.shape[0]:
                 swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], p.swap_budget, replace=False))]
             estimate = estimator.estimate(swaps, objective_name=p.objective)
-            ctx.explored += swaps.shape[0]
+            ctx.count_explored(swaps.shape[0])
             batches = _proposals(swaps, estimate.objective, torch.tensor(current), p.propose, p.candidates, p.patience)
         anchor_value = estimator.objective(p.objective)
         moved = False
@@ -245,7 +245,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
             rows = screen_rows + more  # the finalists' rows: both samples
             decided = _paired_differences(ctx, current, finalists, rows, p.objective)
             evaluated.update({tuple(s): (value + d, value) for s, d in zip(finalists, decided)})
-            ctx.explored += len(proposals)
+            ctx.count_explored(len(proposals))
             winner = int(np.argmin(decided))
             if decided[winner] < 0:
                 current, value = finalists[winner], value + decided[winner]
@@ -271,7 +271,7 @@ def _ranked_candidates(ctx: SelectionContext, p: SearchParams, start: list[int])
         swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
         ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
                   else [[] for _ in ranking])  # no demo to swap in (same-label moves)
-        ctx.explored += swaps.shape[0]
+        ctx.count_explored(swaps.shape[0])
     return estimator, ranked
 
 
@@ -317,7 +317,7 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
             if swaps.shape[0] == 0:
                 break
             estimate = estimator.estimate(swaps, objective_name=p.objective)
-            ctx.explored += swaps.shape[0]
+            ctx.count_explored(swaps.shape[0])
         best = int(torch.argmin(estimate.objective))
         evaluated.append((swaps[best].tolist(), float(estimate.loss[best]), estimator.loss))
         if float(estimate.objective[best]) >= estimator.objective(p.objective):
@@ -439,7 +439,7 @@ def select_gradre(ctx: SelectionContext, p: GradreParams) -> Choice:
     subsets = ctx.random_subsets(n_subsets)
     with ctx.phase("estimate"):
         estimate = estimate_with_anchors(estimators, subsets)
-        ctx.explored += n_subsets
+        ctx.count_explored(n_subsets)
         scores = influence_from_subsets(ctx.n, subsets, -estimate.loss)
     selected = ctx.top_k(scores)
     n_checks = int(min(n_checks, n_subsets, ctx.exact_runs_left()))  # max_passes: diagnostics only if they fit
@@ -467,7 +467,7 @@ def select_exact(ctx: SelectionContext, params: ExactParams) -> Choice:
     n_subsets = _affordable(wanted, ctx.exact_runs_left(), "exact runs")
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
-    ctx.explored += n_subsets
+    ctx.count_explored(n_subsets)
     losses = torch.tensor([_objective(ctx, scores) for scores in runs])
     scores = influence_from_subsets(ctx.n, subsets, -losses)
     return Choice(ctx.top_k(scores), scores, notes={"subsets": n_subsets, "budget_exhausted": n_subsets < wanted})
