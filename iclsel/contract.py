@@ -224,8 +224,8 @@ class GradientParams(Params):
         return value
 
 
-class ExactParams(Params):
-    """exact: random k-subsets, each run exactly."""
+class SamplingParams(Params):
+    """What gradre and exact share: the random k-subsets they score."""
     subsets: int = Int(64, 1, "random k-subsets scored")
 
     @field_validator("subsets", mode="before")
@@ -234,7 +234,11 @@ class ExactParams(Params):
         return _converted(int, low=1)(value)
 
 
-class GradreParams(ExactParams):
+class ExactParams(SamplingParams):
+    """exact: random k-subsets, each run exactly."""
+
+
+class GradreParams(SamplingParams):
     """gradre: the paper's random ensemble, estimated from a few random anchors."""
     anchors: int = Int(2, 1, "random anchors the subsets are estimated from")
     checks: int = Int(8, 0, "scored subsets also run exactly, for diagnostics")
