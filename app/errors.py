@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from iclsel.contract import field_path
 from iclsel.workers.backend import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,6 @@ class ApiError(Exception):
 def error_response(status: int, code: str, message: str, field: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status, headers=headers)
-
-
-def field_path(loc) -> str:
-    """("body", "queries", 0, "input") -> "queries[0].input"."""
-    path = ""
-    for part in loc:
-        if part in ("body", "query", "path") and not path:
-            continue
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
 
 
 def problem(error: dict) -> tuple[str, str]:

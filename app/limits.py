@@ -8,10 +8,9 @@ from iclsel.models.constraints import Constraints, candidate_indices, check_labe
 from iclsel.models.data import InputError, examples_from_records
 from iclsel.workers.jobs import pool_id as content_pool_id
 
-from .errors import ApiError
-from .schemas import ExampleIn, SelectionCreate
+from iclsel.contract import ExampleIn, Params, SelectionRequest
 
-SUBSET_PARAMS = ("subsets",)  # method parameters that count sampled subsets (models/selectors.py)
+from .errors import ApiError
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -50,7 +49,7 @@ def numbers(value, path: str):
         yield path, value
 
 
-def check_constraints(records: list[dict], body: SelectionCreate, constraints: Constraints) -> None:
+def check_constraints(records: list[dict], body: SelectionRequest, constraints: Constraints) -> None:
     """What the pool's records alone can tell: exclude's ids exist, exclude and where leave k candidates, and
     those hold min_per_label of each label (the engine checks again, and max_prompt_tokens, with the tokenizer)."""
     try:
@@ -63,8 +62,11 @@ def check_constraints(records: list[dict], body: SelectionCreate, constraints: C
         raise invalid(error.field, error.message) from error
 
 
-def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
-    """The normalised job spec; stored_pool(pool_id) -> records | None looks up pools by id."""
+def selection_spec(body: SelectionRequest, stored_pool, settings) -> dict:
+    """The normalised job spec (the contract's SelectionRequest.spec()); stored_pool(pool_id) -> records | None
+    looks up pools by id."""
+    if body.warm_start is not None:
+        raise invalid("warm_start", "is set by the service, not by a request")
     if body.pool is not None:
         pool_id, records = pool(body.pool, settings)
     else:
@@ -72,6 +74,15 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
         if records is None:
             raise invalid("pool_id", f"no pool {body.pool_id!r}; create it with POST /v1/pools")
     queries = examples(body.queries, "queries", settings.max_queries, settings)
+    check_sizes(body, records, settings)
+    exclude = [str(i) for i in body.exclude]
+    check_constraints(records, body, Constraints(body.max_prompt_tokens, body.min_per_label, exclude, body.where))
+    return SelectionRequest.from_spec({**body.model_dump(), "pool_id": pool_id, "pool": records, "queries": queries,
+                                       "exclude": exclude}).spec()
+
+
+def check_sizes(body: SelectionRequest, records: list[dict], settings) -> None:
+    """The configured limits on k, texts, targets, numbers in params and exclude (422 naming the field)."""
     if body.k > settings.max_k:
         raise invalid("k", f"must be at most {settings.max_k}")
     if body.k > len(records):
@@ -88,20 +99,8 @@ def selection_spec(body: SelectionCreate, stored_pool, settings) -> dict:
     for name, value in numbers(body.params, "params"):
         if isinstance(value, float) and not math.isfinite(value):
             raise invalid(name, "must be a finite number")
-    for name in SUBSET_PARAMS:
-        value = body.params.get(name)
-        if isinstance(value, int) and value > settings.max_subsets:
+    for name, value in Params.subset_counts(body.params).items():
+        if value > settings.max_subsets:
             raise invalid(f"params.{name}", f"must be at most {settings.max_subsets}")
     if len(body.exclude) > settings.max_pool_size:
         raise invalid("exclude", f"at most {settings.max_pool_size} ids")
-    constraints = {"max_prompt_tokens": body.max_prompt_tokens, "min_per_label": body.min_per_label,
-                   "exclude": [str(i) for i in body.exclude], "where": body.where}
-    check_constraints(records, body, Constraints(**constraints))
-    return {"pool_id": pool_id, "pool": records, "queries": queries, "k": body.k, "method": body.method,
-            "options": body.options, "template": body.template, "separator": body.separator,
-            "seed": body.seed, "params": body.params,
-            # in the job id only when given, so that a request without them keeps its id
-            **({"targets": body.targets} if body.targets else {}),
-            **{name: value for name, value in constraints.items() if value not in (None, 0, [], {})},
-            **({"max_passes": body.max_passes} if body.max_passes is not None else {}),
-            **({"dry_run": True} if body.dry_run else {})}

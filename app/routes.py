@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +14,7 @@ from . import growth, limits
 from .auth import require_api_key
 from .deps import BackendDep, SettingsDep
 from .errors import ApiError
-from .schemas import ErrorResponse, Job, PoolAppend, PoolCreate, PoolOut, SelectionCreate
+from .schemas import ErrorResponse, Job, PoolAppend, PoolCreate, PoolOut, SelectionRequest
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
 # a job that failed: 422 (the engine rejected the input) or 500 answers with the job record itself
@@ -73,19 +71,18 @@ def delete_pool(pool_id: str, jobs: BackendDep):
 
 @v1.post("/selections", response_model=Job, responses=JOB_RESPONSES,
          summary="Select demonstrations: 200 with the result if it is ready within wait_s, else 202 and a job")
-async def create_selection(body: SelectionCreate, request: Request, jobs: BackendDep, config: SettingsDep):
+async def create_selection(body: SelectionRequest, request: Request, jobs: BackendDep, config: SettingsDep):
     spec = await run_in_threadpool(limits.selection_spec, body, jobs.get_pool, config)
     fingerprint = await run_in_threadpool(jobs.fingerprint)
     if fingerprint is None:
         raise ApiError(503, "unavailable", "no model is loaded yet", headers={"Retry-After": "5"})
     spec = await run_in_threadpool(growth.with_warm_start, spec, jobs, fingerprint)
+    pressure = request.app.state.backpressure
     try:
         record, _ = await run_in_threadpool(jobs.submit, job_id(spec, fingerprint), spec)
     except QueueFull:
-        raise ApiError(429, "queue_full", f"{config.max_queue} jobs are queued; try again later",
-                       headers={"Retry-After": "5"}) from None
-    wait_s = config.default_wait_s if body.wait_s is None else body.wait_s
-    return job_response(await wait_for(request, jobs, record, min(wait_s, config.max_wait_s)))
+        raise pressure.queue_full() from None
+    return job_response(await pressure.wait_for(request, record, pressure.wait_s(body.wait_s)))
 
 
 @v1.get("/jobs/{job}", response_model=Job, responses=JOB_RESPONSES)
@@ -94,7 +91,8 @@ async def get_job(job: str, request: Request, jobs: BackendDep, config: Settings
     record = await run_in_threadpool(jobs.get, job)
     if record is None:
         raise ApiError(404, "not_found", f"no job {job!r} (finished jobs expire)")
-    return job_response(await wait_for(request, jobs, record, min(wait_s, config.max_wait_s)))
+    pressure = request.app.state.backpressure
+    return job_response(await pressure.wait_for(request, record, pressure.wait_s(wait_s)))
 
 
 @v1.delete("/jobs/{job}", response_model=Job, summary="Cancel a job (a running one stops at its next check)")
@@ -103,20 +101,6 @@ def cancel_job(job: str, jobs: BackendDep):
     if record is None:
         raise ApiError(404, "not_found", f"no job {job!r}")
     return public(record)
-
-
-async def wait_for(request: Request, jobs: Backend, record: dict, wait_s: float) -> dict:
-    """Poll the job until it finished, wait_s passed or the client went away (the job itself goes on:
-    it is shared by everyone who sends the same request, and its result is kept)."""
-    deadline, delay = time.monotonic() + wait_s, 0.005
-    with request.app.state.metrics.waiting.track_inprogress():
-        while record["status"] not in FINISHED and (remaining := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.1)
-            if await request.is_disconnected():
-                break
-            record = await run_in_threadpool(jobs.get, record["id"]) or record
-    return record
 
 
 def job_response(record: dict) -> JSONResponse:

@@ -12,7 +12,8 @@ from iclsel.workers.process import add_common_options, start
 
 from . import errors
 from .metrics import ServiceMetrics
-from .middleware import BodyLimit, RequestMetrics
+from .backpressure import Backpressure
+from .middleware import RequestMetrics
 from .routes import ops, v1
 
 DESCRIPTION = """Choose the k in-context demonstrations that make a language model do best on your
@@ -44,10 +45,11 @@ def create_app(settings: Settings | None = None, backend=None) -> FastAPI:
     app = FastAPI(title="iclsel", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings, app.state.backend = settings, backend
     app.state.metrics = ServiceMetrics(backend)
+    app.state.backpressure = Backpressure(settings, backend, app.state.metrics.waiting)
     app.include_router(v1)
     app.include_router(ops)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.state.backpressure.middleware(app)  # body size
     app.add_middleware(RequestMetrics, histogram=app.state.metrics.requests)  # outermost: sees 413s too
     return app
 

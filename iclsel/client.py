@@ -7,8 +7,9 @@
                                queries=[...], k=4, timeout=300)
         print([demo.id for demo in result.selected], result.exact.accuracy, result.prompt.text)
 
-Results are the service's own response models (`iclsel.app.schemas`: `Job`, `SelectionResult`,
-`PoolOut`), validated on arrival; requests are validated by `SelectionCreate` before they are sent,
+Results are the service's own response models (the contract, `iclsel.contract`: `SelectionResult`; and
+`iclsel.app.schemas`: `Job`, `PoolOut`), validated on arrival; requests are validated by the contract's
+`SelectionRequest` (also exported as `SelectionCreate`, its former name) before they are sent,
 so a bad field fails here with pydantic's error. Importing this module loads neither torch nor the
 web server.
 
@@ -38,10 +39,13 @@ from typing import Any, Generator, Iterable, TypeVar
 
 import httpx
 
-from iclsel.app.schemas import ExampleIn, Job, PoolCreate, PoolOut, SelectionCreate, SelectionResult
+from iclsel.app.schemas import Job, PoolCreate, PoolOut
+from iclsel.contract import ExampleIn, SelectionRequest, SelectionResult
 from iclsel.workers.jobs import FINISHED
 
-__all__ = ["ApiError", "AsyncClient", "Client", "Job", "JobFailed", "PoolOut", "SelectionCreate",
+SelectionCreate = SelectionRequest
+
+__all__ = ["ApiError", "AsyncClient", "Client", "Job", "JobFailed", "PoolOut", "SelectionCreate", "SelectionRequest",
            "SelectionResult", "WaitTimeout"]
 
 RETRY_STATUSES = frozenset({429, 503})
@@ -173,11 +177,11 @@ class _Protocol:
     def delete_pool(self, pool_id: str) -> _Step[None]:
         expect((yield from self.request(_Send("DELETE", f"/v1/pools/{pool_id}"))), 204)
 
-    def submit(self, request: SelectionCreate | None, fields: dict, deadline: float | None = None) -> _Step[Job]:
+    def submit(self, request: SelectionRequest | None, fields: dict, deadline: float | None = None) -> _Step[Job]:
         if request is not None:
             fields = {**request.model_dump(exclude_unset=True), **fields}
         fields.setdefault("wait_s", 0)
-        body = SelectionCreate.model_validate(fields).model_dump(mode="json", exclude_unset=True)
+        body = SelectionRequest.model_validate(fields).model_dump(mode="json", exclude_unset=True)
         timeout = self.timeout + body["wait_s"]
         return job_of((yield from self.request(_Send("POST", "/v1/selections", body, timeout=timeout), deadline)))
 
@@ -201,7 +205,7 @@ class _Protocol:
             job = yield from self.get_job(job.id, min(self.poll_s, left), deadline)
         return job
 
-    def select(self, request: SelectionCreate | None, fields: dict, timeout: float | None) -> _Step[SelectionResult]:
+    def select(self, request: SelectionRequest | None, fields: dict, timeout: float | None) -> _Step[SelectionResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_s = min(self.poll_s, max(0.0, remaining(deadline)))
         job = yield from self.submit(request, {"wait_s": wait_s, **fields}, deadline)
@@ -261,9 +265,9 @@ class Client:
     def delete_pool(self, pool_id: str) -> None:
         return self._run(self._protocol.delete_pool(pool_id))
 
-    def submit(self, request: SelectionCreate | None = None, **fields) -> Job:
+    def submit(self, request: SelectionRequest | None = None, **fields) -> Job:
         """Queue a selection (POST /v1/selections) and return the job at once (`wait_s` 0 unless given).
-        Fields are SelectionCreate's: pool or pool_id, queries, k, method, params, targets, ..."""
+        Fields are SelectionRequest's: pool or pool_id, queries, k, method, params, targets, ..."""
         return self._run(self._protocol.submit(request, fields))
 
     def get_job(self, job_id: str, wait_s: float = 0) -> Job:
@@ -278,7 +282,7 @@ class Client:
         """Cancel (DELETE /v1/jobs/{id}): a queued job at once, a running one at its next checkpoint."""
         return self._run(self._protocol.cancel(job_id))
 
-    def select(self, request: SelectionCreate | None = None, *, timeout: float | None = None, **fields) -> SelectionResult:
+    def select(self, request: SelectionRequest | None = None, *, timeout: float | None = None, **fields) -> SelectionResult:
         """Submit and wait: the result, or JobFailed / WaitTimeout (after timeout s in all)."""
         return self._run(self._protocol.select(request, fields, timeout))
 
@@ -331,7 +335,7 @@ class AsyncClient:
     async def delete_pool(self, pool_id: str) -> None:
         return await self._run(self._protocol.delete_pool(pool_id))
 
-    async def submit(self, request: SelectionCreate | None = None, **fields) -> Job:
+    async def submit(self, request: SelectionRequest | None = None, **fields) -> Job:
         return await self._run(self._protocol.submit(request, fields))
 
     async def get_job(self, job_id: str, wait_s: float = 0) -> Job:
@@ -343,7 +347,7 @@ class AsyncClient:
     async def cancel(self, job_id: str) -> Job:
         return await self._run(self._protocol.cancel(job_id))
 
-    async def select(self, request: SelectionCreate | None = None, *, timeout: float | None = None,
+    async def select(self, request: SelectionRequest | None = None, *, timeout: float | None = None,
                      **fields) -> SelectionResult:
         return await self._run(self._protocol.select(request, fields, timeout))
 

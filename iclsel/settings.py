@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=1_000, ge=1, description="queued + running jobs (429 above)")
     default_wait_s: float = Field(default=10.0, ge=0)
     max_wait_s: float = Field(default=60.0, ge=0)
+    max_waiting: int = Field(default=1_000, ge=1, description="clients waiting on jobs at once (429 above)")
 
     @property
     def api_key_list(self) -> list[str]:

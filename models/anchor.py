@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")
+from iclsel.contract import ANCHOR_MODES  # noqa: F401  (the contract names the modes a request may ask for)
 
 
 @dataclass(frozen=True)

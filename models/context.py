@@ -1,27 +1,22 @@
-"""What one selection job holds: the layout, the model runner, cached anchors, memoised exact runs, timers."""
+"""What one selection job holds: the problem, and its ledger, stats, exact runs and anchors (models/ledger.py,
+models/runs.py), with sampling within the constraints on a set."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .anchor import ANCHOR_MODES, AnchorTensors
 from .cache import TensorCache
 from .constraints import check_label_counts
-from .data import Example, InputError
-from .estimate import AnchorEstimator
-from .inference import ModelRunner, with_cost
+from .data import Example
+from .inference import ModelRunner
 from .layout import Layout
-from .outcome import on_all_rows
+from .ledger import Ledger, Stats
 from .retrieval import top_k_ascending
+from .runs import AnchorService, CacheKeys, ExactRuns
 from .tasks import AnchorTask
 from .warm import Resume
 
@@ -64,14 +59,17 @@ class ModelAccess:
     anchor_runner: Callable[[list[AnchorTask]], None] | None = None  # optional: fans anchor tasks out to other workers
 
 
-def fitting(passes: float, cost: int) -> float:
-    """How many steps of ``cost`` fit in ``passes`` (infinite passes: infinitely many)."""
-    return passes if math.isinf(passes) else max(0, passes // cost)
-
-
 class SelectionContext:
-    def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int, params: dict,
-                 progress: Callable[[str, int, int], None]):
+    """What a method works with on one job: the problem (layout, pool, queries, k), and its parts by concern, each
+    reached through methods: ``ledger`` (passes: max_passes, reserves, diagnostics, cached work), ``stats``
+    (timings, cache hits, sets explored), ``runs`` (exact runs, memoised and cached) and ``anchors`` (anchor
+    passes, cached, fanned out), plus sampling with the job's generator within the constraints on a set."""
+
+    def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int,
+                 *progress: Callable[[str, int, int], None]):
+        """``progress(phase, done, total)`` is the last argument (bench/ callers still pass a params dict before
+        it, which the context no longer reads: a method gets its parsed params from the engine)."""
+        progress = progress[-1]
         layout = problem.layout
         self.runner = model.runner
         self.tokenizer = model.tokenizer
@@ -90,117 +88,59 @@ class SelectionContext:
                                         for o in layout.demo_outputs], dtype=torch.long)  # [n] option of each demo
         check_label_counts(self.demo_label.tolist(), layout.n_options, self.k, self.min_per_label, layout.options)
         self.rng = np.random.default_rng(seed)
-        self.params = params
-        self.cache = model.cache
-        self.model_fingerprint = model.fingerprint
         self.progress = progress
         self.anchor_chunk = model.anchor_chunk
-        self.anchor_runner = model.anchor_runner
-        self.timings: dict[str, float] = {}
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.explored = 0  # subsets whose outcome was estimated or run
-        self.diagnostic_passes = 0  # forward-equivalents spent on diagnostics only
-        self.final_reserve = 0  # forward-equivalents kept back (max_passes) for the returned set's exact run
-        self.cached_work = 0  # forward-equivalents of cache entries this job used without computing them
-        self._charged: set[str] = set()  # cache keys this job computed or has charged
-        self._exact: dict[tuple[int, ...], torch.Tensor] = {}
-        self._exact_rows: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}  # subset -> query row -> scores [O]
-        self._queries_digest = hashlib.sha256(json.dumps(
-            [layout.query_texts, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
+        self.stats = Stats()
+        self.ledger = Ledger(self.runner, len(self.queries))
+        self.runs = ExactRuns(self.runner, layout, model.cache, CacheKeys(model.fingerprint, layout), self.ledger,
+                              self.stats, self.visible, progress)
+        self.anchors = AnchorService(self.runs, self.query_demo, model.anchor_chunk, model.anchor_runner)
 
-    @contextmanager
+    # ---------- what methods call most, by name (each part's own methods) ----------
     def phase(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        return self.stats.phase(name)
 
-    @contextmanager
+    def count_explored(self, subsets: int) -> None:
+        self.stats.explore(subsets)
+
+    @property
+    def explored(self) -> int:
+        return self.stats.explored
+
     def diagnostic(self):
-        """Model work inside is for diagnostics only: counted apart from the selection's cost."""
-        before = self.runner.counter.forward_equivalent
-        try:
-            yield
-        finally:
-            self.diagnostic_passes += self.runner.counter.forward_equivalent - before
+        return self.ledger.diagnostic()
 
-    # ---------- max_passes ----------
     def passes_left(self) -> float:
-        """Forward-equivalents a method may still spend within max_passes (the returned set's exact run kept
-        back); infinite without a limit."""
-        limit = self.runner.counter.limit
-        return math.inf if limit is None else limit - self.runner.counter.forward_equivalent - self.final_reserve
+        return self.ledger.passes_left()
 
     def exact_runs_left(self) -> float:
-        """Exact runs on every query that fit in passes_left()."""
-        return fitting(self.passes_left(), self.runner.exact_cost(len(self.queries)))
+        return self.ledger.exact_runs_left()
 
     def anchor_cost(self, mode: str) -> int:
-        """Forward-equivalents of anchor(subset, mode) on every query, at most."""
-        return self.runner.anchor_cost(mode, len(self.queries))
+        return self.ledger.anchor_cost(mode)
 
     def anchors_left(self, mode: str) -> float:
-        """Anchor passes on every query that fit in passes_left()."""
-        return fitting(self.passes_left(), self.anchor_cost(mode))
+        return self.ledger.anchors_left(mode)
 
     def work(self) -> int:
-        """Forward-equivalents of the model work this job has used: run here, or found in the cache (each
-        entry charged once, at what it cost to compute). A budget over it (the subsample search's) makes the
-        same decisions whatever the cache held: after a retry, beside other jobs, with other workers' chunks."""
-        return self.runner.counter.forward_equivalent + self.cached_work
+        return self.ledger.work()
 
-    def _found(self, key: str, cost: torch.Tensor | None) -> None:
-        """Charge a cache entry this job found, once."""
-        if key not in self._charged:
-            self._charged.add(key)
-            self.cached_work += 0 if cost is None else int(cost)
+    def exact(self, subset: list[int]) -> torch.Tensor:
+        return self.runs.exact(subset)
+
+    def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
+        return self.runs.exact_rows(subset, rows)
+
+    def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
+        return self.runs.exact_many(subsets, label)
+
+    def anchor(self, subset: list[int], mode: str = "mean-loss"):
+        return self.anchors.anchor(subset, mode)
 
     def visible(self, subset: list[int]) -> list[int]:
         """The query rows scored for ``subset``: all, except pool demos that are in it."""
         members = {int(i) for i in subset}
         return [q for q in self.queries if int(self.query_demo[q]) not in members]
-
-    # ---------- exact inference (memoised per subset) ----------
-    def exact(self, subset: list[int]) -> torch.Tensor:
-        """Exact option scores [Q, O] of ``subset`` on the query set, NaN on rows it hides (memoised, and
-        cached by content)."""
-        key = tuple(int(i) for i in subset)
-        if key not in self._exact:
-            cache_key = self._key("exact", {"demos": [self.layout.demo_texts[i] for i in key],
-                                            "queries": self._queries_digest})
-            cached = self.cache.get(cache_key)
-            if cached is not None:
-                self.cache_hits += 1
-                self._found(cache_key, cached.get("cost"))
-                self._exact[key] = cached["scores"]
-            else:
-                self.cache_misses += 1
-                rows = self.visible(key)
-                with self.phase("exact"):
-                    scores, cost = with_cost(self.runner.counter, lambda: on_all_rows(
-                        self.runner.exact_scores(list(key), rows), rows, len(self.queries)))
-                self._exact[key] = scores
-                self._charged.add(cache_key)
-                self.cache.put(cache_key, {"scores": scores, "cost": cost})
-        return self._exact[key]
-
-    def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
-        """Exact option scores [len(rows), O] of ``subset`` on query ``rows`` only, NaN on rows it hides. Runs just
-        the rows not yet run for this subset in this job (a full exact run, memoised, answers every row)."""
-        key = tuple(int(i) for i in subset)
-        if key in self._exact:
-            return self._exact[key][rows]
-        known = self._exact_rows.setdefault(key, {})
-        visible = set(self.visible(key))
-        missing = [q for q in rows if q not in known and q in visible]
-        if missing:
-            with self.phase("exact"):
-                scores = self.runner.exact_scores(list(key), missing)
-            known.update(zip(missing, scores))
-        hidden = torch.full((self.layout.n_options,), float("nan"))
-        return torch.stack([known.get(q, hidden) for q in rows])
 
     def sample_rows(self, size: int, exclude: list[int] = ()) -> list[int]:
         """``size`` query rows, label-stratified, drawn with the job's generator, outside ``exclude`` while enough
@@ -211,70 +151,6 @@ class SelectionContext:
             pool = self.queries
         gold = self.layout.gold[pool].numpy()
         return [pool[i] for i in stratified_rows(gold, min(size, len(pool)), self.rng)]
-
-    def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
-        results = []
-        for done, subset in enumerate(subsets):
-            self.progress(label, done, len(subsets))
-            results.append(self.exact(subset))
-        self.progress(label, len(subsets), len(subsets))
-        return results
-
-    # ---------- anchors (cached by content) ----------
-    def _key(self, namespace: str, content: dict) -> str:
-        """Cache key: content hash of everything the cached tensors depend on."""
-        content = {"v": 3, "model": self.model_fingerprint, "layout": self.layout.fingerprint(), **content}
-        return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
-
-    def anchor_key(self, layout: Layout, subset: list[int], queries: list[int], mode: str) -> str:
-        return self._key("anchor", {
-            "mode": mode, "width": layout.width, "anchor": [layout.demo_texts[i] for i in subset],
-            "queries": [layout.query_texts[q] for q in queries],
-            "gold": [int(layout.gold[q]) for q in queries],
-        })
-
-    def _cached_anchor(self, key: str) -> AnchorTensors | None:
-        tensors = self.cache.get(key)
-        return None if tensors is None else AnchorTensors.from_named(tensors)
-
-    def anchor(self, subset: list[int], mode: str = "mean-loss") -> AnchorEstimator:
-        """Anchor quantities at ``subset`` (from the cache when present), in query chunks, taken in the natural
-        prompt that is run for it. Its scores are that prompt's exact outcome, memoised as the subset's exact run."""
-        if mode not in ANCHOR_MODES:
-            raise InputError("params.anchor_mode", f"must be one of {list(ANCHOR_MODES)}, not {mode!r}")
-        layout, runner = self.layout, self.runner
-        rows = self.visible(subset)
-        chunks = [rows[i:i + self.anchor_chunk] for i in range(0, len(rows), self.anchor_chunk)]
-        keys = [self.anchor_key(layout, subset, chunk, mode) for chunk in chunks]
-        parts = [self._cached_anchor(key) for key in keys]
-        self.cache_hits += sum(part is not None for part in parts)
-        self.cache_misses += sum(part is None for part in parts)
-        missing = [i for i, part in enumerate(parts) if part is None]
-        self.progress("anchor", 0, len(chunks))  # also the cancellation checkpoint
-        if self.anchor_runner is not None and len(missing) > 1:
-            # other workers compute chunks into the shared cache; whatever is not there after, runs here
-            with self.phase("anchor"):
-                self.anchor_runner([AnchorTask.of(layout, subset, chunks[i], mode, keys[i], self.model_fingerprint)
-                                    for i in missing])
-            parts = [part if part is not None else self._cached_anchor(key) for part, key in zip(parts, keys)]
-        for done, (chunk, key) in enumerate(zip(chunks, keys)):
-            self.progress("anchor", done, len(chunks))
-            if parts[done] is None:
-                with self.phase("anchor"):
-                    tensors, cost = with_cost(self.runner.counter, lambda: runner.anchor(mode, list(subset), chunk))
-                parts[done] = replace(tensors, cost=cost)
-                self._charged.add(key)
-                self.cache.put(key, parts[done].named())
-            else:
-                self._found(key, parts[done].cost)
-        self.progress("anchor", len(chunks), len(chunks))
-        merged = AnchorTensors.merge(mode, parts)
-        self._exact.setdefault(tuple(int(i) for i in subset), on_all_rows(merged.scores, rows, len(self.queries)))
-        with self.phase("estimate"):
-            estimator = AnchorEstimator(list(subset), merged, layout.demo_ids, self.runner.embed.weight,
-                                        self.layout.gold[rows], query_demo=self.query_demo[rows],
-                                        rows=torch.tensor(rows, dtype=torch.long), n_queries=len(self.queries))
-        return estimator
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """[N, d] mean-pooled hidden states of the model for each text."""

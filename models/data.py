@@ -7,13 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
-class InputError(ValueError):
-    """Bad user input. ``field`` names what is wrong (``pool``, ``queries[3].output``, ``k`` ...)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+from iclsel.contract import InputError  # noqa: F401  (one class: the contract's parsing raises it too)
 
 
 @dataclass(frozen=True)

@@ -6,36 +6,10 @@ CONTRACT (other packages rely on it):
     result = engine.select(SelectionRequest(pool=[Example...], queries=[Example...], k=4),
                            progress=lambda phase, done, total: ..., should_cancel=lambda: False)
 
-``result`` is a JSON-able dict:
-    selected:   [{"id", "input", "output"}] in prompt order
-    prompt:     the natural prompt before the query: {"text": the demos rendered with the template, each followed
-                by the separator; "token_ids": text tokenised with the model's tokenizer and its default special
-                tokens (round trip: tokenizer(text)["input_ids"] == token_ids); "query_template": what follows
-                the text for a query ("Input: {input}\nLabel:")}. A query x is scored in the prompt
-                tokenizer(text + query_template with x), tokenised whole, as a user sends it.
-    scores:     {demo id: influence score (higher = better)} for every candidate demo
-    estimate:   {"loss", "accuracy"} estimated outcome of the selected set on the query set (None for
-                methods without an estimate)
-    exact:      {"loss", "accuracy"} exact outcome of the selected set on the query set (when measured)
-                With params.pool_queries (gradient, gradre, exact), the pool's demos are selection queries too,
-                each scored only for prompts it is not in; estimates, checks and diagnostics cover them, "exact"
-                covers the user's queries only.
-    retrieved:  None, or with params.retrieve = r (0 < r < k): {"slots": r, "by": "topk-embed",
-                "queries": [[demo id] per query], "targets": [[demo id] per request.targets input]}.
-                "selected" then holds the k - r shared demos; each query's prompt is the shared prefix, then its
-                own r nearest pool demos outside "selected" (embedding cosine, best last), then the
-                query. The search optimises the shared demos for those per-query prompts; "exact" is their
-                outcome.
-    diagnostics: estimate-error diagnostics (gradient-based methods) or None
-    passes:     {"forward": rows, "backward": rows, "forward_equivalent": forward + 2 * backward}
-    timings:    {phase: seconds}
-    cache:      {"hits": n, "misses": n}
-    model:      {"name", "fingerprint", "device", "dtype"}
-    method, k, seed, options, params: echo of what ran
-    constraints: with max_prompt_tokens, min_per_label, exclude or where (models/constraints.py):
-                {"candidates", "pool", "prompt_tokens", "max_prompt_tokens", "min_per_label"}; "scores" then covers
-                the candidates only
-    budget:     with max_passes: {"max_passes", "spent", "budget_exhausted"}; spent never exceeds max_passes
+``request`` is the contract's SelectionRequest and ``result`` a JSON-able dict with the fields of the contract's
+SelectionResult (iclsel/contract.py: each field is described there, once; the README's table is checked
+against it). ``result["prompt"]`` is the natural prompt before the query: a query x is scored in
+tokenizer(text + query_template with x), tokenised whole, as a user sends it.
 engine.plan(request) -> plan.Plan: what select(request) would cost, without running it (a dry run).
 Errors: InputError(field, message) for bad input; Cancelled when should_cancel() turned true.
 
@@ -53,16 +27,19 @@ Also (for benchmarks and exact checks):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from iclsel.contract import PARAMS, Params
+from iclsel.contract import PythonRequest as SelectionRequest  # the contract, built in Python
+
 from .cache import MemoryCache
 from .constraints import Constraints, candidate_indices, demo_token_limit
 from .context import ModelAccess, SelectionContext, SelectionProblem
-from .data import Example, InputError
+from .data import Example, InputError, examples_from_records
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
 from .inference import ModelRunner, PassBudgetExhausted, PassCounter
@@ -70,44 +47,17 @@ from .layout import Layout, TokenMemo, build_layout, resolve_options
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
-from .selectors import SELECTORS
+from .methods import METHODS
 from .tasks import AnchorTask
 from .warm import WarmStart, resume
 
-DEFAULT_RETRIEVE = 0  # params.retrieve: slots per prompt filled by each query's own nearest demos
+__all__ = ["Cancelled", "Engine", "SelectionRequest"]
 
 ProgressFn = Callable[[str, int, int], None]
 
 
 class Cancelled(RuntimeError):
     """The caller asked to stop (should_cancel() returned True)."""
-
-
-@dataclass
-class SelectionRequest:
-    pool: list[Example]
-    queries: list[Example]
-    k: int = 4
-    method: str = "gradient"
-    options: list[str] | None = None  # label verbalizers; default: sorted set of outputs seen
-    template: str = DEFAULT_TEMPLATE
-    separator: str = DEFAULT_SEPARATOR
-    seed: int = 0
-    params: dict[str, Any] = field(default_factory=dict)  # method parameters (see selectors)
-    # inputs (no labels) the caller will prompt for: with params.retrieve, each gets its own neighbours
-    targets: list[str] = field(default_factory=list)
-    # what any method must honour (models/constraints.py)
-    max_prompt_tokens: int | None = None
-    min_per_label: int = 0
-    exclude: list[str] = field(default_factory=list)
-    where: dict[str, Any] = field(default_factory=dict)
-    max_passes: int | None = None  # forward-equivalents the whole job may spend (selection, checks, final run)
-
-    @property
-    def constraints(self) -> Constraints:
-        return Constraints(self.max_prompt_tokens, self.min_per_label, self.exclude, self.where)
-    # a selection on a grown pool: resume the parent pool's gradient search (models/warm.py)
-    warm_start: WarmStart | None = None
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -122,43 +72,33 @@ def _cancel_checkpoint(should_cancel: Callable[[], bool] | None) -> Callable[[],
     return checkpoint
 
 
-def _validate(request: SelectionRequest) -> bool:
-    """Request-level checks before any model work -> params.pool_queries."""
-    if request.method not in SELECTORS:
-        raise InputError("method", f"unknown method {request.method!r}; one of {sorted(SELECTORS)}")
-    if not isinstance(request.params, dict):
-        raise InputError("params", "must be an object")
-    if isinstance(request.seed, bool) or not isinstance(request.seed, int) or request.seed < 0:
-        raise InputError("seed", "must be a non-negative integer")
-    pool_queries = request.params.get("pool_queries", False)
-    if not isinstance(pool_queries, bool):
-        raise InputError("params.pool_queries", f"must be true or false, got {pool_queries!r}")
-    for retired in ("prompt_width", "filler"):  # padded slots: every prompt is the natural one
-        if retired in request.params:
-            raise InputError(f"params.{retired}", "is not a parameter: every prompt is the natural one (demos joined "
-                                                  "by the separator, no filler)")
-    if not isinstance(request.targets, list) or not all(isinstance(t, str) for t in request.targets):
-        raise InputError("targets", "must be a list of input strings")
-    request.constraints.validate()
-    if request.max_passes is not None and (isinstance(request.max_passes, bool) or not isinstance(request.max_passes, int)
-                                           or request.max_passes < 1):
-        raise InputError("max_passes", f"must be a positive integer, got {request.max_passes!r}")
-    if request.max_prompt_tokens is not None and request.params.get("retrieve", DEFAULT_RETRIEVE):
+def constraints(request: SelectionRequest) -> Constraints:
+    """What any method must honour (models/constraints.py)."""
+    return Constraints(request.max_prompt_tokens, request.min_per_label, request.exclude, request.where)
+
+
+def _validate(request: SelectionRequest) -> tuple[SelectionRequest, Params]:
+    """Request-level checks before any model work -> the request on its examples (ids as strings) and the
+    method's parsed params."""
+    if getattr(request, "invalid", None) is not None:  # a PythonRequest: checked here
+        raise request.invalid
+    params = PARAMS[request.method].parse(request.params, request.k)
+    constraints(request).validate()
+    if request.max_prompt_tokens is not None and params.retrieve:
         raise InputError("max_prompt_tokens", "cannot bound the per-query prompts of params.retrieve")
-    return pool_queries
+    pool = examples_from_records([example.to_dict() for example in request.pool], "pool")
+    queries = examples_from_records([example.to_dict() for example in request.queries], "queries")
+    return request.model_copy(update={"pool": pool, "queries": queries}), params
 
 
 def _candidates(request: SelectionRequest) -> SelectionRequest:
     """The request on the pool demos that exclude and where keep (the request itself when they keep all)."""
-    keep = candidate_indices(request.pool, request.constraints, request.k)
-    return request if len(keep) == len(request.pool) else replace(request, pool=[request.pool[i] for i in keep])
+    keep = candidate_indices(request.pool, constraints(request), request.k)
+    return request if len(keep) == len(request.pool) else _on_pool(request, keep)
 
 
-def _retrieve_slots(request: SelectionRequest) -> int:
-    retrieve = request.params.get("retrieve", DEFAULT_RETRIEVE)
-    if isinstance(retrieve, bool) or not isinstance(retrieve, int) or not 0 <= retrieve < request.k:
-        raise InputError("params.retrieve", f"must be an integer from 0 to k-1 = {request.k - 1}, got {retrieve!r}")
-    return retrieve
+def _on_pool(request: SelectionRequest, keep: list[int]) -> SelectionRequest:
+    return request.model_copy(update={"pool": [request.pool[i] for i in keep]})
 
 
 @dataclass
@@ -181,8 +121,12 @@ class _Prepared:
     scored: _ScoredQueries
     layout: Layout
     runner: ModelRunner
-    retrieve: int  # params.retrieve
+    params: Params  # the method's, parsed
     pool_size: int  # demos in the request's own pool
+
+    @property
+    def retrieve(self) -> int:
+        return self.params.retrieve
 
 
 @dataclass
@@ -215,10 +159,9 @@ class Engine:
         # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
         self.anchor_runner = anchor_runner
 
-    def layout(self, pool, queries, k, options, template, separator, params=None, query_context=None):
-        params = params or {}
+    def layout(self, pool, queries, k, options, template, separator, max_slot_tokens=None, query_context=None):
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
-                            self.model.max_positions, max_slot_tokens=params.get("max_slot_tokens"),
+                            self.model.max_positions, max_slot_tokens=max_slot_tokens,
                             encode_all=self.encode_all,
                             query_context=query_context)
 
@@ -238,30 +181,32 @@ class Engine:
         started = time.perf_counter()
         progress("layout", 0, 1)
         prepared = self._prepare(request, checkpoint)
-        request, scored, layout, runner, retrieve = (prepared.request, prepared.scored, prepared.layout,
-                                                     prepared.runner, prepared.retrieve)
+        request, scored, layout, runner, params = (prepared.request, prepared.scored, prepared.layout,
+                                                   prepared.runner, prepared.params)
+        retrieve = params.retrieve
         neighbours = self._neighbours(request, scored, runner, retrieve) if retrieve else None
         if neighbours is not None:
             layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
-                                 request.template, request.separator, request.params, query_context=neighbours.context)
+                                 request.template, request.separator, params.max_slot_tokens,
+                                 query_context=neighbours.context)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
         ctx = self._context(prepared, layout, runner, lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
-        ctx.timings["layout"] = time.perf_counter() - started
+        ctx.stats.record("layout", time.perf_counter() - started)
         if neighbours is not None:
-            ctx.timings["retrieve"] = neighbours.seconds
-        if request.max_passes is not None and request.params.get("evaluate_selected", True):
-            ctx.final_reserve = runner.exact_cost(len(ctx.queries))
+            ctx.stats.record("retrieve", neighbours.seconds)
+        if request.max_passes is not None and params.evaluate_selected:
+            ctx.ledger.reserve_final(runner.exact_cost(len(ctx.queries)))
         with ctx.phase("select"):
             try:
-                choice = SELECTORS[request.method](ctx)
+                choice = METHODS[request.method].select(ctx, params)
             except PassBudgetExhausted as error:  # a step the method cannot do without
                 raise InputError("max_passes", f"is too small for method {request.method!r}: {error}") from None
-        ctx.final_reserve = 0
-        selection_passes = runner.counter.forward_equivalent - ctx.diagnostic_passes
+        ctx.ledger.reserve_final(0)
+        selection_passes = runner.counter.forward_equivalent - ctx.ledger.diagnostic_passes
         retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
                                                                  len(request.queries), retrieve)
         try:
-            exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, retrieve, checkpoint)
+            exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, params, checkpoint)
         except PassBudgetExhausted:  # only where a method spent what was kept back for it
             exact_outcome = None
             choice.notes["budget_exhausted"] = True
@@ -269,13 +214,13 @@ class Engine:
         if choice.checks:
             with ctx.phase("diagnostics"):
                 diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
-        ctx.timings["total"] = time.perf_counter() - started
+        ctx.stats.record("total", time.perf_counter() - started)
         progress("done", 1, 1)
         result = self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
         if request.max_passes is not None:
             result["budget"] = {"max_passes": request.max_passes, "spent": runner.counter.forward_equivalent,
                                 "budget_exhausted": bool(choice.notes.get("budget_exhausted", False))}
-        if request.constraints != Constraints():
+        if constraints(request) != Constraints():
             result["constraints"] = {"candidates": len(request.pool), "pool": prepared.pool_size,
                                      "prompt_tokens": len(result["prompt"]["token_ids"]),
                                      "max_prompt_tokens": request.max_prompt_tokens,
@@ -290,37 +235,36 @@ class Engine:
         request = prepared.request
         embed_rows = (len(request.pool) + len(prepared.scored.examples) + len(request.targets)) if prepared.retrieve else 0
         prepared.runner.counter.limit = None  # the calibration is not the job's
-        return plan(ctx, request.method, bool(request.params.get("evaluate_selected", True)), request.max_passes,
-                    embed_rows)
+        return plan(ctx, METHODS[request.method], prepared.params, request.max_passes, embed_rows)
 
     def _prepare(self, request: SelectionRequest, checkpoint) -> "_Prepared":
         """Validate, keep the candidate demos, lay the prompts out and make the runner (max_passes on its counter)."""
-        pool_queries = _validate(request)
+        request, params = _validate(request)
         pool_size = len(request.pool)
         request = _candidates(request)
-        scored = _scored_queries(request, pool_queries)
+        scored = _scored_queries(request, params.pool_queries)
         layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
-                             request.separator, request.params)
+                             request.separator, params.max_slot_tokens)
         if request.max_prompt_tokens is not None:
-            request, scored, layout = self._fitting_prompts(request, scored, layout, pool_queries)
+            request, scored, layout = self._fitting_prompts(request, scored, layout, params)
         runner = self._runner(layout, checkpoint)
         runner.counter.limit = request.max_passes
-        retrieve = _retrieve_slots(request)  # checked once the layout has checked k
-        return _Prepared(request, scored, layout, runner, retrieve, pool_size)
+        return _Prepared(request, scored, layout, runner, params, pool_size)
 
     def _context(self, prepared: "_Prepared", layout, runner, progress: ProgressFn) -> SelectionContext:
         request = prepared.request
         k = request.k - prepared.retrieve
         # a grown pool's search resumes from its parent's by pool position: only while no constraint dropped a demo
-        resumes = request.warm_start is not None and len(request.pool) == prepared.pool_size
+        warm = None if request.warm_start is None else WarmStart.from_dict(request.warm_start)
+        resumes = warm is not None and len(request.pool) == prepared.pool_size
         problem = SelectionProblem(layout, request.pool, request.queries, k, query_demo=prepared.scored.query_demo,
                                    min_per_label=request.min_per_label,
-                                   resume=resume(request.warm_start, request.pool, k, request.method) if resumes else None)
+                                   resume=resume(warm, request.pool, k, request.method) if resumes else None)
         model = ModelAccess(runner, self.model.tokenizer, self.cache, self.model.fingerprint,
                             anchor_chunk=self.anchor_chunk, anchor_runner=self.anchor_runner)
-        return SelectionContext(problem, model, request.seed, request.params, progress)
+        return SelectionContext(problem, model, request.seed, progress)
 
-    def _fitting_prompts(self, request: SelectionRequest, scored: "_ScoredQueries", layout, pool_queries: bool):
+    def _fitting_prompts(self, request: SelectionRequest, scored: "_ScoredQueries", layout, params: Params):
         """max_prompt_tokens: keep the demos short enough that any k of them fit (constraints.demo_token_limit);
         -> the request, scored queries and layout on them."""
         limit = demo_token_limit(request.max_prompt_tokens, len(layout.special_ids), request.k)
@@ -329,10 +273,10 @@ class Engine:
             raise InputError("max_prompt_tokens", f"{request.max_prompt_tokens} tokens fit k = {request.k} demos of "
                                                   f"at most {limit} tokens each; {len(keep)} candidate demos are that short")
         if len(keep) < len(request.pool):
-            request = replace(request, pool=[request.pool[i] for i in keep])
-            scored = _scored_queries(request, pool_queries)
+            request = _on_pool(request, keep)
+            scored = _scored_queries(request, params.pool_queries)
             layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
-                                 request.separator, request.params)
+                                 request.separator, params.max_slot_tokens)
         return request, scored, layout
 
     def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
@@ -350,10 +294,10 @@ class Engine:
                    for row in similarity[:len(scored.examples)]]
         return _Neighbours(similarity, context, seconds)
 
-    def _evaluate_selected(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, retrieve: int,
+    def _evaluate_selected(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, params: Params,
                            checkpoint):
         """The returned prompts' exact outcome on the user's queries (params.evaluate_selected), or None."""
-        if not request.params.get("evaluate_selected", True):
+        if not params.evaluate_selected:
             return None
         layout = ctx.layout
         with ctx.diagnostic():
@@ -361,8 +305,8 @@ class Engine:
             if retrieved is None:
                 return summarize(ctx.exact(choice.selected)[user_rows], layout.gold[user_rows])
             # the returned prompts, run exactly
-            final = self.layout(request.pool, request.queries, request.k - retrieve, request.options,
-                                request.template, request.separator, request.params,
+            final = self.layout(request.pool, request.queries, request.k - params.retrieve, request.options,
+                                request.template, request.separator, params.max_slot_tokens,
                                 query_context=[[request.pool[i] for i in ids]
                                                for ids in retrieved[:len(request.queries)]])
             scores = self._runner(final, checkpoint, counter=ctx.runner.counter).exact_scores(
@@ -393,12 +337,12 @@ class Engine:
             "estimate": estimate,
             "exact": exact_outcome,
             "diagnostics": diagnostics,
-            "explored_subsets": ctx.explored,
+            "explored_subsets": ctx.stats.explored,
             "notes": choice.notes,
             "passes": {**ctx.runner.counter.as_dict(), "selection_forward_equivalent": selection_passes,
-                       "diagnostics_forward_equivalent": ctx.diagnostic_passes},
-            "timings": {name: round(seconds, 4) for name, seconds in ctx.timings.items()},
-            "cache": {"hits": ctx.cache_hits, "misses": ctx.cache_misses},
+                       "diagnostics_forward_equivalent": ctx.ledger.diagnostic_passes},
+            "timings": {name: round(seconds, 4) for name, seconds in ctx.stats.timings.items()},
+            "cache": {"hits": ctx.stats.cache_hits, "misses": ctx.stats.cache_misses},
             "model": self.model.describe(),
         }
 

@@ -192,14 +192,7 @@ def resolve_options(pool: list[Example], queries: list[Example], options: list[s
     return list(options)
 
 
-def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
-                 template: str, separator: str, max_positions: int, max_slot_tokens: int | None = None,
-                 encode_all: TokenMemo | None = None, query_context: list[list[Example]] | None = None) -> Layout:
-    """Render and tokenise pool and queries for natural prompts, validating what the user gave.
-
-    ``query_context`` (params.retrieve): per query, demos rendered between the set's demos and the query (each
-    query's own retrieved neighbours, best last); they are part of that query's row."""
-    encode_all = encode_all or TokenMemo(tokenizer)
+def _check_sizes(pool: list[Example], queries: list[Example], k: int) -> None:
     if not pool:
         raise InputError("pool", "must not be empty")
     if not queries:
@@ -208,6 +201,17 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
         raise InputError("k", "must be a positive integer")
     if k > len(pool):
         raise InputError("k", f"k={k} is larger than the pool ({len(pool)} demos)")
+
+
+def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
+                 template: str, separator: str, max_positions: int, max_slot_tokens: int | None = None,
+                 encode_all: TokenMemo | None = None, query_context: list[list[Example]] | None = None) -> Layout:
+    """Render and tokenise pool and queries for natural prompts, validating what the user gave.
+
+    ``query_context`` (params.retrieve): per query, demos rendered between the set's demos and the query (each
+    query's own retrieved neighbours, best last); they are part of that query's row."""
+    encode_all = encode_all or TokenMemo(tokenizer)
+    _check_sizes(pool, queries, k)
     options = resolve_options(pool, queries, options)
     option_index = {option: i for i, option in enumerate(options)}
     for position, query in enumerate(queries):

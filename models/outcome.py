@@ -27,7 +27,7 @@ def on_all_rows(values: torch.Tensor, rows: torch.Tensor | list[int], n_rows: in
     return full
 
 
-OBJECTIVES = ("loss", "errors")
+from iclsel.contract import OBJECTIVES  # noqa: E402  (the contract names the objectives a request may ask for)
 
 
 def objective(scores: torch.Tensor, gold: torch.Tensor, name: str, counted: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 
 
-from .context import SelectionContext, fitting
+from iclsel.contract import ANCHOR_MODES
+
+from .context import SelectionContext
 
 CALIBRATION_QUERIES = 16
 
@@ -61,68 +63,39 @@ class Work:
         return Work(self.passes * times, self.calls * times, self.weighted * times)
 
 
-def work_range(ctx: SelectionContext, method: str, evaluate_selected: bool, max_passes: int | None,
-               embed_rows: int = 0) -> tuple[Work, Work]:
-    """(fewest, most) work of ``method`` on ``ctx`` (passes before the max_passes cap), including the returned set's
-    exact run where it is not one the method already ran, and ``embed_rows`` of retrieval embeddings."""
-    from .selectors import _batch_cost, _sampling_params, _search_params  # the methods' own parsing and batch cost
+@dataclass(frozen=True)
+class Costs:
+    """What a method's cost is made of on one job (a method's ``cost(ctx, params, costs)`` adds them up)."""
+    full: Work  # one exact run on every query
+    final: Work  # the returned set's exact run (params.evaluate_selected), else nothing
+    limit: float  # what the method may spend itself within max_passes (the final run kept back)
+    embed: Work  # the retrieval embeddings (params.retrieve)
+    anchor_passes: dict[str, int]  # per anchor mode: an anchor pass's forward-equivalents on every query
+    anchor_chunks: int  # model calls of one anchor pass
+    unshared_row: float  # tokens of a row with the prefix in it, over those of a row after a shared prefix
 
-    n_queries = len(ctx.queries)
-    full = Work(ctx.runner.exact_cost(n_queries), 1)  # one exact run on every query
-    final = full if evaluate_selected else Work(0, 0)
-    limit = math.inf if max_passes is None else max_passes - final.passes  # what a method may spend itself
-    embed = Work(embed_rows, math.ceil(embed_rows / ctx.runner.batch_size))
-
-    def anchor(mode: str) -> Work:
+    def anchor(self, mode: str) -> Work:
         """An anchor pass on every query (its scores are the anchored set's exact run: no run of its own)."""
-        chunks = math.ceil(n_queries / ctx.anchor_chunk)
-        passes = ctx.anchor_cost(mode)
+        passes = self.anchor_passes[mode]
         # a per-query gradient cannot share the prefix: each of its rows runs the whole prompt
-        return Work(passes, chunks, passes * unshared_row if mode == "per-query" else passes)
+        return Work(passes, self.anchor_chunks, passes * self.unshared_row if mode == "per-query" else passes)
 
-    # tokens of a row with the prefix in it, over those of a row after a shared prefix
-    row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)
-    unshared_row = (len(ctx.layout.special_ids) + ctx.k * _typical_width(ctx) + row_tokens) / max(row_tokens, 1)
-
+    @staticmethod
     def fixed(work: Work) -> tuple[Work, Work]:
         return work, work
 
-    if method in ("random", "bm25"):
-        return fixed(embed + final)
-    if method == "topk-embed":
-        rows = ctx.n + len(ctx.query_inputs)
-        return fixed(embed + Work(rows, math.ceil(rows / ctx.runner.batch_size)) + final)
-    if method == "exact":
-        subsets = min(_sampling_params(ctx, estimated=False).subsets, fitting(limit - embed.passes, full.passes))
-        return fixed(embed + full * subsets + final)
-    if method == "gradre":
-        p = _sampling_params(ctx, estimated=True)
-        anchors = min(p.anchors, fitting(limit - embed.passes, anchor(p.mode).passes))
-        checks = min(p.checks, p.subsets, fitting(limit - embed.passes - anchors * anchor(p.mode).passes, full.passes))
-        return fixed(embed + anchor(p.mode) * anchors + full * (checks + 1))  # the returned set is checked
-    p = _search_params(ctx)
-    before = embed + (full * len(p.starts) if len(p.starts) > 1 else Work(0, 0))
-    if p.evaluator == "subsample":
-        # the start's gradient and exact value (one pass, unless a resumed search ranks at its parent's anchor)
-        start = anchor(p.mode) + (full if p.rank_anchor else Work(0, 0))
-        proposals = ctx.k * min(p.per_slot, ctx.n - ctx.k)
-        rows = ctx.runner.rows_per_query
-        screen = min(p.screen, n_queries)
-        fresh = min(p.sample, n_queries - screen)  # the finalists' rows beyond the screen
-        least = Work((proposals * screen + p.finalists * fresh) * rows, proposals + p.finalists)
-        most_batch = least + Work((screen + fresh) * rows, 2)  # the current set on both samples as well
-        room = min(p.budget or math.inf, limit - before.passes) - start.passes
-        most = min(p.rounds * (1 + p.patience), fitting(room, _batch_cost(ctx, p, proposals)))
-        fewest = min(1 + p.patience, most)  # no move in the first round
-        # diagnostics: checks - 1 evaluated sets and the returned one (the start's run when it never moved)
-        return (before + start + least * fewest + full * (p.checks - 1),
-                before + start + most_batch * most + full * p.checks)
-    if p.evaluator == "exact":
-        batch = full * (ctx.k if p.propose == "per-slot" else p.candidates)
-        return (before + anchor(p.mode) + batch * (1 + p.patience),
-                before + (anchor(p.mode) + batch * (1 + p.patience)) * p.rounds + anchor(p.mode))
-    step = anchor(p.mode)  # first-order: an anchor per move; the checks run exactly
-    return before + step + full * p.checks, before + step * (p.rounds + 1) + full * p.checks
+
+def costs(ctx: SelectionContext, evaluate_selected: bool, max_passes: int | None, embed_rows: int = 0) -> Costs:
+    n_queries = len(ctx.queries)
+    full = Work(ctx.runner.exact_cost(n_queries), 1)
+    final = full if evaluate_selected else Work(0, 0)
+    row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)
+    return Costs(full=full, final=final, limit=math.inf if max_passes is None else max_passes - final.passes,
+                 embed=Work(embed_rows, math.ceil(embed_rows / ctx.runner.batch_size)),
+                 anchor_passes={mode: ctx.anchor_cost(mode) for mode in ANCHOR_MODES},
+                 anchor_chunks=math.ceil(n_queries / ctx.anchor_chunk),
+                 unshared_row=(len(ctx.layout.special_ids) + ctx.k * _typical_width(ctx) + row_tokens)
+                 / max(row_tokens, 1))
 
 
 def _typical_width(ctx: SelectionContext) -> float:
@@ -154,9 +127,11 @@ def calibrate(ctx: SelectionContext) -> tuple[float, float, int]:
     return per_pass, per_call, ctx.runner.counter.forward_equivalent - before
 
 
-def plan(ctx: SelectionContext, method: str, evaluate_selected: bool, max_passes: int | None,
-         embed_rows: int = 0) -> Plan:
-    low, high = work_range(ctx, method, evaluate_selected, max_passes, embed_rows)
+def plan(ctx: SelectionContext, method, params, max_passes: int | None, embed_rows: int = 0) -> Plan:
+    """``method`` (models/methods.py) with its parsed ``params``: its cost(ctx, params, costs) is the (fewest, most)
+    work, including the returned set's exact run where it is not one the method already ran, and ``embed_rows``
+    of retrieval embeddings (passes before the max_passes cap)."""
+    low, high = method.cost(ctx, params, costs(ctx, params.evaluate_selected, max_passes, embed_rows))
     low_passes, high_passes = low.passes, high.passes
     if max_passes is not None:
         low_passes, high_passes = min(low_passes, max_passes), min(high_passes, max_passes)
@@ -164,5 +139,5 @@ def plan(ctx: SelectionContext, method: str, evaluate_selected: bool, max_passes
     calls = math.sqrt(low.calls * high.calls) if low.calls > 0 else high.calls
     weight = math.sqrt((low.weighted / max(low.passes, 1)) * (high.weighted / max(high.passes, 1)))
     per_pass, per_call, spent = calibrate(ctx)
-    return Plan(method, round(expected), round(low_passes), round(high_passes),
+    return Plan(method.name, round(expected), round(low_passes), round(high_passes),
                 round(expected * weight * per_pass + calls * per_call, 3), per_pass, per_call, spent, ctx.n)

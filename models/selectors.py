@@ -1,4 +1,5 @@
-"""Selectors, one interface: select_<name>(ctx) -> Choice.
+"""Selectors, one interface: select_<name>(ctx, params) -> Choice (models/methods.py registers each with its
+Params, from iclsel/contract.py, and its cost).
 
 - gradient: a local search over single swaps (slot s <- demo i) from the best (by exact objective) of
   ``starts`` label-balanced sets. A first-order estimate (the gradient w.r.t. the demo-slot embeddings at an
@@ -27,30 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .anchor import ANCHOR_MODES
+from iclsel.contract import DEFAULT_BUDGET_RUNS, ExactParams, GradientParams, GradreParams, Params
+
 from .context import SelectionContext
 from .data import InputError
 from .diagnostics import Check
 from .estimate import estimate_with_anchors
-from .outcome import OBJECTIVES, objective, scored_rows
+from .outcome import objective, scored_rows
 from .retrieval import bm25_similarity, cosine_similarity, set_scores
-
-
-DEFAULT_OBJECTIVE = "loss"  # params.objective of the gradient search (outcome.OBJECTIVES)
-PROPOSALS = ("per-slot", "global")  # params.propose of the gradient search (see _proposals)
-DEFAULT_PROPOSE = "per-slot"
-DEFAULT_PATIENCE = 1  # params.patience: further batches of proposals when one confirms no improvement
-EVALUATORS = ("subsample", "exact", "first-order")  # params.evaluator: what decides the gradient search's moves
-DEFAULT_EVALUATOR = "subsample"
-DEFAULT_SCREEN = 8  # params.screen: queries every subsample proposal runs on
-DEFAULT_SAMPLE = 8  # params.sample: other queries the finalists run on (they decide the move)
-DEFAULT_FINALISTS = 2  # params.finalists: screened proposals that run on the sample
-DEFAULT_PER_SLOT = 2  # params.per_slot: proposals per slot in each subsample batch
-DEFAULT_CHECKS = 4  # params.checks: evaluated subsets run on every query for diagnostics
-# params.budget: the subsample search's forward-equivalents (0 = no limit). By default 16 exact runs on every
-# selection query (16 rows per query, times the rows a query takes: one per option when an option has several
-# tokens), a quarter of what `exact` spends with its default 64 subsets.
-DEFAULT_BUDGET_RUNS = 16
 
 
 @dataclass
@@ -61,14 +46,6 @@ class Choice:
     estimated_accuracy: float | None = None
     checks: list[Check] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
-
-
-def _param(ctx: SelectionContext, name: str, default, convert=int):
-    value = ctx.params.get(name, default)
-    try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise InputError(f"params.{name}", f"must be {convert.__name__}, got {value!r}") from None
 
 
 def influence_from_subsets(n: int, subsets: torch.Tensor, outcome: torch.Tensor) -> np.ndarray:
@@ -100,7 +77,7 @@ def _single_swaps(anchor: list[int], n: int, labels: list[str] | None = None,
 
 @dataclass
 class SearchParams:
-    """The gradient search's parameters, parsed once (a bad value is an InputError naming params.<field>)."""
+    """The gradient search's parameters on one job (search_params: the contract's GradientParams and the job)."""
     evaluator: str  # what decides a move: "subsample", "exact" or "first-order" (EVALUATORS)
     rounds: int
     mode: str  # anchor_mode
@@ -123,47 +100,25 @@ class SearchParams:
     swap_in: list[int] | None = None
 
 
-def _one_of(ctx: SelectionContext, name: str, default: str, allowed) -> str:
-    value = _param(ctx, name, default, str)
-    if value not in allowed:
-        raise InputError(f"params.{name}", f"must be one of {list(allowed)}, not {value!r}")
-    return value
-
-
-def _at_least(ctx: SelectionContext, name: str, default: int, low: int) -> int:
-    value = _param(ctx, name, default)
-    if value < low:
-        raise InputError(f"params.{name}", f"must be at least {low}, got {value}")
-    return value
-
-
-def _search_params(ctx: SelectionContext) -> SearchParams:
-    evaluator = _one_of(ctx, "evaluator", DEFAULT_EVALUATOR, EVALUATORS)
-    # the subsample search only ranks proposals within a slot by the gradient: the cheapest anchor does that
-    mode = _one_of(ctx, "anchor_mode", "mean-loss" if evaluator == "subsample" else "label-groups", ANCHOR_MODES)
-    init = _one_of(ctx, "init", "balanced", ("balanced", "random"))
-    move_set = _one_of(ctx, "moves", "any", ("any", "same-label"))
-    objective_name = _one_of(ctx, "objective", DEFAULT_OBJECTIVE, OBJECTIVES)
-    if objective_name != "loss" and mode == "mean-loss" and evaluator != "subsample":
-        raise InputError("params.objective", f"{objective_name!r} needs per-query margins: anchor_mode 'label-groups' or 'per-query'")
-    propose = _one_of(ctx, "propose", DEFAULT_PROPOSE, PROPOSALS)
-    patience = _at_least(ctx, "patience", DEFAULT_PATIENCE, 0)
-    n_starts = _at_least(ctx, "starts", 1, 1)
+def search_params(ctx: SelectionContext, params: GradientParams) -> SearchParams:
+    """The search's parameters on this job: the parsed params, the labels same-label moves keep, the budget
+    (by default DEFAULT_BUDGET_RUNS exact runs), a resumed search's anchor and new demos, and the starts."""
     resume = ctx.resume
     return SearchParams(
-        evaluator=evaluator, rounds=_param(ctx, "rounds", 4), mode=mode, objective=objective_name, move_set=move_set,
+        evaluator=params.evaluator, rounds=params.rounds, mode=params.anchor_mode, objective=params.objective,
+        move_set=params.moves,
         # same-label: a move replaces a demo by one with the same output, so the start's label mix is kept and
         # each move changes only a demo's input text: a smaller step from the anchor than a label change.
-        move_labels=ctx.layout.demo_outputs if move_set == "same-label" else None,
-        swap_budget=_param(ctx, "swaps", 0), propose=propose, candidates=_param(ctx, "candidates", 4),
-        patience=patience, screen=_at_least(ctx, "screen", DEFAULT_SCREEN, 1),
-        sample=_at_least(ctx, "sample", DEFAULT_SAMPLE, 1), finalists=_at_least(ctx, "finalists", DEFAULT_FINALISTS, 1),
-        per_slot=_at_least(ctx, "per_slot", DEFAULT_PER_SLOT, 1), checks=_at_least(ctx, "checks", DEFAULT_CHECKS, 0),
-        budget=_at_least(ctx, "budget", DEFAULT_BUDGET_RUNS * ctx.runner.exact_cost(len(ctx.queries)), 0),
+        move_labels=ctx.layout.demo_outputs if params.moves == "same-label" else None,
+        swap_budget=params.swaps, propose=params.propose, candidates=params.candidates, patience=params.patience,
+        screen=params.screen, sample=params.sample, finalists=params.finalists, per_slot=params.per_slot,
+        checks=params.checks,
+        budget=DEFAULT_BUDGET_RUNS * ctx.runner.exact_cost(len(ctx.queries)) if params.budget is None else params.budget,
         rank_anchor=None if resume is None else resume.anchor, swap_in=None if resume is None else resume.new,
-        # drawn last, after every parameter has been checked (the draws use the job's generator)
+        # drawn last (the draws use the job's generator)
         starts=[list(resume.selected)] if resume is not None else
-        [ctx.balanced_subset() if init == "balanced" else [int(i) for i in ctx.random_subset()] for _ in range(n_starts)])
+        [ctx.balanced_subset() if params.init == "balanced" else [int(i) for i in ctx.random_subset()]
+         for _ in range(params.starts)])
 
 
 @dataclass
@@ -175,12 +130,12 @@ class SearchResult:
     notes: dict
 
 
-def select_gradient(ctx: SelectionContext) -> Choice:
-    p = _search_params(ctx)
+def select_gradient(ctx: SelectionContext, params: GradientParams) -> Choice:
+    p = search_params(ctx, params)
     current = p.starts[0]
     if len(p.starts) > 1:  # run every start exactly (forward passes only) and search from the best
         start_losses = [_objective(ctx, scores, p.objective) for scores in ctx.exact_many(p.starts, label="starts")]
-        ctx.explored += len(p.starts)
+        ctx.count_explored(len(p.starts))
         current = p.starts[int(np.argmin(start_losses))]
     search = {"exact": _search_exact, "subsample": _search_subsample, "first-order": _search_first_order}[p.evaluator]
     result = search(ctx, p, current)
@@ -215,7 +170,7 @@ def _search_exact(ctx: SelectionContext, p: SearchParams, current: list[int]) ->
             if 0 < p.swap_budget < swaps.shape[0]:
                 swaps = swaps[torch.from_numpy(ctx.rng.choice(swaps.shape[0], p.swap_budget, replace=False))]
             estimate = estimator.estimate(swaps, objective_name=p.objective)
-            ctx.explored += swaps.shape[0]
+            ctx.count_explored(swaps.shape[0])
             batches = _proposals(swaps, estimate.objective, torch.tensor(current), p.propose, p.candidates, p.patience)
         anchor_value = estimator.objective(p.objective)
         moved = False
@@ -263,13 +218,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
     start = list(current)
     before = ctx.work()
     spent = lambda: ctx.work() - before  # noqa: E731 (the search's own work, cached or run: cache-independent)
-    ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
-    estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
-    with ctx.phase("estimate"):
-        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
-        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
-                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
-        ctx.explored += swaps.shape[0]
+    estimator, ranked = _ranked_candidates(ctx, p, start)
     value = _objective(ctx, ctx.exact(start), p.objective)  # the reference every paired difference adds to
     budget = min(p.budget or math.inf, spent() + ctx.passes_left())  # params.budget and max_passes
     tried = [set() for _ in range(ctx.k)]
@@ -281,15 +230,10 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
         rounds_run += 1
         moved = False
         for _ in range(1 + p.patience):
-            proposals = []
-            for slot in range(ctx.k):
-                fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]
-                         and _keeps_labels(ctx, current, slot, i)][:p.per_slot]
-                tried[slot].update(fresh)
-                proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
+            proposals = _next_proposals(ctx, p, ranked, current, tried)
             if not proposals:
                 break
-            if spent() + _batch_cost(ctx, p, len(proposals)) > budget:
+            if spent() + batch_cost(ctx, p, len(proposals)) > budget:
                 exhausted = True
                 break
             batches_run += 1
@@ -301,7 +245,7 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
             rows = screen_rows + more  # the finalists' rows: both samples
             decided = _paired_differences(ctx, current, finalists, rows, p.objective)
             evaluated.update({tuple(s): (value + d, value) for s, d in zip(finalists, decided)})
-            ctx.explored += len(proposals)
+            ctx.count_explored(len(proposals))
             winner = int(np.argmin(decided))
             if decided[winner] < 0:
                 current, value = finalists[winner], value + decided[winner]
@@ -319,7 +263,31 @@ def _search_subsample(ctx: SelectionContext, p: SearchParams, current: list[int]
                          "budget_exhausted": exhausted, "spent": spent()})
 
 
-def _batch_cost(ctx: SelectionContext, p: SearchParams, n_proposals: int) -> int:
+def _ranked_candidates(ctx: SelectionContext, p: SearchParams, start: list[int]):
+    """(the estimator at the ranking anchor, each slot's candidates best estimate first) for the subsample search."""
+    ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
+    estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
+    with ctx.phase("estimate"):
+        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
+        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
+                  else [[] for _ in ranking])  # no demo to swap in (same-label moves)
+        ctx.count_explored(swaps.shape[0])
+    return estimator, ranked
+
+
+def _next_proposals(ctx: SelectionContext, p: SearchParams, ranked: list[list[int]], current: list[int],
+                    tried: list[set]) -> list[list[int]]:
+    """A subsample batch: the next ``per_slot`` untried candidates of every slot (by the ranking), as sets."""
+    proposals = []
+    for slot in range(ctx.k):
+        fresh = [i for i in ranked[slot] if i not in current and i not in tried[slot]
+                 and _keeps_labels(ctx, current, slot, i)][:p.per_slot]
+        tried[slot].update(fresh)
+        proposals += [current[:slot] + [i] + current[slot + 1:] for i in fresh]
+    return proposals
+
+
+def batch_cost(ctx: SelectionContext, p: SearchParams, n_proposals: int) -> int:
     """The most a subsample batch of ``n_proposals`` can run, in forward-equivalents: every proposal and the
     current set on ``screen`` rows, the finalists and it on ``sample`` more (a batch starts only if this fits)."""
     n_queries = len(ctx.queries)
@@ -349,7 +317,7 @@ def _search_first_order(ctx: SelectionContext, p: SearchParams, current: list[in
             if swaps.shape[0] == 0:
                 break
             estimate = estimator.estimate(swaps, objective_name=p.objective)
-            ctx.explored += swaps.shape[0]
+            ctx.count_explored(swaps.shape[0])
         best = int(torch.argmin(estimate.objective))
         evaluated.append((swaps[best].tolist(), float(estimate.loss[best]), estimator.loss))
         if float(estimate.objective[best]) >= estimator.objective(p.objective):
@@ -460,27 +428,9 @@ def _objective(ctx: SelectionContext, scores: torch.Tensor, name: str = "loss", 
     return float(objective(scores[keep], gold[keep], name))
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """gradre's and exact's parameters, parsed once (a bad value is an InputError naming params.<field>)."""
-    subsets: int  # random k-subsets scored
-    anchors: int = 0  # gradre: random anchors the subsets are estimated from
-    checks: int = 0  # gradre: scored subsets also run exactly, for diagnostics
-    mode: str = "per-query"  # gradre: anchor_mode
-
-
-def _sampling_params(ctx: SelectionContext, estimated: bool) -> SamplingParams:
-    subsets = _at_least(ctx, "subsets", 64, 1)
-    if not estimated:
-        return SamplingParams(subsets)
-    return SamplingParams(subsets, anchors=_at_least(ctx, "anchors", 2, 1), checks=_at_least(ctx, "checks", 8, 0),
-                          mode=_one_of(ctx, "anchor_mode", "per-query", ANCHOR_MODES))
-
-
-def select_gradre(ctx: SelectionContext) -> Choice:
-    p = _sampling_params(ctx, estimated=True)
-    n_anchors = _affordable(p.anchors, ctx.anchors_left(p.mode), "anchor passes")
-    n_subsets, n_checks, mode = p.subsets, p.checks, p.mode
+def select_gradre(ctx: SelectionContext, p: GradreParams) -> Choice:
+    n_anchors = _affordable(p.anchors, ctx.anchors_left(p.anchor_mode), "anchor passes")
+    n_subsets, n_checks, mode = p.subsets, p.checks, p.anchor_mode
     anchors = ctx.random_subsets(n_anchors)
     estimators = []
     for a in range(n_anchors):
@@ -489,7 +439,7 @@ def select_gradre(ctx: SelectionContext) -> Choice:
     subsets = ctx.random_subsets(n_subsets)
     with ctx.phase("estimate"):
         estimate = estimate_with_anchors(estimators, subsets)
-        ctx.explored += n_subsets
+        ctx.count_explored(n_subsets)
         scores = influence_from_subsets(ctx.n, subsets, -estimate.loss)
     selected = ctx.top_k(scores)
     n_checks = int(min(n_checks, n_subsets, ctx.exact_runs_left()))  # max_passes: diagnostics only if they fit
@@ -512,12 +462,12 @@ def select_gradre(ctx: SelectionContext) -> Choice:
                                         "budget_exhausted": n_anchors < p.anchors})
 
 
-def select_exact(ctx: SelectionContext) -> Choice:
-    wanted = _sampling_params(ctx, estimated=False).subsets
+def select_exact(ctx: SelectionContext, params: ExactParams) -> Choice:
+    wanted = params.subsets
     n_subsets = _affordable(wanted, ctx.exact_runs_left(), "exact runs")
     subsets = ctx.random_subsets(n_subsets)
     runs = ctx.exact_many(subsets.tolist(), label="exact")
-    ctx.explored += n_subsets
+    ctx.count_explored(n_subsets)
     losses = torch.tensor([_objective(ctx, scores) for scores in runs])
     scores = influence_from_subsets(ctx.n, subsets, -losses)
     return Choice(ctx.top_k(scores), scores, notes={"subsets": n_subsets, "budget_exhausted": n_subsets < wanted})
@@ -530,31 +480,21 @@ def _affordable(wanted: int, fit: float, what: str) -> int:
     return int(min(wanted, fit))
 
 
-def select_random(ctx: SelectionContext) -> Choice:
+def select_random(ctx: SelectionContext, params: Params) -> Choice:
     selected = [int(i) for i in ctx.random_subset()]
     scores = np.zeros(ctx.n)
     scores[selected] = 1.0
     return Choice(selected, scores)
 
 
-def select_bm25(ctx: SelectionContext) -> Choice:
+def select_bm25(ctx: SelectionContext, params: Params) -> Choice:
     with ctx.phase("retrieve"):
         scores = set_scores(bm25_similarity(ctx.pool_inputs, ctx.query_inputs))
     return Choice(ctx.top_k(scores), scores)
 
 
-def select_topk_embed(ctx: SelectionContext) -> Choice:
+def select_topk_embed(ctx: SelectionContext, params: Params) -> Choice:
     with ctx.phase("retrieve"):
         similarity = cosine_similarity(ctx.embed_texts(ctx.pool_inputs), ctx.embed_texts(ctx.query_inputs))
         scores = set_scores(similarity)
     return Choice(ctx.top_k(scores), scores)
-
-
-SELECTORS = {
-    "gradient": select_gradient,
-    "gradre": select_gradre,
-    "exact": select_exact,
-    "random": select_random,
-    "bm25": select_bm25,
-    "topk-embed": select_topk_embed,
-}

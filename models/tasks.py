@@ -17,7 +17,7 @@ from .layout import PAD, Layout
 
 @dataclass(frozen=True)
 class AnchorTask:
-    key: str  # tensor cache key of the result (a content hash: see SelectionContext.anchor_key)
+    key: str  # tensor cache key of the result (a content hash: see runs.CacheKeys.anchor)
     model: str  # fingerprint of the model it must run on
     mode: str  # one of anchor.ANCHOR_MODES
     option_ids: list[list[int]]

@@ -8,7 +8,7 @@ import pytest
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import InputError
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.selectors import SELECTORS
+from iclsel.models.methods import METHODS as SELECTORS
 
 from service_fixtures import embedded_api
 from test_constraints import examples

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from iclsel.models.cache import MemoryCache
-from iclsel.models.context import SelectionContext
+from iclsel.models.runs import AnchorService, ExactRuns
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR as SEPARATOR, DEFAULT_TEMPLATE as TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.selectors import SELECTORS
+from iclsel.models.methods import METHODS as SELECTORS
 
 from service_fixtures import POOL, QUERIES, embedded_api, selection
 
@@ -39,14 +39,14 @@ def data():
 def watched(monkeypatch):
     """Every demo set any method runs exactly (whole query set or a sample of rows) or anchors at."""
     seen: list[tuple[int, ...]] = []
-    for name in ("exact", "exact_rows", "anchor"):
-        original = getattr(SelectionContext, name)
+    for part, name in ((ExactRuns, "exact"), (ExactRuns, "exact_rows"), (AnchorService, "anchor")):
+        original = getattr(part, name)
 
         def spy(self, subset, *args, _original=original, **kwargs):
             seen.append(tuple(int(i) for i in subset))
             return _original(self, subset, *args, **kwargs)
 
-        monkeypatch.setattr(SelectionContext, name, spy)
+        monkeypatch.setattr(part, name, spy)
     return seen
 
 

@@ -11,7 +11,7 @@ from iclsel.models.inference import ModelRunner
 from iclsel.models.layout import build_layout
 from iclsel.models.loading import load_model
 from iclsel.models.outcome import query_losses
-from iclsel.models.selectors import SELECTORS
+from iclsel.models.methods import METHODS as SELECTORS
 
 from linear_model import LinearLM
 
@@ -48,7 +48,7 @@ def context(loaded, pool, queries, k=3, options=None, model=None, batch_size=3, 
     query_demo = [-1] * len(queries) + (list(range(len(pool))) if pool_queries else [])
     return SelectionContext(SelectionProblem(layout, pool, queries, k, query_demo=query_demo),
                             ModelAccess(runner, loaded.tokenizer, MemoryCache(), "test", anchor_chunk=2),
-                            0, {}, lambda *a: None)
+                            0, lambda *a: None)
 
 
 @pytest.mark.parametrize("mode", ["mean-loss", "per-query", "label-groups"])

@@ -21,11 +21,12 @@ def test_the_api_imports_neither_torch_nor_redis():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-def test_methods_are_the_selectors():
-    from iclsel.models.defaults import METHODS
-    from iclsel.models.selectors import SELECTORS
+def test_methods_are_the_contracts():
+    from iclsel.contract import PARAMS
+    from iclsel.models.methods import METHODS
 
-    assert sorted(METHODS) == sorted(SELECTORS)
+    assert {name: method.Params for name, method in METHODS.items()} == PARAMS
+    assert all(method.name == name for name, method in METHODS.items())
 
 
 def test_both_backends_are_backends():

@@ -1,9 +1,9 @@
 """Jobs: ids from request content, the record every backend keeps, and running one on the engine.
 
-A job spec is the normalised selection request (JSON-able dict):
-    {"pool_id", "pool": [records], "queries": [records], "k", "method", "options", "template",
-     "separator", "seed", "params", "targets" (only when given), "warm_start" (only on a grown pool whose
-     parent pool's selection for the same request had succeeded: app/growth.py)}
+A job spec is the normalised selection request, the contract's SelectionRequest.spec() (iclsel/contract.py):
+its fields, the pool as records beside its pool id, wait_s left out, and the fields in SPEC_WHEN_GIVEN only
+when given ("warm_start" only on a grown pool whose parent pool's selection for the same request had
+succeeded: app/growth.py).
 Its id is the content hash of the spec without the pool records (the pool id stands for them) plus
 the model fingerprint, so the same request on the same model is one job, whoever sends it.
 """
@@ -70,20 +70,13 @@ def run_job(engine, spec: dict, progress: Callable[[str, int, int], None],
 
     Exceptions of the types in ``reraise`` (e.g. the queue's connection errors) propagate: the job
     is not the problem and must run again, not fail."""
-    from iclsel.models.data import InputError, examples_from_records
-    from iclsel.models.engine import Cancelled, SelectionRequest
-    from iclsel.models.warm import WarmStart
+    from iclsel.contract import SelectionRequest
+    from iclsel.models.data import InputError
+    from iclsel.models.engine import Cancelled
 
     try:
-        request = SelectionRequest(
-            pool=examples_from_records(spec["pool"], "pool"),
-            queries=examples_from_records(spec["queries"], "queries"),
-            k=spec["k"], method=spec["method"], options=spec["options"], template=spec["template"],
-            separator=spec["separator"], seed=spec["seed"], params=spec["params"], targets=spec.get("targets", []),
-            max_prompt_tokens=spec.get("max_prompt_tokens"), min_per_label=spec.get("min_per_label", 0),
-            exclude=spec.get("exclude", []), where=spec.get("where", {}), max_passes=spec.get("max_passes"),
-            warm_start=WarmStart.from_dict(spec["warm_start"]) if "warm_start" in spec else None)
-        if spec.get("dry_run"):
+        request = SelectionRequest.from_spec(spec)
+        if request.dry_run:
             return "succeeded", engine.plan(request).to_dict(), None
         return "succeeded", engine.select(request, progress=progress, should_cancel=should_cancel), None
     except InputError as error:
