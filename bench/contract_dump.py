@@ -154,17 +154,12 @@ def run_specs(fingerprint: str) -> dict:
 
 
 def _spec_function():
-    """body dict, settings -> the job spec dict (wherever the app builds it)."""
+    """body dict, settings -> the job spec dict, as the app builds it (app.schemas.SelectionCreate: the request
+    body model before and after the contract, of which it is now an alias)."""
     from iclsel.app import limits
+    from iclsel.app.schemas import SelectionCreate
 
-    if hasattr(limits, "selection_spec"):
-        from iclsel.app.schemas import SelectionCreate
-
-        return lambda body, settings: limits.selection_spec(SelectionCreate.model_validate(body), lambda _: None,
-                                                            settings)
-    from iclsel.contract import SelectionRequest
-
-    return lambda body, settings: limits.job_spec(SelectionRequest.model_validate(body), lambda _: None, settings)
+    return lambda body, settings: limits.selection_spec(SelectionCreate.model_validate(body), lambda _: None, settings)
 
 
 def main(argv=None) -> int:
