@@ -128,7 +128,7 @@ def setup_seed(engine, examples, dataset: str, seed: int, fingerprint: str, jour
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
     ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k),
                            ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, fingerprint),
-                           seed, {}, lambda *_: None)
+                           seed, lambda *_: None)
     base_key = [dataset, seed, fingerprint, spec.template, spec.k, [e.id for e in split.pool],
                 [e.id for e in split.select]]
     return SeedSetup(dataset, seed, engine, ctx, split, base_key, journal_path)

@@ -42,7 +42,7 @@ def study_seed(engine, examples, dataset: str, seed: int, swaps_run: int) -> dic
     layout = engine.layout(split.pool, split.select, spec.k, label_options(examples), spec.template, SEPARATOR)
     ctx = SelectionContext(SelectionProblem(layout, split.pool, split.select, spec.k),
                            ModelAccess(engine._runner(layout), engine.model.tokenizer, engine.cache, engine.model.fingerprint),
-                           seed, {}, lambda *_: None)
+                           seed, lambda *_: None)
     start = ctx.balanced_subset()  # the gradient search's start for this seed
     estimator = ctx.anchor(start, "label-groups")
     swaps = _single_swaps(start, ctx.n)  # [k (n - k), k]

@@ -66,10 +66,8 @@ class SelectionContext:
     passes, cached, fanned out), plus sampling with the job's generator within the constraints on a set."""
 
     def __init__(self, problem: SelectionProblem, model: ModelAccess, seed: int,
-                 *progress: Callable[[str, int, int], None]):
-        """``progress(phase, done, total)`` is the last argument (bench/ callers still pass a params dict before
-        it, which the context no longer reads: a method gets its parsed params from the engine)."""
-        progress = progress[-1]
+                 progress: Callable[[str, int, int], None]):
+        """``progress(phase, done, total)`` is called as work advances (also the cancellation checkpoint)."""
         layout = problem.layout
         self.runner = model.runner
         self.tokenizer = model.tokenizer

@@ -32,7 +32,7 @@ def setup():
     layout = engine.layout(pool, queries, 4, None, "Review: {input}\nSentiment: {output}", "\n\n")
     runner = engine._runner(layout)
     ctx = SelectionContext(SelectionProblem(layout, pool, queries, 4),
-                           ModelAccess(runner, model.tokenizer, MemoryCache(), model.fingerprint), 0, {}, lambda *a: None)
+                           ModelAccess(runner, model.tokenizer, MemoryCache(), model.fingerprint), 0, lambda *a: None)
     anchor = ctx.balanced_subset()
     return ctx, runner, layout, anchor, _single_swaps(anchor, len(pool))
 
