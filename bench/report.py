@@ -12,6 +12,8 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
+import numpy as np
+
 # Diagnostics shown as table columns when present (engine names first, then common alternatives).
 DIAGNOSTIC_COLUMNS = (
     ("spearman", "Spearman"),
@@ -120,8 +122,6 @@ def _correct(record: dict) -> list[int] | None:
 
 def _bootstrap_mean(per_seed: list[list[float]], rng) -> list[float]:
     """95% interval of the mean over seeds of each seed's mean, resampling seeds and, within each, test queries."""
-    import numpy as np
-
     arrays = [np.asarray(values, dtype=float) for values in per_seed]
     means = np.empty(BOOTSTRAP)
     for i in range(BOOTSTRAP):
@@ -132,8 +132,6 @@ def _bootstrap_mean(per_seed: list[list[float]], rng) -> list[float]:
 
 def accuracy_ci(records: list[dict]) -> list[float] | None:
     """95% bootstrap interval of the mean held-out accuracy over ``records`` (seeds and test queries resampled)."""
-    import numpy as np
-
     per_seed = [_correct(r) for r in records]
     if not per_seed or any(c is None for c in per_seed):
         return None
@@ -144,8 +142,6 @@ def paired_comparison(by_method: dict[str, list[dict]], method: str = DEFAULT_ME
     """``method`` against the best baseline on the seeds both ran: per seed the accuracy difference on the same
     test queries; a 95% interval of the mean difference from a paired bootstrap that resamples seeds and, within
     each, test queries (the same queries for both methods); wins/ties/losses over seeds."""
-    import numpy as np
-
     mine = {r["seed"]: r for r in by_method.get(method, [])}
     candidates = {}
     for name in BASELINES:
