@@ -121,7 +121,8 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
                "timings": result.get("timings"), "selected": [d.id for d in demos],
                "selected_labels": [d.output for d in demos], "diagnostics": result.get("diagnostics"),
                "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache"),
-               "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes")}
+               "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes"),
+               "strategy": result.get("strategy")}
         context = None
         if result.get("retrieved"):  # params.retrieve: each test query's own neighbours follow the shared demos
             by_id = {d.id: d for d in split.pool}
@@ -138,6 +139,11 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
     record["prediction_counts"] = dict(sum((Counter(r["prediction_counts"]) for r in runs), Counter()))
     record["diagnostics"] = None
     return record
+
+
+def _device() -> str:
+    """Where the model runs: "cpu", or the accelerator's name."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def code_hash(paths: list[Path]) -> str:
@@ -290,7 +296,8 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                     start = time.perf_counter()
                     record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed)
                     record.update({"key": key, "key_any_engine": key_any_engine, "engine_source": engine_hash,
-                                   "torch_threads": torch.get_num_threads(), "dataset": dataset, "method": spec.name, "seed": seed,
+                                   "torch_threads": torch.get_num_threads(), "device": _device(),
+                                   "dataset": dataset, "method": spec.name, "seed": seed,
                                    "engine_method": spec.method, "params": spec.params, "kind": spec.kind,
                                    "sizes": sizes_dict(sizes), "k": k, "quick": args.quick,
                                    "wall_seconds": time.perf_counter() - start,

@@ -23,6 +23,10 @@ DEFAULT_SEPARATOR = "\n\n"
 ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")  # anchor.ANCHOR_MODES
 OBJECTIVES = ("loss", "errors")  # outcome.OBJECTIVES
 EVALUATORS = ("subsample", "exact", "first-order")  # what decides the gradient search's moves
+# the prompts a gradient request can return (models/strategy.py): "set" = the searched demos (with params.retrieve,
+# followed by each query's neighbours); "topk-embed" / "bm25" = each query's k nearest pool demos; "auto" = the one
+# that does best on selection queries held out from the search
+STRATEGIES = ("auto", "set", "topk-embed", "bm25")
 PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator runs
 # params.budget of the subsample search, when not given: 16 exact runs on every selection query (16 rows per
 # query, times the rows a query takes: one per option when an option has several tokens), a quarter of what
@@ -169,13 +173,17 @@ class Params(BaseModel):
 
 
 _CHOICES = {"evaluator": EVALUATORS, "init": ("balanced", "random"), "moves": ("any", "same-label"),
-            "objective": OBJECTIVES, "propose": PROPOSALS}
+            "objective": OBJECTIVES, "propose": PROPOSALS, "strategy": STRATEGIES}
 _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates": None, "screen": 1, "sample": 1,
          "finalists": 1, "per_slot": 1, "checks": 0, "budget": 0}
 
 
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
+    strategy: str = Field("auto", description=(
+        "the prompt returned: auto (whichever of set, topk-embed and bm25 does best on the queries held out from "
+        "the search), set (the searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
+    holdout: float = Field(0.5, description="auto: share of the queries held out from the search to validate on")
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
         "label-groups, mean-loss or per-query; default mean-loss with subsample, else label-groups"))
@@ -196,7 +204,15 @@ class GradientParams(Params):
     budget: int | None = Int(None, 0, f"subsample: forward-equivalents the search may spend (0 = no limit); "
                                       f"default {DEFAULT_BUDGET_RUNS} exact runs on every query")
 
-    @field_validator("evaluator", "init", "moves", "objective", "propose", mode="before")
+    @field_validator("holdout", mode="before")
+    @classmethod
+    def _share(cls, value):
+        value = _converted(float)(value)
+        if not 0 < value < 1:
+            raise _fail(f"must be between 0 and 1 (exclusive), got {value}")
+        return value
+
+    @field_validator("evaluator", "init", "moves", "objective", "propose", "strategy", mode="before")
     @classmethod
     def _choice(cls, value, info: ValidationInfo):
         return _converted(str, allowed=_CHOICES[info.field_name])(value)
@@ -376,10 +392,28 @@ class Prompt(ResultPart):
 
 
 class Retrieved(ResultPart):
-    slots: int = Field(description="params.retrieve: demos per prompt chosen per query")
-    by: str
+    slots: int = Field(description="demos per prompt chosen per query (params.retrieve, or k)")
+    by: str = Field(description="topk-embed or bm25")
     queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
     targets: list[list[str]] = Field(description="each target's own demo ids")
+
+
+class StrategyCheck(ResultPart):
+    strategy: str
+    accuracy: Number = Field(description="share of the held-out queries answered right")
+    accuracy_ci95: list[Number] = Field(description="95% bootstrap interval of accuracy (held-out queries resampled)")
+    loss: Number = Field(description="mean -log p(gold option) on the held-out queries")
+
+
+class StrategyReport(ResultPart):
+    chosen: str = Field(description="the prompt returned: set, topk-embed or bm25")
+    by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
+                                "auto could not validate")
+    search_queries: int = Field(description="queries the set was searched on")
+    validation_queries: int = Field(description="queries held out from the search, that decided")
+    checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
+    margin_ci95: list[Number] | None = Field(description="chosen minus runner-up accuracy on the held-out "
+                                                         "queries: 95% paired bootstrap interval")
 
 
 class Outcome(ResultPart):
@@ -418,7 +452,9 @@ class SelectionResult(ResultPart):
     params: dict[str, Any]
     selected: list[ExampleOut] = Field(description="the chosen demos in prompt order")
     prompt: Prompt
-    retrieved: Retrieved | None = Field(description="with params.retrieve, the per-query demos")
+    retrieved: Retrieved | None = Field(description="with params.retrieve or a per-query strategy, the per-query "
+                                                    "demos")
+    strategy: StrategyReport | None = Field(None, description="gradient: which prompt was returned, and why")
     scores: dict[str, Number] = Field(description="demo id -> influence score (higher is better)")
     estimate: Outcome | None = Field(description="estimated outcome of the selected set on the queries")
     exact: Outcome | None = Field(description="exact outcome of the selected set on the queries")

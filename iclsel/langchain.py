@@ -57,10 +57,6 @@ class IclselExampleSelector(BaseExampleSelector):
         return {**({"id": id} if id is not None else {}),
                 "input": str(example[self.input_key]), "output": str(example[self.output_key])}
 
-    @property
-    def retrieves(self) -> bool:
-        return bool((self.fields.get("params") or {}).get("retrieve"))
-
     def add_example(self, example: dict[str, Any]) -> None:
         self._record(example)  # KeyError now rather than at the next selection
         self.examples.append(example)
@@ -73,8 +69,9 @@ class IclselExampleSelector(BaseExampleSelector):
             self._pool_id = self.client.create_pool(records).id
         return self._pool_id
 
-    def _select(self, targets: list[str]) -> SelectionResult:
-        request = dict(queries=self.queries, k=self.k, **self.fields, **({"targets": targets} if targets else {}))
+    def _select(self, targets: list[str], params: dict[str, Any] | None = None) -> SelectionResult:
+        fields = {**self.fields, **({"params": params} if params is not None else {})}
+        request = dict(queries=self.queries, k=self.k, **fields, **({"targets": targets} if targets else {}))
         try:
             return self.client.select(pool_id=self.pool_id(), timeout=self.timeout, **request)
         except ApiError as error:
@@ -84,17 +81,24 @@ class IclselExampleSelector(BaseExampleSelector):
             return self.client.select(pool_id=self.pool_id(), timeout=self.timeout, **request)
 
     def selection(self) -> SelectionResult:
-        """The selection every input gets (without retrieve): demos, the scored prompt, its outcome."""
+        """The selection for the queries: its strategy, demos (shared by every input when it returned a set), the
+        scored prompt and its outcome."""
         if self._shared is None:
             self._shared = self._select([])
         return self._shared
 
     def select_examples(self, input_variables: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.retrieves:
-            result = self._select([str(input_variables[self.input_key])])
-            ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
+        """The shared demos when the selection returned a set; else this input's own: a selection for it as a
+        target, with the strategy the selection chose pinned (per-query retrieval runs no search)."""
+        shared = self.selection()
+        if shared.retrieved is None:
+            ids = [demo.id for demo in shared.selected]
         else:
-            ids = [demo.id for demo in self.selection().selected]
+            params = dict(self.fields.get("params") or {})
+            if shared.strategy is not None:
+                params["strategy"] = shared.strategy.chosen
+            result = self._select([str(input_variables[self.input_key])], params)
+            ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
         return [self.examples[int(id)] for id in ids]
 
     def few_shot_prompt(self, prefix: str = "") -> FewShotPromptTemplate:

@@ -48,6 +48,7 @@ from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 from .methods import METHODS
+from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
 from .tasks import AnchorTask
 from .warm import WarmStart, resume
 
@@ -146,6 +147,12 @@ def _retrieved(neighbours: _Neighbours, selected: list[int], n_scored: int, n_qu
     return [top_k_ascending(outside[row], retrieve) for row in rows]
 
 
+def _shown(demos, context) -> list[Example]:
+    """Every demo that some prompt shows: the shared ones or each query's, and each query's context."""
+    lists = [demos] if not demos or not isinstance(demos[0], (list, tuple)) else list(demos)
+    return [d for chosen in lists + list(context or []) for d in chosen]
+
+
 class Engine:
     """Holds a loaded model and an anchor cache; runs selections and evaluations."""
 
@@ -178,6 +185,18 @@ class Engine:
                should_cancel: Callable[[], bool] | None = None) -> dict:
         progress = progress or _no_progress
         checkpoint = _cancel_checkpoint(should_cancel)
+        checked, params = _validate(request)
+        strategy, by = strategy_for(checked, params)
+        if strategy == "set":
+            result = self._select_set(request, progress, checkpoint)
+            if by is not None:
+                result["strategy"] = {"chosen": "set", "by": by, "search_queries": len(checked.queries),
+                                      "validation_queries": 0, "checks": [], "margin_ci95": None}
+            return result
+        return Strategies(self, _candidates(checked), params, progress, checkpoint).select(strategy)
+
+    def _select_set(self, request: SelectionRequest, progress: ProgressFn, checkpoint) -> dict:
+        """The method's own selection (for gradient: strategy "set")."""
         started = time.perf_counter()
         progress("layout", 0, 1)
         prepared = self._prepare(request, checkpoint)
@@ -230,6 +249,13 @@ class Engine:
     def plan(self, request: SelectionRequest) -> Plan:
         """What ``select(request)`` will cost (passes and seconds on this model and machine), without running it:
         models/plan.py. The only model work is a short calibration run."""
+        checked, params = _validate(request)
+        strategy, _ = strategy_for(checked, params)
+        if strategy == "set":
+            return self._plan_set(request)
+        return Strategies(self, _candidates(checked), params, _no_progress, lambda: None).plan(strategy)
+
+    def _plan_set(self, request: SelectionRequest) -> Plan:
         prepared = self._prepare(request, lambda: None)
         ctx = self._context(prepared, prepared.layout, prepared.runner, _no_progress)
         request = prepared.request
@@ -352,24 +378,10 @@ class Engine:
         `select` runs and returns). ``context``: per query, demos placed after the shared ones (what `select`
         returns with params.retrieve: result["retrieved"])."""
         started = time.perf_counter()
-        per_query = bool(demos) and isinstance(demos[0], (list, tuple))
-        groups: dict[tuple[str, ...], list[int]] = {}
-        by_id = {}
-        for q in range(len(queries)):
-            chosen = demos[q] if per_query else demos
-            by_id.update({d.id: d for d in chosen})
-            groups.setdefault(tuple(d.id for d in chosen), []).append(q)
-        options = resolve_options(list(by_id.values()), list(queries), options)
+        shown = _shown(demos, context)
+        options = resolve_options(shown, list(queries), options)
         counter = PassCounter()
-        scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
-        if context is not None and len(context) != len(queries):
-            raise InputError("context", f"one demo list per query: {len(context)} lists for {len(queries)} queries")
-        for ids, members in groups.items():
-            layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
-                                 template, separator,
-                                 query_context=None if context is None else [context[q] for q in members])
-            runner = self._runner(layout, counter=counter)
-            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
+        scores = self.scores(demos, queries, options, template, separator, context, counter)
         gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {
@@ -381,16 +393,37 @@ class Engine:
             "seconds": time.perf_counter() - started,
         }
 
+    def scores(self, demos, queries, options: list[str], template: str, separator: str, context=None,
+               counter: PassCounter | None = None, checkpoint=lambda: None) -> torch.Tensor:
+        """[Q, O] option log-probabilities of each query in its natural prompt: ``demos`` shared by all queries or
+        one list per query, then (``context``) each query's own demos. Queries with the same demos share one
+        prefix run."""
+        if not demos and context is not None:  # no shared demos: each query's own are its whole prompt
+            demos, context = context, None
+        per_query = bool(demos) and isinstance(demos[0], (list, tuple))
+        if context is not None and len(context) != len(queries):
+            raise InputError("context", f"one demo list per query: {len(context)} lists for {len(queries)} queries")
+        groups: dict[tuple[str, ...], list[int]] = {}
+        by_id = {}
+        for q in range(len(queries)):
+            chosen = demos[q] if per_query else demos
+            by_id.update({d.id: d for d in chosen})
+            groups.setdefault(tuple(d.id for d in chosen), []).append(q)
+        scores = torch.zeros((len(queries), len(options)), dtype=torch.float64)
+        for ids, members in groups.items():
+            layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
+                                 template, separator,
+                                 query_context=None if context is None else [context[q] for q in members])
+            runner = self._runner(layout, checkpoint, counter=counter)
+            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
+        return scores
+
     def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:
         """The k most similar pool demos for each query (best last), by "bm25" or "topk-embed"."""
         if k < 1 or k > len(pool):
             raise InputError("k", f"must be between 1 and the pool size {len(pool)}")
-        pool_texts, query_texts = [d.input for d in pool], [q.input for q in queries]
-        if method == "bm25":
-            similarity = bm25_similarity(pool_texts, query_texts)
-        elif method == "topk-embed":
-            layout = self.layout(pool, queries, k, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
-            similarity = self._embedding_similarity(self._runner(layout), pool_texts, query_texts)
-        else:
+        if method not in PER_QUERY:
             raise InputError("method", "must be 'bm25' or 'topk-embed'")
-        return [[pool[i] for i in top_k_ascending(row, k)] for row in similarity]
+        neighbours = Neighbours(self, pool, PassCounter())
+        return [[pool[i] for i in ids] for ids in neighbours.nearest([q.input for q in queries], method, k)]
+

@@ -40,9 +40,11 @@ class WarmStart:
     @classmethod
     def of(cls, job: str, parent_size: int, result: dict) -> "WarmStart | None":
         """From the parent pool's selection result (Engine.select's dict); None when it has no notes.anchor
-        (methods other than gradient)."""
+        (methods other than gradient) or when it returned no set (a per-query strategy won: models/strategy.py).
+        Under params.strategy auto the parent searched on the same search rows as the child will (the split
+        depends on the queries and the seed only), so the child's search resumes where the parent's ended."""
         anchor = result["notes"].get("anchor")
-        if anchor is None:
+        if anchor is None or not result["selected"]:
             return None
         return cls(job=job, parent_size=parent_size, selected=[demo["id"] for demo in result["selected"]],
                    anchor=list(anchor))

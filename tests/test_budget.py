@@ -14,7 +14,7 @@ from service_fixtures import embedded_api
 from test_constraints import examples
 
 # the gradient search's own budget (16 passes per query) is too small for a search on so few queries
-FAST = {"gradient": {"budget": 2000}, "gradre": {"subsets": 16, "anchors": 3, "checks": 4}, "exact": {"subsets": 12}}
+FAST = {"gradient": {"strategy": "set", "budget": 2000}, "gradre": {"subsets": 16, "anchors": 3, "checks": 4}, "exact": {"subsets": 12}}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,8 @@ def test_a_max_passes_too_small_to_start_names_the_field(tiny, data, method):
 @pytest.mark.parametrize("method, extra", [
     ("gradient", {}), ("gradient", {"min_per_label": 1}), ("gradre", {}), ("exact", {}), ("topk-embed", {}),
     ("random", {}), ("gradient", {"max_passes": 400}), ("gradient", {"params": {"evaluator": "exact"}}),
+    ("gradient", {"params": {"strategy": "auto", "budget": 2000}}),
+    ("gradient", {"params": {"strategy": "topk-embed"}}),
 ])
 def test_the_plan_brackets_the_real_passes_within_2x(tiny, data, method, extra):
     pool, queries = data

@@ -50,7 +50,7 @@ def watched(monkeypatch):
     return seen
 
 
-FAST = {"gradient": {"rounds": 2}, "gradre": {"subsets": 12, "anchors": 2, "checks": 2}, "exact": {"subsets": 6}}
+FAST = {"gradient": {"strategy": "set", "rounds": 2}, "gradre": {"subsets": 12, "anchors": 2, "checks": 2}, "exact": {"subsets": 6}}
 
 
 @pytest.mark.parametrize("method", sorted(SELECTORS))

@@ -150,7 +150,7 @@ def test_prompts_are_the_whole_text_tokenised(tiny, data):
 @pytest.mark.parametrize("method", sorted(SELECTORS))
 def test_every_selector_returns_k_distinct_ids_deterministically(tiny, data, method):
     pool, queries = data
-    params = {"subsets": 6, "rounds": 2, "candidates": 2, "checks": 3}
+    params = {"strategy": "set", "subsets": 6, "rounds": 2, "candidates": 2, "checks": 3}
     results = [Engine(tiny, cache=MemoryCache(), batch_size=4).select(
         SelectionRequest(pool, queries, k=3, method=method, seed=7, params=params)) for _ in range(2)]
     ids = [d["id"] for d in results[0]["selected"]]
@@ -222,7 +222,7 @@ def test_exact_confirmed_search_never_returns_worse_than_its_start(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient",
-                                            params={"rounds": 3, "candidates": 3, "evaluator": "exact"}))
+                                            params={"strategy": "set", "rounds": 3, "candidates": 3, "evaluator": "exact"}))
     start = result["diagnostics"]["checks"]
     assert result["exact"]["loss"] <= min(c["exact_loss"] for c in start) + 1e-6
     assert result["explored_subsets"] == result["notes"]["rounds_run"] * 3 * (len(pool) - 3)
@@ -231,15 +231,15 @@ def test_exact_confirmed_search_never_returns_worse_than_its_start(tiny, data):
 def test_gradient_searches_from_the_best_of_its_starts(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    one = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"rounds": 0}))
-    many = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"rounds": 0, "starts": 6}))
+    one = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"strategy": "set", "rounds": 0}))
+    many = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=5, params={"strategy": "set", "rounds": 0, "starts": 6}))
     assert many["notes"]["starts"] == 6 and many["explored_subsets"] == one["explored_subsets"] + 6
     assert many["exact"]["loss"] <= one["exact"]["loss"] + 1e-9  # the first start is the single start's set
     labels = {d.id: d.output for d in pool}
     assert sorted(labels[d["id"]] for d in many["selected"]) in (["negative", "positive", "positive"],
                                                                  ["negative", "negative", "positive"])
     with pytest.raises(InputError, match="params.starts"):
-        engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"starts": 0}))
+        engine.select(SelectionRequest(pool, queries, k=3, method="gradient", params={"strategy": "set", "starts": 0}))
 
 
 def test_gradient_same_label_moves_keep_the_label_mix(tiny):
@@ -315,7 +315,7 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
     engine = Engine(tiny, cache=MemoryCache())
     targets = ["good fun film", "boring plot"]
     result = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets,
-                                            params={"retrieve": 2, "rounds": 1, "candidates": 2}))
+                                            params={"strategy": "set", "retrieve": 2, "rounds": 1, "candidates": 2}))
     shared = [d["id"] for d in result["selected"]]
     retrieved = result["retrieved"]
     assert len(shared) == 1 and retrieved["slots"] == 2
@@ -332,11 +332,12 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
     assert result["exact"]["loss"] == pytest.approx(scored["loss"], abs=1e-6)
     as_demos = engine.evaluate([[by_id[i] for i in shared] + c for c in context], queries)
     assert scored["loss"] == pytest.approx(as_demos["loss"], abs=1e-6)  # context demos follow the shared ones as text
-    without = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets))
+    without = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets,
+                                               params={"strategy": "set"}))
     assert without["retrieved"] is None and len(without["selected"]) == 3
     for bad in (3, -1, True, "2"):
         with pytest.raises(InputError, match="params.retrieve"):
-            engine.select(SelectionRequest(pool, queries, k=3, method=method, params={"retrieve": bad}))
+            engine.select(SelectionRequest(pool, queries, k=3, method=method, params={"strategy": "set", "retrieve": bad}))
     with pytest.raises(InputError, match="targets"):
         engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
 
@@ -444,7 +445,7 @@ def test_gradient_search_objective_and_proposal_params(tiny, data):
 def test_subsample_search_runs_only_the_sampled_query_rows(tiny, data):
     pool, queries = data  # 10 demos, 5 queries, single-token options
     engine = Engine(tiny, cache=MemoryCache())
-    params = {"rounds": 1, "patience": 0, "per_slot": 1, "screen": 1, "finalists": 1, "sample": 2, "checks": 0,
+    params = {"strategy": "set", "rounds": 1, "patience": 0, "per_slot": 1, "screen": 1, "finalists": 1, "sample": 2, "checks": 0,
               "evaluate_selected": False}
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=4, params=params))
     assert result["notes"]["evaluator"] == "subsample" and result["notes"]["anchor_mode"] == "mean-loss"
@@ -462,9 +463,9 @@ def test_subsample_search_on_every_query_is_exact(tiny, data):
     than its start."""
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    params = {"rounds": 3, "screen": 1, "sample": len(queries)}  # too few rows outside the screen: all of them
+    params = {"strategy": "set", "rounds": 3, "screen": 1, "sample": len(queries)}  # too few rows outside the screen: all of them
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params=params))
-    start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params={"rounds": 0}))
+    start = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=2, params={"strategy": "set", "rounds": 0}))
     assert result["estimate"]["loss"] == pytest.approx(result["exact"]["loss"], abs=1e-9)
     assert result["exact"]["loss"] <= start["exact"]["loss"] + 1e-9
     assert result["notes"]["moves"] >= 1  # the tiny model's balanced start is improvable: the test exercises moves
@@ -474,7 +475,7 @@ def test_subsample_search_diagnostics_measure_its_own_estimates(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
-                                            params={"rounds": 2, "sample": 2, "checks": 3}))
+                                            params={"strategy": "set", "rounds": 2, "sample": 2, "checks": 3}))
     diagnostics, passes = result["diagnostics"], result["passes"]
     assert diagnostics["checked_subsets"] == 3
     returned = diagnostics["checks"][-1]
@@ -490,7 +491,7 @@ def test_first_order_search_runs_no_exact_inference(tiny, data):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
-                                            params={"rounds": 3, "evaluator": "first-order", "checks": 0,
+                                            params={"strategy": "set", "rounds": 3, "evaluator": "first-order", "checks": 0,
                                                     "evaluate_selected": False}))
     # label-group anchors only (one per distinct position of the search): each query row runs forward once
     # and back-propagates one margin (two options); no forward-only (exact) row
@@ -513,7 +514,7 @@ def test_subsample_search_with_pool_queries_scores_each_row_only_where_visible(t
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, method="gradient", seed=1,
-                                            params={"rounds": 2, "sample": 6, "pool_queries": True}))
+                                            params={"strategy": "set", "rounds": 2, "sample": 6, "pool_queries": True}))
     by_id = {d.id: d for d in pool}
     chosen = [by_id[d["id"]] for d in result["selected"]]
     assert result["exact"]["loss"] == pytest.approx(engine.evaluate(chosen, queries)["loss"], abs=1e-6)
@@ -541,7 +542,7 @@ def test_subsample_search_default_budget_is_sixteen_exact_runs_whatever_the_opti
     multi = [Example(q.id, q.input, options[i % 3]) for i, q in enumerate(queries)]
     for qs, opts, rows in ((queries, None, 1), (multi, options, 3)):
         result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, qs, k=3, method="gradient", seed=3,
-                                                                           options=opts, params={"checks": 0}))
+                                                                           options=opts, params={"strategy": "set", "checks": 0}))
         assert result["notes"]["budget"] == 16 * len(queries) * rows
         assert result["notes"]["batches"] >= 1
 
@@ -549,7 +550,7 @@ def test_subsample_search_default_budget_is_sixteen_exact_runs_whatever_the_opti
 def test_subsample_search_stops_before_a_batch_would_pass_its_budget(tiny, data):
     pool, queries = data  # 10 demos, 5 queries: the anchor at the start (5 forward + 5 backward, its exact run) costs 15
     # (a fresh engine each time: a cached anchor would cost nothing)
-    params = {"rounds": 4, "screen": 2, "sample": 2, "per_slot": 1, "finalists": 1, "checks": 0,
+    params = {"strategy": "set", "rounds": 4, "screen": 2, "sample": 2, "per_slot": 1, "finalists": 1, "checks": 0,
               "evaluate_selected": False}
     # a batch may cost (3 proposals + 1) * 2 + (1 finalist + 1) * 2 = 12: a budget of 26 leaves room for none
     none = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=3, params={**params, "budget": 26}))

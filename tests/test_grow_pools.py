@@ -24,7 +24,8 @@ LIMITS = {"ICLSEL_MAX_POOL_SIZE": "20", "ICLSEL_MAX_TEXT_CHARS": "300"}
 
 
 def request(pool_id: str, **change) -> dict:
-    return {"pool_id": pool_id, "queries": QUERIES, "k": 3, "method": "gradient", "seed": 1, "wait_s": 60, **change}
+    return {"pool_id": pool_id, "queries": QUERIES, "k": 3, "method": "gradient", "seed": 1, "wait_s": 60,
+            "params": {"strategy": "set"}, **change}
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ LONG = {"evaluator": "exact"}
 
 
 def test_a_large_anchor_pass_is_shared_by_both_workers(cluster):
-    request = selection(queries=labelled_queries(12, "share"), seed=1, wait_s=60)
+    request = selection(queries=labelled_queries(12, "share"), seed=1, wait_s=60, params={"strategy": "set"})
     before = anchor_counts(cluster)
     reply = cluster.client.post("/v1/selections", json=request)
     assert reply.status_code == 200, reply.text

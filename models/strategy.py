@@ -1,0 +1,341 @@
+"""params.strategy "auto": which prompt a request gets, decided on queries the search never saw.
+
+A request can be answered with a searched set of demos (strategy "set"; with params.retrieve, the set followed by
+each query's neighbours) or with each query's k nearest pool demos ("topk-embed", "bm25": per-query retrieval,
+no search). Which is best depends on the task and the model (bench/FINDINGS.md), so "auto" measures it:
+
+    search_rows, validation_rows = split(gold, holdout, seed)      # label-balanced, disjoint
+    set   = search(queries[search_rows])                            # the usual gradient search, on S only
+    checks = [check(name, scores of each strategy's prompts on validation_rows) for each strategy]
+    chosen = best(checks)                                           # accuracy, ties by loss
+
+Each check is a held-out estimate (no strategy saw the validation queries' labels), so the chosen strategy's
+figure is honest up to the choice among three; the report gives each one's interval and the chosen minus the
+runner-up as a paired bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclsel.contract import DEFAULT_BUDGET_RUNS, GradientParams, Params
+
+from .context import stratified_rows
+from .data import Example, InputError
+from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
+from .inference import ModelRunner, PassCounter
+from .layout import resolve_options
+from .outcome import query_losses, summarize
+from .plan import Plan
+from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
+
+PER_QUERY = ("topk-embed", "bm25")  # strategies that retrieve per query instead of searching
+BOOTSTRAP_DRAWS = 2000
+MIN_QUERIES = 4  # auto needs at least this many queries: two to search on, two to validate on
+
+
+def split(gold: np.ndarray, holdout: float, seed: int) -> tuple[list[int], list[int]]:
+    """gold [Q] -> (search rows, validation rows), disjoint, in query order; ``holdout`` of the queries (at least
+    one, at most Q - 1) are validation rows, label-balanced where the labels allow."""
+    n_validation = min(len(gold) - 1, max(1, round(holdout * len(gold))))
+    rng = np.random.default_rng([seed, 0x5EED])
+    validation = sorted(stratified_rows(gold, n_validation, rng).tolist())
+    search = sorted(set(range(len(gold))) - set(validation))
+    return search, validation
+
+
+@dataclass
+class Check:
+    """One strategy's prompts on the validation queries."""
+    strategy: str
+    correct: np.ndarray  # [V] 1.0 where the prompt's top option is the gold one
+    loss: np.ndarray  # [V] -log p(gold option)
+
+    @classmethod
+    def of(cls, strategy: str, scores: torch.Tensor, gold: torch.Tensor) -> "Check":
+        """scores [V, O] option log-probabilities, gold [V]."""
+        correct = (scores.argmax(-1) == gold).double().numpy()
+        return cls(strategy, correct, query_losses(scores.double(), gold).numpy())
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    def rank_key(self) -> tuple[float, float]:
+        return (-self.accuracy, float(self.loss.mean()))
+
+
+def choose(checks: list[Check], seed: int) -> tuple[Check, dict]:
+    """The best check (highest accuracy, ties by the lower loss; the earlier on a full tie) and the report:
+    each check's accuracy with a 95% bootstrap interval over the validation queries, and the chosen minus the
+    runner-up as a paired one (the same resampled queries for both)."""
+    ranked = sorted(checks, key=Check.rank_key)  # stable: the earlier of equals stays first
+    best = ranked[0]
+    rng = np.random.default_rng([seed, 0xB007])
+    n = len(best.correct)
+    draws = rng.integers(0, n, size=(BOOTSTRAP_DRAWS, n))  # [B, V] resampled validation queries
+    report = {"checks": [{"strategy": c.strategy, "accuracy": c.accuracy,
+                          "accuracy_ci95": _interval(c.correct[draws].mean(1)),
+                          "loss": float(c.loss.mean())} for c in ranked],
+              "margin_ci95": None}
+    if len(ranked) > 1:
+        report["margin_ci95"] = _interval((best.correct - ranked[1].correct)[draws].mean(1))
+    return best, report
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+class Neighbours:
+    """Each text's nearest pool demos, by "bm25" (no model) or "topk-embed" (cosine of the model's mean-pooled
+    hidden states; the pool is embedded once, on first use, and its rows counted on ``counter``)."""
+
+    def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None):
+        self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
+        self._runner: ModelRunner | None = None
+        self._pool_vectors: torch.Tensor | None = None  # [n, d]
+
+    def similarity(self, texts: list[str], by: str) -> np.ndarray:
+        """[T, n] similarity of each text to each pool demo."""
+        if by == "bm25":
+            return bm25_similarity([d.input for d in self.pool], texts)
+        tokenizer = self.engine.model.tokenizer
+        if self._runner is None:
+            layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
+            self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
+            self._pool_vectors = self._runner.embed_texts(tokenizer, [d.input for d in self.pool])
+        return cosine_similarity(self._pool_vectors, self._runner.embed_texts(tokenizer, texts))
+
+    def nearest(self, texts: list[str], by: str, k: int) -> list[list[int]]:
+        """Per text, the pool indices of its k nearest demos, best last."""
+        if not texts:
+            return []
+        return [top_k_ascending(row, k) for row in self.similarity(texts, by)]
+
+
+def strategy_for(request, params: Params) -> tuple[str, str | None]:
+    """(the strategy a request runs, why: None for a method without strategies). Auto validates only what
+    per-query retrieval can also honour; otherwise it runs the set search and says why."""
+    strategy = getattr(params, "strategy", None)
+    if strategy is None:
+        return "set", None
+    unmet = [name for name, given in (("min_per_label", request.min_per_label), ("max_prompt_tokens",
+             request.max_prompt_tokens), ("params.pool_queries", params.pool_queries)) if given]
+    if strategy in PER_QUERY and unmet:
+        raise InputError("params.strategy", f"{strategy!r} retrieves per query and cannot honour {unmet[0]}")
+    if strategy == "auto":
+        if unmet:
+            return "set", f"{unmet[0]} (only the set search honours it)"
+        if len(request.queries) < MIN_QUERIES:
+            return "set", f"fewer than {MIN_QUERIES} queries to search and validate on"
+        return "auto", "validation"
+    return strategy, "request"
+
+
+class Strategies:
+    """A gradient request whose params.strategy is auto, topk-embed or bm25 -> the contract's result dict.
+
+    auto: the set search (Engine._select_set, params.strategy "set") runs on the search rows; each strategy's
+    prompts then run exactly on the validation rows, and the best is returned. Its passes stay within what the set
+    search alone may spend (params.budget, default 16 exact runs on every query): the embeddings (pool, queries,
+    targets) and the validation runs are set aside first, the search gets the rest."""
+
+    def __init__(self, engine: Any, request, params: GradientParams, progress, checkpoint):
+        self.engine, self.request, self.params = engine, request, params
+        self.progress, self.checkpoint = progress, checkpoint
+        self.started = time.perf_counter()
+        self.options = resolve_options(request.pool, request.queries, request.options)
+        self.gold = np.array([self.options.index(q.output) for q in request.queries])
+        self.selecting = PassCounter(limit=request.max_passes)  # embeddings and validation runs
+        self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
+        self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint)
+        self.timings: dict[str, float] = {}
+
+    def select(self, strategy: str) -> dict:
+        if strategy in PER_QUERY:
+            return self._result(strategy, "request", None, None, [])
+        search_rows, validation_rows = split(self.gold, self.params.holdout, self.request.seed)
+        queries = self.request.queries
+        validation = [queries[i] for i in validation_rows]
+        reserved = self._reserved(len(validation))
+        self.selecting.limit = reserved if self.request.max_passes is not None else None
+        searched = self.engine._select_set(self._search_request([queries[i] for i in search_rows], validation,
+                                                                reserved), self.progress, self.checkpoint)
+        self.progress("validate", 0, len(PER_QUERY) + 1)
+        validate_started = time.perf_counter()
+        set_demos = [self._by_id[d["id"]] for d in searched["selected"]]
+        hybrid = searched["retrieved"]["targets"][:len(validation)] if searched["retrieved"] else None
+        checks = [self._check("set", validation, set_demos, hybrid and self._demos(hybrid))]
+        for by in PER_QUERY:
+            nearest = self.neighbours.nearest([q.input for q in validation], by, self.request.k)
+            checks.append(self._check(by, validation, [[self.request.pool[i] for i in ids] for ids in nearest]))
+            self.progress("validate", len(checks), len(PER_QUERY) + 1)
+        best, report = choose(checks, self.request.seed)
+        self.timings["validate"] = time.perf_counter() - validate_started
+        report.update(search_queries=len(search_rows), validation_queries=len(validation))
+        return self._result(best.strategy, "validation", searched, report, search_rows)
+
+    @property
+    def _by_id(self) -> dict[str, Example]:
+        return {d.id: d for d in self.request.pool}
+
+    def _demos(self, ids: list[list[str]]) -> list[list[Example]]:
+        by_id = self._by_id
+        return [[by_id[i] for i in row] for row in ids]
+
+    def _rows_per_query(self) -> int:
+        layout = self.engine.layout(self.request.pool, self.request.queries[:1], self.request.k, self.options,
+                                    self.request.template, self.request.separator)
+        return ModelRunner(self.engine.model.model, layout).rows_per_query
+
+    def _reserved(self, n_validation: int) -> int:
+        """Passes auto sets aside before the search: embeddings of the pool, the queries and the targets, and
+        every strategy's prompts on the validation queries."""
+        request = self.request
+        embeddings = len(request.pool) + len(request.queries) + len(request.targets)
+        return embeddings + (len(PER_QUERY) + 1) * n_validation * self._rows_per_query()
+
+    def plan(self, strategy: str) -> Plan:
+        """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
+        validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
+        every embedding), plus the returned prompts' exact run."""
+        request = self.request
+        final = len(request.queries) * self._rows_per_query() if self.params.evaluate_selected else 0
+        if strategy in PER_QUERY:
+            embed = len(request.pool) + len(request.queries) + len(request.targets) if strategy == "topk-embed" else 0
+            calibration = self.engine._plan_set(request.model_copy(update={"params": {
+                **request.params, "strategy": "set", "rounds": 0}}))
+            seconds = (embed + final) * calibration.seconds_per_pass
+            return replace(calibration, estimated_passes=embed + final, passes_low=embed + final,
+                           passes_high=embed + final, estimated_seconds=round(seconds, 3))
+        search_rows, validation_rows = split(self.gold, self.params.holdout, request.seed)
+        validation = [request.queries[i] for i in validation_rows]
+        reserved = self._reserved(len(validation))
+        searched = self.engine._plan_set(self._search_request([request.queries[i] for i in search_rows],
+                                                              validation, reserved))
+        fewest = len(request.pool) + len(validation) + (len(PER_QUERY) + 1) * len(validation) * \
+            self._rows_per_query() + final
+        most = reserved + final
+        return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
+                       passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
+                       estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
+                                               * searched.seconds_per_pass, 3))
+
+    def _search_request(self, search: list[Example], validation: list[Example], reserved: int):
+        """The set search's request: the search rows (with params.retrieve, the validation rows and the targets
+        get their neighbours as its targets), within the passes left."""
+        request, params = self.request, self.params
+        cap = DEFAULT_BUDGET_RUNS * len(request.queries) * self._rows_per_query() if params.budget is None \
+            else params.budget
+        budget = 0 if cap == 0 else max(1, cap - reserved)
+        max_passes = None
+        if request.max_passes is not None:
+            max_passes = request.max_passes - reserved
+            if max_passes < 1:
+                raise InputError("max_passes", f"is too small for strategy 'auto': {reserved} passes go to "
+                                               f"embeddings and validation before any search")
+        targets = ([q.input for q in validation] + list(request.targets)) if params.retrieve else []
+        return request.model_copy(update={
+            "queries": search, "targets": targets, "max_passes": max_passes,
+            "params": {**request.params, "strategy": "set", "evaluate_selected": False, "budget": budget}})
+
+    def _check(self, strategy: str, queries: list[Example], demos, context=None) -> Check:
+        scores = self.engine.scores(demos, queries, self.options, self.request.template, self.request.separator,
+                                    context, self.selecting, self.checkpoint)
+        return Check.of(strategy, scores, torch.tensor([self.options.index(q.output) for q in queries]))
+
+    def _result(self, chosen: str, by: str, searched: dict | None, report: dict | None,
+                search_rows: list[int]) -> dict:
+        """The contract's result for the chosen strategy (the search's demos, scores and diagnostics are kept
+        when it ran, whatever won)."""
+        request, k = self.request, self.request.k
+        retrieve_started = time.perf_counter()
+        if chosen in PER_QUERY:
+            selected: list[Example] = []
+            per_query = self.neighbours.nearest([q.input for q in request.queries] + list(request.targets), chosen, k)
+            retrieved = {"slots": k, "by": chosen, **self._split_rows(per_query)}
+        else:
+            selected = [self._by_id[d["id"]] for d in searched["selected"]]
+            retrieved = self._hybrid(searched, search_rows)
+        self.timings["retrieve"] = time.perf_counter() - retrieve_started
+        exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
+        layout = self.engine.layout(request.pool, request.queries[:1], k, self.options, request.template,
+                                    request.separator)
+        index = {d.id: i for i, d in enumerate(request.pool)}
+        chosen_ids = [index[d.id] for d in selected]
+        result = {
+            "method": request.method, "k": k, "seed": request.seed, "options": self.options,
+            "params": request.params,
+            "selected": [d.to_dict() for d in selected],
+            "prompt": {"text": layout.prefix_text(chosen_ids), "token_ids": layout.prefix_ids(chosen_ids),
+                       "query_template": layout.template.split("{output}")[0].rstrip()},
+            "retrieved": retrieved,
+            "strategy": {"chosen": chosen, "by": by,
+                         "search_queries": len(search_rows), "validation_queries": 0,
+                         "checks": [], "margin_ci95": None, **(report or {})},
+            "scores": searched["scores"] if searched else {d.id: 0.0 for d in request.pool},
+            "estimate": searched["estimate"] if searched and chosen == "set" else None,
+            "exact": exact,
+            "diagnostics": searched["diagnostics"] if searched else None,
+            "explored_subsets": searched["explored_subsets"] if searched else 0,
+            "notes": searched["notes"] if searched else {},
+            "passes": self._passes(searched),
+            "timings": {**(searched["timings"] if searched else {}),
+                        **{name: round(seconds, 4) for name, seconds in self.timings.items()},
+                        "total": round(time.perf_counter() - self.started, 4)},
+            "cache": searched["cache"] if searched else {"hits": 0, "misses": 0},
+            "model": self.engine.model.describe(),
+        }
+        if request.max_passes is not None:
+            spent = result["passes"]["forward_equivalent"]
+            result["budget"] = {"max_passes": request.max_passes, "spent": spent,
+                                "budget_exhausted": bool(result["notes"].get("budget_exhausted", False))}
+        self.progress("done", 1, 1)
+        return result
+
+    def _split_rows(self, per_query: list[list[int]]) -> dict:
+        n = len(self.request.queries)
+        ids = [[self.request.pool[i].id for i in row] for row in per_query]
+        return {"queries": ids[:n], "targets": ids[n:]}
+
+    def _hybrid(self, searched: dict, search_rows: list[int]) -> dict | None:
+        """The set search's neighbours (params.retrieve), back in the request's order: its queries were the search
+        rows, its targets the validation rows and then the request's targets."""
+        if not searched["retrieved"]:
+            return None
+        found = searched["retrieved"]
+        n_validation = len(self.request.queries) - len(search_rows)
+        validation = iter(found["targets"][:n_validation])
+        searched_rows = dict(zip(search_rows, found["queries"]))
+        queries = [searched_rows[q] if q in searched_rows else next(validation)
+                   for q in range(len(self.request.queries))]
+        return {**found, "queries": queries, "targets": found["targets"][n_validation:]}
+
+    def _exact(self, selected: list[Example], retrieved: dict | None) -> dict:
+        """The returned prompts run exactly on every query (params.evaluate_selected): loss and accuracy."""
+        request = self.request
+        context = None if retrieved is None else self._demos(retrieved["queries"])
+        scores = self.engine.scores(selected, request.queries, self.options, request.template, request.separator,
+                                    context, self.diagnostic, self.checkpoint)
+        return summarize(scores.float(), torch.tensor(self.gold))
+
+    def _passes(self, searched: dict | None) -> dict:
+        """The search's passes and this strategy's own (embeddings, validation: selection; the exact run of the
+        returned prompts: diagnostics), added up."""
+        own = {**self.selecting.as_dict()}
+        for name, value in self.diagnostic.as_dict().items():
+            own[name] += value
+        found = searched["passes"] if searched else {}
+        total = {name: found.get(name, 0) + value for name, value in own.items()}
+        total["selection_forward_equivalent"] = (found.get("selection_forward_equivalent", 0)
+                                                 + self.selecting.forward_equivalent)
+        total["diagnostics_forward_equivalent"] = (found.get("diagnostics_forward_equivalent", 0)
+                                                   + self.diagnostic.forward_equivalent)
+        return total
