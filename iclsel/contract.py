@@ -175,15 +175,15 @@ class Params(BaseModel):
 _CHOICES = {"evaluator": EVALUATORS, "init": ("balanced", "random"), "moves": ("any", "same-label"),
             "objective": OBJECTIVES, "propose": PROPOSALS, "strategy": STRATEGIES}
 _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates": None, "screen": 1, "sample": 1,
-         "finalists": 1, "per_slot": 1, "checks": 0, "budget": 0}
+         "finalists": 1, "per_slot": 1, "checks": 0, "budget": 0, "validation": 1}
 
 
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
     strategy: str = Field("auto", description=(
-        "the prompt returned: auto (whichever of set, topk-embed and bm25 does best on the queries held out from "
-        "the search), set (the searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
-    holdout: float = Field(0.5, description="auto: share of the queries held out from the search to validate on")
+        "the prompt returned: auto (whichever of set, topk-embed and bm25 does best on pool demos the search never "
+        "scored), set (the searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
+    validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
         "label-groups, mean-loss or per-query; default mean-loss with subsample, else label-groups"))
@@ -204,21 +204,13 @@ class GradientParams(Params):
     budget: int | None = Int(None, 0, f"subsample: forward-equivalents the search may spend (0 = no limit); "
                                       f"default {DEFAULT_BUDGET_RUNS} exact runs on every query")
 
-    @field_validator("holdout", mode="before")
-    @classmethod
-    def _share(cls, value):
-        value = _converted(float)(value)
-        if not 0 < value < 1:
-            raise _fail(f"must be between 0 and 1 (exclusive), got {value}")
-        return value
-
     @field_validator("evaluator", "init", "moves", "objective", "propose", "strategy", mode="before")
     @classmethod
     def _choice(cls, value, info: ValidationInfo):
         return _converted(str, allowed=_CHOICES[info.field_name])(value)
 
     @field_validator("patience", "starts", "rounds", "swaps", "candidates", "screen", "sample", "finalists",
-                     "per_slot", "checks", "budget", mode="before")
+                     "per_slot", "checks", "budget", "validation", mode="before")
     @classmethod
     def _count(cls, value, info: ValidationInfo):
         return _converted(int, low=_LOWS[info.field_name])(value)
@@ -400,9 +392,9 @@ class Retrieved(ResultPart):
 
 class StrategyCheck(ResultPart):
     strategy: str
-    accuracy: Number = Field(description="share of the held-out queries answered right")
-    accuracy_ci95: list[Number] = Field(description="95% bootstrap interval of accuracy (held-out queries resampled)")
-    loss: Number = Field(description="mean -log p(gold option) on the held-out queries")
+    accuracy: Number = Field(description="share of the held-out demos answered right")
+    accuracy_ci95: list[Number] = Field(description="95% bootstrap interval of accuracy (held-out demos resampled)")
+    loss: Number = Field(description="mean -log p(gold option) on the held-out demos")
 
 
 class StrategyReport(ResultPart):
@@ -410,10 +402,10 @@ class StrategyReport(ResultPart):
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")
-    validation_queries: int = Field(description="queries held out from the search, that decided")
+    validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on")
     checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
     margin_ci95: list[Number] | None = Field(description="chosen minus runner-up accuracy on the held-out "
-                                                         "queries: 95% paired bootstrap interval")
+                                                         "demos: 95% paired bootstrap interval")
 
 
 class Outcome(ResultPart):

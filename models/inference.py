@@ -10,6 +10,8 @@ continuations. Passes are counted in prompts (rows) and in tokens actually compu
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -106,6 +108,9 @@ class ModelRunner:
         self.counter = counter or PassCounter()
         self.device = self.embed.weight.device
         self.pad_id = layout.pad_id
+        # the decoder's cache argument: "cache" from transformers 5.25, "past_key_values" before
+        self._cache_argument = "cache" if "cache" in inspect.signature(self.base.forward).parameters \
+            else "past_key_values"
 
     # ---------- batching helpers ----------
     @property
@@ -162,7 +167,8 @@ class ModelRunner:
         out = self.base(input_ids=prefix_ids, inputs_embeds=prefix_embeds, use_cache=True)
         size = prefix_ids.shape[-1] if prefix_ids is not None else prefix_embeds.shape[1]
         self.counter.tokens_forward += size
-        return [(layer.keys, layer.values) for layer in out.cache.layers], size
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers < 5.25 names it so
+        return [(layer.keys, layer.values) for layer in cache.layers], size
 
     def _continue(self, prefix_kv, prefix_len: int, rows: Rows) -> torch.Tensor:
         """Hidden states [B, L, d] of continuation rows after a shared prefix."""
@@ -172,7 +178,8 @@ class ModelRunner:
         full_mask = torch.cat([torch.ones((batch, prefix_len), dtype=mask.dtype, device=mask.device), mask], dim=1)
         self.counter.forward += batch
         self.counter.tokens_forward += int(mask.sum())
-        return self.base(input_ids=ids, attention_mask=full_mask, cache=cache, use_cache=True).last_hidden_state
+        return self.base(input_ids=ids, attention_mask=full_mask, use_cache=True,
+                         **{self._cache_argument: cache}).last_hidden_state
 
     # ---------- exact inference ----------
     @torch.no_grad()

@@ -1,17 +1,18 @@
-"""params.strategy "auto": which prompt a request gets, decided on queries the search never saw.
+"""params.strategy "auto": which prompt a request gets, decided on examples the search never scored.
 
-A request can be answered with a searched set of demos (strategy "set"; with params.retrieve, the set followed by
-each query's neighbours) or with each query's k nearest pool demos ("topk-embed", "bm25": per-query retrieval,
-no search). Which is best depends on the task and the model (bench/FINDINGS.md), so "auto" measures it:
+A request can be answered with a searched set of demos (strategy "set") or with each query's k nearest pool demos
+("topk-embed", "bm25": per-query retrieval, no search). Which is best depends on the task and the model
+(bench/FINDINGS.md), so "auto" measures it:
 
-    search_rows, validation_rows = split(gold, holdout, seed)      # label-balanced, disjoint
-    set   = search(queries[search_rows])                            # the usual gradient search, on S only
-    checks = [check(name, scores of each strategy's prompts on validation_rows) for each strategy]
-    chosen = best(checks)                                           # accuracy, ties by loss
+    set = search(queries)                                  # the usual gradient search, on every query
+    held_out = balanced sample of the pool demos outside the set (params.validation of them)
+    checks = [check(name, scores of each strategy's prompts on held_out) for each strategy]
+    chosen = best(checks)                                  # accuracy, ties by loss
 
-Each check is a held-out estimate (no strategy saw the validation queries' labels), so the chosen strategy's
-figure is honest up to the choice among three; the report gives each one's interval and the chosen minus the
-runner-up as a paired bootstrap interval.
+The held-out demos were candidates of the search but never its queries, so the set's figure on them is not fitted;
+retrieval never looks at labels, and a held-out demo never retrieves itself. Every strategy runs on the same
+held-out demos, so the report gives each one's interval and the chosen minus the runner-up as a paired interval.
+They stand for the queries as far as the pool resembles them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import DEFAULT_BUDGET_RUNS, GradientParams, Params
+from iclsel.contract import GradientParams, Params
 
 from .context import stratified_rows
 from .data import Example, InputError
@@ -36,17 +37,17 @@ from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
 PER_QUERY = ("topk-embed", "bm25")  # strategies that retrieve per query instead of searching
 BOOTSTRAP_DRAWS = 2000
-MIN_QUERIES = 4  # auto needs at least this many queries: two to search on, two to validate on
+MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
 
 
-def split(gold: np.ndarray, holdout: float, seed: int) -> tuple[list[int], list[int]]:
-    """gold [Q] -> (search rows, validation rows), disjoint, in query order; ``holdout`` of the queries (at least
-    one, at most Q - 1) are validation rows, label-balanced where the labels allow."""
-    n_validation = min(len(gold) - 1, max(1, round(holdout * len(gold))))
+def held_out(pool_gold: np.ndarray, chosen: list[int], size: int, seed: int) -> list[int]:
+    """pool_gold [n] (-1: a label outside the options) -> up to ``size`` pool indices outside ``chosen`` with a
+    label among the options, label-balanced where the labels allow, in pool order."""
+    outside = np.array([i for i in range(len(pool_gold)) if i not in set(chosen) and pool_gold[i] >= 0],
+                       dtype=np.int64)
     rng = np.random.default_rng([seed, 0x5EED])
-    validation = sorted(stratified_rows(gold, n_validation, rng).tolist())
-    search = sorted(set(range(len(gold))) - set(validation))
-    return search, validation
+    rows = stratified_rows(pool_gold[outside], min(size, len(outside)), rng)
+    return sorted(outside[rows].tolist())
 
 
 @dataclass
@@ -102,8 +103,9 @@ class Neighbours:
         self._runner: ModelRunner | None = None
         self._pool_vectors: torch.Tensor | None = None  # [n, d]
 
-    def similarity(self, texts: list[str], by: str) -> np.ndarray:
-        """[T, n] similarity of each text to each pool demo."""
+    def similarity(self, texts: list[str], by: str, itself: list[int] | None = None) -> np.ndarray:
+        """[T, n] similarity of each text to each pool demo (``itself``: the texts are these pool demos, whose
+        embeddings are the pool's)."""
         if by == "bm25":
             return bm25_similarity([d.input for d in self.pool], texts)
         tokenizer = self.engine.model.tokenizer
@@ -111,13 +113,18 @@ class Neighbours:
             layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
             self._pool_vectors = self._runner.embed_texts(tokenizer, [d.input for d in self.pool])
-        return cosine_similarity(self._pool_vectors, self._runner.embed_texts(tokenizer, texts))
+        vectors = self._pool_vectors[itself] if itself is not None else self._runner.embed_texts(tokenizer, texts)
+        return cosine_similarity(self._pool_vectors, vectors)
 
-    def nearest(self, texts: list[str], by: str, k: int) -> list[list[int]]:
-        """Per text, the pool indices of its k nearest demos, best last."""
+    def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None) -> list[list[int]]:
+        """Per text, the pool indices of its k nearest demos, best last; ``itself``: per text, the pool index of
+        the demo it is (never its own neighbour)."""
         if not texts:
             return []
-        return [top_k_ascending(row, k) for row in self.similarity(texts, by)]
+        similarity = self.similarity(texts, by, itself)
+        for row, demo in enumerate(itself or []):
+            similarity[row, demo] = -np.inf
+        return [top_k_ascending(row, k) for row in similarity]
 
 
 def strategy_for(request, params: Params) -> tuple[str, str | None]:
@@ -127,14 +134,15 @@ def strategy_for(request, params: Params) -> tuple[str, str | None]:
     if strategy is None:
         return "set", None
     unmet = [name for name, given in (("min_per_label", request.min_per_label), ("max_prompt_tokens",
-             request.max_prompt_tokens), ("params.pool_queries", params.pool_queries)) if given]
+             request.max_prompt_tokens), ("params.pool_queries", params.pool_queries),
+             ("params.retrieve", params.retrieve)) if given]
     if strategy in PER_QUERY and unmet:
         raise InputError("params.strategy", f"{strategy!r} retrieves per query and cannot honour {unmet[0]}")
     if strategy == "auto":
         if unmet:
             return "set", f"{unmet[0]} (only the set search honours it)"
-        if len(request.queries) < MIN_QUERIES:
-            return "set", f"fewer than {MIN_QUERIES} queries to search and validate on"
+        if len(request.pool) - request.k < MIN_HELD_OUT:
+            return "set", f"fewer than {MIN_HELD_OUT} pool demos outside the set to validate on"
         return "auto", "validation"
     return strategy, "request"
 
@@ -142,10 +150,10 @@ def strategy_for(request, params: Params) -> tuple[str, str | None]:
 class Strategies:
     """A gradient request whose params.strategy is auto, topk-embed or bm25 -> the contract's result dict.
 
-    auto: the set search (Engine._select_set, params.strategy "set") runs on the search rows; each strategy's
-    prompts then run exactly on the validation rows, and the best is returned. Its passes stay within what the set
-    search alone may spend (params.budget, default 16 exact runs on every query): the embeddings (pool, queries,
-    targets) and the validation runs are set aside first, the search gets the rest."""
+    auto: the set search (Engine._select_set, params.strategy "set": the same search, budget and set) runs on every
+    query; each strategy's prompts then run exactly on held-out pool demos (module docstring), and the best is
+    returned. Auto spends the search's passes, the pool's embeddings and the validation runs; a per-query win adds
+    the embeddings of the queries and targets it returns neighbours for."""
 
     def __init__(self, engine: Any, request, params: GradientParams, progress, checkpoint):
         self.engine, self.request, self.params = engine, request, params
@@ -153,6 +161,8 @@ class Strategies:
         self.started = time.perf_counter()
         self.options = resolve_options(request.pool, request.queries, request.options)
         self.gold = np.array([self.options.index(q.output) for q in request.queries])
+        self.pool_gold = np.array([self.options.index(d.output) if d.output in self.options else -1
+                                   for d in request.pool])
         self.selecting = PassCounter(limit=request.max_passes)  # embeddings and validation runs
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
         self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint)
@@ -160,27 +170,26 @@ class Strategies:
 
     def select(self, strategy: str) -> dict:
         if strategy in PER_QUERY:
-            return self._result(strategy, "request", None, None, [])
-        search_rows, validation_rows = split(self.gold, self.params.holdout, self.request.seed)
-        queries = self.request.queries
-        validation = [queries[i] for i in validation_rows]
-        reserved = self._reserved(len(validation))
-        self.selecting.limit = reserved if self.request.max_passes is not None else None
-        searched = self.engine._select_set(self._search_request([queries[i] for i in search_rows], validation,
-                                                                reserved), self.progress, self.checkpoint)
+            return self._result(strategy, "request", None, None)
+        request = self.request
+        reserved = self._reserved()
+        self.selecting.limit = reserved if request.max_passes is not None else None
+        searched = self.engine._select_set(self._search_request(reserved), self.progress, self.checkpoint)
         self.progress("validate", 0, len(PER_QUERY) + 1)
         validate_started = time.perf_counter()
-        set_demos = [self._by_id[d["id"]] for d in searched["selected"]]
-        hybrid = searched["retrieved"]["targets"][:len(validation)] if searched["retrieved"] else None
-        checks = [self._check("set", validation, set_demos, hybrid and self._demos(hybrid))]
+        index = {d.id: i for i, d in enumerate(request.pool)}
+        chosen = [index[d["id"]] for d in searched["selected"]]
+        rows = held_out(self.pool_gold, chosen, self.params.validation, request.seed)
+        validation = [request.pool[i] for i in rows]
+        checks = [self._check("set", validation, [request.pool[i] for i in chosen])]
         for by in PER_QUERY:
-            nearest = self.neighbours.nearest([q.input for q in validation], by, self.request.k)
-            checks.append(self._check(by, validation, [[self.request.pool[i] for i in ids] for ids in nearest]))
+            nearest = self.neighbours.nearest([d.input for d in validation], by, request.k, itself=rows)
+            checks.append(self._check(by, validation, [[request.pool[i] for i in ids] for ids in nearest]))
             self.progress("validate", len(checks), len(PER_QUERY) + 1)
-        best, report = choose(checks, self.request.seed)
+        best, report = choose(checks, request.seed)
         self.timings["validate"] = time.perf_counter() - validate_started
-        report.update(search_queries=len(search_rows), validation_queries=len(validation))
-        return self._result(best.strategy, "validation", searched, report, search_rows)
+        report.update(validation_queries=len(validation))
+        return self._result(best.strategy, "validation", searched, report)
 
     @property
     def _by_id(self) -> dict[str, Example]:
@@ -195,12 +204,15 @@ class Strategies:
                                     self.request.template, self.request.separator)
         return ModelRunner(self.engine.model.model, layout).rows_per_query
 
-    def _reserved(self, n_validation: int) -> int:
-        """Passes auto sets aside before the search: embeddings of the pool, the queries and the targets, and
-        every strategy's prompts on the validation queries."""
+    def _validation_size(self) -> int:
+        return min(self.params.validation, len(self.request.pool) - self.request.k)
+
+    def _reserved(self) -> int:
+        """The most auto spends besides the search: embeddings of the pool, the queries and the targets, and
+        every strategy's prompts on the held-out demos."""
         request = self.request
         embeddings = len(request.pool) + len(request.queries) + len(request.targets)
-        return embeddings + (len(PER_QUERY) + 1) * n_validation * self._rows_per_query()
+        return embeddings + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query()
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
@@ -215,44 +227,33 @@ class Strategies:
             seconds = (embed + final) * calibration.seconds_per_pass
             return replace(calibration, estimated_passes=embed + final, passes_low=embed + final,
                            passes_high=embed + final, estimated_seconds=round(seconds, 3))
-        search_rows, validation_rows = split(self.gold, self.params.holdout, request.seed)
-        validation = [request.queries[i] for i in validation_rows]
-        reserved = self._reserved(len(validation))
-        searched = self.engine._plan_set(self._search_request([request.queries[i] for i in search_rows],
-                                                              validation, reserved))
-        fewest = len(request.pool) + len(validation) + (len(PER_QUERY) + 1) * len(validation) * \
-            self._rows_per_query() + final
+        reserved = self._reserved()
+        searched = self.engine._plan_set(self._search_request(reserved))
+        fewest = len(request.pool) + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query() + final
         most = reserved + final
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
                        estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
                                                * searched.seconds_per_pass, 3))
 
-    def _search_request(self, search: list[Example], validation: list[Example], reserved: int):
-        """The set search's request: the search rows (with params.retrieve, the validation rows and the targets
-        get their neighbours as its targets), within the passes left."""
-        request, params = self.request, self.params
-        cap = DEFAULT_BUDGET_RUNS * len(request.queries) * self._rows_per_query() if params.budget is None \
-            else params.budget
-        budget = 0 if cap == 0 else max(1, cap - reserved)
+    def _search_request(self, reserved: int):
+        """The set search's request, within the passes left (module docstring)."""
+        request = self.request
         max_passes = None
         if request.max_passes is not None:
             max_passes = request.max_passes - reserved
             if max_passes < 1:
                 raise InputError("max_passes", f"is too small for strategy 'auto': {reserved} passes go to "
-                                               f"embeddings and validation before any search")
-        targets = ([q.input for q in validation] + list(request.targets)) if params.retrieve else []
-        return request.model_copy(update={
-            "queries": search, "targets": targets, "max_passes": max_passes,
-            "params": {**request.params, "strategy": "set", "evaluate_selected": False, "budget": budget}})
+                                               f"embeddings and validation besides the search")
+        return request.model_copy(update={"max_passes": max_passes, "params": {
+            **request.params, "strategy": "set", "evaluate_selected": False}})
 
     def _check(self, strategy: str, queries: list[Example], demos, context=None) -> Check:
         scores = self.engine.scores(demos, queries, self.options, self.request.template, self.request.separator,
                                     context, self.selecting, self.checkpoint)
         return Check.of(strategy, scores, torch.tensor([self.options.index(q.output) for q in queries]))
 
-    def _result(self, chosen: str, by: str, searched: dict | None, report: dict | None,
-                search_rows: list[int]) -> dict:
+    def _result(self, chosen: str, by: str, searched: dict | None, report: dict | None) -> dict:
         """The contract's result for the chosen strategy (the search's demos, scores and diagnostics are kept
         when it ran, whatever won)."""
         request, k = self.request, self.request.k
@@ -263,7 +264,7 @@ class Strategies:
             retrieved = {"slots": k, "by": chosen, **self._split_rows(per_query)}
         else:
             selected = [self._by_id[d["id"]] for d in searched["selected"]]
-            retrieved = self._hybrid(searched, search_rows)
+            retrieved = None
         self.timings["retrieve"] = time.perf_counter() - retrieve_started
         exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
         layout = self.engine.layout(request.pool, request.queries[:1], k, self.options, request.template,
@@ -278,7 +279,7 @@ class Strategies:
                        "query_template": layout.template.split("{output}")[0].rstrip()},
             "retrieved": retrieved,
             "strategy": {"chosen": chosen, "by": by,
-                         "search_queries": len(search_rows), "validation_queries": 0,
+                         "search_queries": len(request.queries) if searched else 0, "validation_queries": 0,
                          "checks": [], "margin_ci95": None, **(report or {})},
             "scores": searched["scores"] if searched else {d.id: 0.0 for d in request.pool},
             "estimate": searched["estimate"] if searched and chosen == "set" else None,
@@ -304,19 +305,6 @@ class Strategies:
         n = len(self.request.queries)
         ids = [[self.request.pool[i].id for i in row] for row in per_query]
         return {"queries": ids[:n], "targets": ids[n:]}
-
-    def _hybrid(self, searched: dict, search_rows: list[int]) -> dict | None:
-        """The set search's neighbours (params.retrieve), back in the request's order: its queries were the search
-        rows, its targets the validation rows and then the request's targets."""
-        if not searched["retrieved"]:
-            return None
-        found = searched["retrieved"]
-        n_validation = len(self.request.queries) - len(search_rows)
-        validation = iter(found["targets"][:n_validation])
-        searched_rows = dict(zip(search_rows, found["queries"]))
-        queries = [searched_rows[q] if q in searched_rows else next(validation)
-                   for q in range(len(self.request.queries))]
-        return {**found, "queries": queries, "targets": found["targets"][n_validation:]}
 
     def _exact(self, selected: list[Example], retrieved: dict | None) -> dict:
         """The returned prompts run exactly on every query (params.evaluate_selected): loss and accuracy."""

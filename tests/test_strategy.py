@@ -1,5 +1,5 @@
-"""params.strategy (models/strategy.py): auto decides between the searched set and per-query retrieval on queries
-the search never saw; topk-embed and bm25 return each query's nearest demos without a search."""
+"""params.strategy (models/strategy.py): auto decides between the searched set and per-query retrieval on pool
+demos the search never scored; topk-embed and bm25 return each query's nearest demos without a search."""
 
 import pytest
 import torch
@@ -8,7 +8,8 @@ from iclsel.contract import SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.strategy import Check, choose, split
+from iclsel.models import strategy
+from iclsel.models.strategy import Check, choose, held_out
 
 from test_core import make_examples
 
@@ -20,28 +21,53 @@ def data():
     return make_examples(12, "d", 0), make_examples(8, "q", 1)
 
 
-@pytest.mark.parametrize("seed", [1, 2])  # on this tiny model seed 1 picks topk-embed, seed 2 the set
-def test_auto_validates_each_strategy_on_held_out_queries_and_returns_the_best(tiny, data, seed):
+def set_wins(monkeypatch):
+    """The tiny random model never prefers the set on held-out demos: make the set win, as a real task can."""
+    def prefer_set(checks, seed):
+        best, report = choose(checks, seed)
+        first = next(c for c in checks if c.strategy == "set")
+        report["checks"].sort(key=lambda c: c["strategy"] != "set")
+        return first, report
+    monkeypatch.setattr(strategy, "choose", prefer_set)
+
+
+@pytest.mark.parametrize("seed, the_set_wins", [(0, False), (3, False), (0, True)])  # seed 0: topk-embed, 3: bm25
+def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, the_set_wins,
+                                                                              monkeypatch):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    result = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS, params={"rounds": 1}))
+    if the_set_wins:
+        set_wins(monkeypatch)
+    result = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS,
+                                            params={"rounds": 1, "validation": 6}))
     SelectionResult.model_validate(result)
     report = result["strategy"]
-    assert report["by"] == "validation" and report["search_queries"] + report["validation_queries"] == len(queries)
+    assert report["by"] == "validation" and report["search_queries"] == len(queries)
+    assert report["validation_queries"] == 6
     checks = {check["strategy"]: check for check in report["checks"]}
     assert set(checks) == {"set", "topk-embed", "bm25"} and report["checks"][0]["strategy"] == report["chosen"]
     best = max(checks.values(), key=lambda c: (c["accuracy"], -c["loss"]))
-    assert checks[report["chosen"]]["accuracy"] == best["accuracy"]
+    assert checks[report["chosen"]]["accuracy"] == best["accuracy"] or the_set_wins
 
-    # every check is the exact outcome of that strategy's prompts on the held-out queries, which the search
-    # never saw: rerun them here with evaluate()
-    search_rows, validation_rows = split(torch.tensor([q.output == "positive" for q in queries]).long().numpy(),
-                                         0.5, seed)
-    held_out = [queries[i] for i in validation_rows]
-    assert report["validation_queries"] == len(held_out)
-    for name in ("topk-embed", "bm25"):
-        prompts = engine.retrieve_per_query(pool, held_out, 3, name)
-        scored = engine.evaluate(prompts, held_out)
+    # the set the search found (on every query, as strategy "set" finds it)
+    searched = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, params={"rounds": 1, "strategy": "set"}))
+    assert [d["id"] for d in searched["selected"]] == [d["id"] for d in result["selected"]] or \
+        report["chosen"] != "set"
+    index = {d.id: i for i, d in enumerate(pool)}
+    chosen = [index[d["id"]] for d in searched["selected"]]
+    # every check is the exact outcome of that strategy's prompts on pool demos outside the set, none of them a
+    # query of the search: rerun them here with evaluate()
+    gold = torch.tensor([d.output == "positive" for d in pool]).long().numpy()
+    rows = held_out(gold, chosen, 6, seed)
+    assert not set(rows) & set(chosen) and len(rows) == 6
+    demos = [pool[i] for i in rows]
+    scored = engine.evaluate([pool[i] for i in chosen], demos)
+    assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
+    for name in ("topk-embed", "bm25"):  # each held-out demo retrieves from the rest of the pool
+        others = [[pool[i] for i in ids] for ids in
+                  [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
+                   zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]
+        scored = engine.evaluate(others, demos)
         assert checks[name]["accuracy"] == pytest.approx(scored["accuracy"])
         assert checks[name]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
         low, high = checks[name]["accuracy_ci95"]
@@ -50,8 +76,6 @@ def test_auto_validates_each_strategy_on_held_out_queries_and_returns_the_best(t
     by_id = {d.id: d for d in pool}
     if report["chosen"] == "set":
         assert len(result["selected"]) == 3 and result["retrieved"] is None
-        chosen = [by_id[d["id"]] for d in result["selected"]]
-        assert checks["set"]["loss"] == pytest.approx(engine.evaluate(chosen, held_out)["loss"], abs=1e-5)
     else:  # the per-query prompts: each query's and target's k nearest demos, and nothing shared
         assert result["selected"] == [] and result["retrieved"]["slots"] == 3
         assert result["retrieved"]["by"] == report["chosen"]
@@ -62,11 +86,29 @@ def test_auto_validates_each_strategy_on_held_out_queries_and_returns_the_best(t
         assert result["exact"]["loss"] == pytest.approx(engine.evaluate(prompts, queries)["loss"], abs=1e-5)
 
 
-def test_auto_spends_no_more_than_the_search_alone_may(tiny, data):
+@pytest.mark.parametrize("the_set_wins", [False, True])
+def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_set(tiny, data, the_set_wins,
+                                                                                     monkeypatch):
+    """Auto's search is strategy "set"'s own; it adds the pool's embeddings and the validation runs, and a
+    topk-embed win the embeddings of the queries and targets it returns neighbours for."""
     pool, queries = data
-    result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, seed=2, targets=TARGETS))
-    rows = 3  # the tiny tokenizer splits both options into several tokens: one row per option
-    assert result["passes"]["selection_forward_equivalent"] <= 16 * len(queries) * rows
+    if the_set_wins:
+        set_wins(monkeypatch)
+    chosen = set()
+    for seed in range(3):
+        engine = Engine(tiny, cache=MemoryCache())
+        auto = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS))
+        alone = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, seed=seed,
+                                                                          params={"strategy": "set"}))
+        chosen.add(auto["strategy"]["chosen"])
+        rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
+        extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] == "topk-embed" else 0
+        validation = auto["strategy"]["validation_queries"]
+        assert auto["passes"]["selection_forward_equivalent"] == (
+            alone["passes"]["selection_forward_equivalent"] + len(pool) + 3 * validation * rows + extra)
+        if auto["strategy"]["chosen"] == "set":
+            assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
+    assert chosen == {"set"} or not the_set_wins
 
 
 @pytest.mark.parametrize("strategy", ["topk-embed", "bm25"])
@@ -88,23 +130,25 @@ def test_auto_runs_the_set_search_where_it_cannot_validate_and_says_why(tiny, da
     engine = Engine(tiny, cache=MemoryCache())
     bounded = engine.select(SelectionRequest(pool, queries, k=3, min_per_label=1, params={"rounds": 1}))
     assert bounded["strategy"]["chosen"] == "set" and "min_per_label" in bounded["strategy"]["by"]
-    few = engine.select(SelectionRequest(pool, queries[:3], k=3, params={"rounds": 1}))
-    assert few["strategy"]["chosen"] == "set" and "fewer than 4 queries" in few["strategy"]["by"]
+    few = engine.select(SelectionRequest(pool[:6], queries, k=3, params={"rounds": 1}))
+    assert few["strategy"]["chosen"] == "set" and "fewer than 4 pool demos" in few["strategy"]["by"]
+    hybrid = engine.select(SelectionRequest(pool, queries, k=3, params={"rounds": 1, "retrieve": 1}))
+    assert hybrid["strategy"]["chosen"] == "set" and "params.retrieve" in hybrid["strategy"]["by"]
     with pytest.raises(InputError) as refused:
         engine.select(SelectionRequest(pool, queries, k=3, min_per_label=1, params={"strategy": "bm25"}))
     assert refused.value.field == "params.strategy"
-    for params, field in (({"strategy": "best"}, "params.strategy"), ({"holdout": 1.0}, "params.holdout")):
+    for params, field in (({"strategy": "best"}, "params.strategy"), ({"validation": 0}, "params.validation")):
         with pytest.raises(InputError) as raised:
             engine.select(SelectionRequest(pool, queries, k=3, params=params))
         assert raised.value.field == field
 
 
-def test_the_split_is_label_balanced_disjoint_and_seeded():
-    gold = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 2, 2]).numpy()
-    search, validation = split(gold, 0.5, 3)
-    assert sorted(search + validation) == list(range(10)) and len(validation) == 5
-    assert sorted(gold[validation].tolist()) in ([0, 0, 1, 1, 2], [0, 1, 1, 2, 2], [0, 0, 1, 2, 2])
-    assert split(gold, 0.5, 3) == (search, validation) and split(gold, 0.5, 4) != (search, validation)
+def test_the_held_out_demos_are_outside_the_set_label_balanced_and_seeded():
+    gold = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 2, 2, -1]).numpy()  # the last: a label outside the options
+    rows = held_out(gold, [0, 1], 5, 3)
+    assert len(rows) == 5 and not {0, 1, 10} & set(rows) and rows == sorted(rows)
+    assert sorted(gold[rows].tolist()) in ([0, 0, 1, 1, 2], [0, 1, 1, 2, 2], [0, 0, 1, 2, 2])
+    assert held_out(gold, [0, 1], 5, 3) == rows and held_out(gold, [0, 1], 50, 3) == [2, 3, 4, 5, 6, 7, 8, 9]
 
 
 def test_choose_ranks_by_accuracy_then_loss_and_bounds_the_margin():
