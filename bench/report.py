@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import subprocess
+from collections import Counter
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
@@ -97,6 +98,9 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
         "sizes": sizes,
         "seeds": records,
     }
+    chosen = {r["seed"]: r["strategy"]["chosen"] for r in records if r.get("strategy")}
+    if chosen:  # gradient's params.strategy: which prompt it returned on each seed
+        entry["strategy_per_seed"] = chosen
     diagnostics = [flatten_numeric(r.get("diagnostics") or {}) for r in records]
     names = sorted({name for d in diagnostics for name in d})
     if names:
@@ -327,6 +331,13 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
             out += ["The default against the best baseline (the baseline with the highest mean accuracy on the "
                     "seeds both ran; per-query retrieval included), paired on the same test queries:", "",
                     comparison, ""]
+        chosen = (quality[dataset].get(DEFAULT_METHOD) or {}).get("strategy_per_seed")
+        if chosen:
+            counts = Counter(chosen.values())
+            out += [f"Prompts the default returned (`params.strategy` auto, decided on held-out pool demos): "
+                    + ", ".join(f"{name} on {n} seed{'s' * (n > 1)}" for name, n in counts.most_common())
+                    + " (" + ", ".join(f"{seed}: {name}" for seed, name in sorted(chosen.items(), key=lambda x: int(x[0])))
+                    + ").", ""]
         diag = diagnostics_table(quality, dataset)
         if diag:
             out += ["Diagnostics reported by the engine (estimate against exact inference; mean over seeds):", "", diag, ""]

@@ -92,7 +92,8 @@ def test_the_client_works_where_torch_cannot_be_imported(api):
 import json
 from iclsel.client import Client
 with Client({api.url!r}) as client:
-    result = client.select(pool={POOL!r}, queries={QUERIES!r}, k=2, seed=21, timeout=120)
+    result = client.select(pool={POOL!r}, queries={QUERIES!r}, k=2, seed=21, params={{"strategy": "set"}},
+                           timeout=120)
 print(json.dumps({{"selected": [demo.id for demo in result.selected], "accuracy": result.exact.accuracy,
                   "torch": "torch" in sys.modules}}))
 """
@@ -112,9 +113,9 @@ def test_retries_a_refused_connection_until_the_service_is_up(api):
 
 
 def test_select_submit_and_wait_give_typed_results(client):
-    result = client.select(**selection(seed=1), timeout=60)
+    result = client.select(**selection(seed=1, params={"strategy": "set"}), timeout=60)
     assert isinstance(result, SelectionResult) and result.seed == 1 and result.prompt.token_ids
-    job = client.submit(**selection(seed=1))  # the same request: the same (finished) job
+    job = client.submit(**selection(seed=1, params={"strategy": "set"}))  # the same request: the same (finished) job
     assert job.status == "succeeded" and job.result.selected == result.selected
     assert client.wait(job.id, timeout=5).result == job.result
     assert client.get_job(job.id).id == job.id

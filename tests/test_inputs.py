@@ -82,14 +82,16 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
     queries = _write(tmp_path / "q.jsonl", [{"id": "a", "input": "bad plot", "output": "negative"},
                                              {"id": "b", "input": "great", "output": "positive"}])
     done = run_cli(["select", "--pool", pool, "--queries", queries, "-k", "2", "--seed", "3", "-q",
-                    "--param", "rounds=1", "--param", "candidates=2"], tiny_model_dir, tmp_path)
+                    "--param", "rounds=1", "--param", "candidates=2", "--param", "strategy=set"], tiny_model_dir,
+                   tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert len(result["selected"]) == 2 and set(result["scores"]) == {str(i) for i in range(6)}
     assert result["diagnostics"]["checked_subsets"] >= 1 and result["passes"]["backward"] > 0
     assert set(result["timings"]) >= {"anchor", "exact", "total"}
     again = run_cli(["select", "--pool", pool, "--queries", queries, "-k", "2", "--seed", "3", "-q",
-                     "--param", "rounds=1", "--param", "candidates=2"], tiny_model_dir, tmp_path)
+                     "--param", "rounds=1", "--param", "candidates=2", "--param", "strategy=set"], tiny_model_dir,
+                    tmp_path)
     assert json.loads(again.stdout)["selected"] == result["selected"]
 
     bad = run_cli(["select", "--pool", pool, "--queries", queries, "-k", "9", "-q"], tiny_model_dir, tmp_path)

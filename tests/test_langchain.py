@@ -41,12 +41,14 @@ def expected_prompt(examples: list[dict], text: str) -> str:
 
 
 def test_few_shot_prompt_gets_the_demos_iclsel_selected(client):
-    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label", seed=3)
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label", seed=3,
+                                     params={"strategy": "set"})
     prompt = few_shot(selector)
     text = prompt.format(text="a dull film")
 
     records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
-    direct = client.select(pool=records, queries=QUERIES, k=2, seed=3, timeout=60)  # the same request by hand
+    direct = client.select(pool=records, queries=QUERIES, k=2, seed=3, params={"strategy": "set"},
+                           timeout=60)  # the same request by hand
     chosen = [EXAMPLES[int(demo.id)] for demo in direct.selected]
     assert selector.select_examples({"text": "anything"}) == chosen  # the dicts given, extra keys kept
     assert text == expected_prompt(chosen, "a dull film")
@@ -62,6 +64,23 @@ def test_with_retrieve_each_input_gets_its_own_neighbours(client):
         direct = client.select(pool=records, queries=QUERIES, k=3, params={"retrieve": 1}, targets=[text], timeout=60)
         ids = [demo.id for demo in direct.selected] + direct.retrieved.targets[0]
         assert len(ids) == 3
+        assert prompt.format(text=text) == expected_prompt([EXAMPLES[int(i)] for i in ids], text)
+
+
+@pytest.mark.parametrize("strategy", ["bm25", "topk-embed"])
+def test_a_per_query_strategy_gives_each_input_its_nearest_demos(client, strategy):
+    """When the selection returns per-query retrieval (auto's choice, or named), each input is sent as a target
+    with that strategy pinned, and its own k nearest demos come back."""
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=2, input_key="text", output_key="label",
+                                     params={"strategy": strategy})
+    assert selector.selection().strategy.chosen == strategy and selector.selection().selected == []
+    prompt = few_shot(selector)
+    records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
+    for text in ("awful and dull", "brilliant and funny"):
+        direct = client.select(pool=records, queries=QUERIES, k=2, params={"strategy": strategy}, targets=[text],
+                               timeout=60)
+        ids = direct.retrieved.targets[0]
+        assert len(ids) == 2 and direct.strategy.chosen == strategy
         assert prompt.format(text=text) == expected_prompt([EXAMPLES[int(i)] for i in ids], text)
 
 
