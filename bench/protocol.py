@@ -135,7 +135,9 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
         MethodSpec("topk-embed-set", "select", "topk-embed", note="one set for the selection query set (embeddings)"),
         MethodSpec("exact", "select", "exact", note="random k-subsets scored by exact inference (the reference the estimates save)"),
         MethodSpec("gradre", "select", "gradre", note="the paper's random ensemble: random subsets estimated from a few anchors"),
-        MethodSpec("gradient", "select", "gradient", note="trust region: single swaps estimated at the current set, best ones confirmed exactly"),
+        MethodSpec("gradient", "select", "gradient", note="the default: the gradient search (single swaps ranked by the "
+                   "start's gradient, confirmed exactly on query samples), then the searched set, topk-embed and bm25 "
+                   "per-query retrieval run on held-out pool demos and the best returned (params.strategy auto)"),
     ]
     return {spec.name: spec for spec in specs}
 
