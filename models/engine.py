@@ -46,7 +46,7 @@ from .inference import ModelRunner, PassBudgetExhausted, PassCounter
 from .layout import Layout, TokenMemo, build_layout, resolve_options
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
-from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
+from .retrieval import cosine_similarity, top_k_ascending
 from .methods import METHODS
 from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
 from .tasks import AnchorTask

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -199,7 +200,9 @@ class Strategies:
         by_id = self._by_id
         return [[by_id[i] for i in row] for row in ids]
 
+    @cached_property
     def _rows_per_query(self) -> int:
+        """Forward rows one query takes (one, or one per option when an option has several tokens)."""
         layout = self.engine.layout(self.request.pool, self.request.queries[:1], self.request.k, self.options,
                                     self.request.template, self.request.separator)
         return ModelRunner(self.engine.model.model, layout).rows_per_query
@@ -212,14 +215,14 @@ class Strategies:
         every strategy's prompts on the held-out demos."""
         request = self.request
         embeddings = len(request.pool) + len(request.queries) + len(request.targets)
-        return embeddings + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query()
+        return embeddings + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
         every embedding), plus the returned prompts' exact run."""
         request = self.request
-        final = len(request.queries) * self._rows_per_query() if self.params.evaluate_selected else 0
+        final = len(request.queries) * self._rows_per_query if self.params.evaluate_selected else 0
         if strategy in PER_QUERY:
             embed = len(request.pool) + len(request.queries) + len(request.targets) if strategy == "topk-embed" else 0
             calibration = self.engine._plan_set(request.model_copy(update={"params": {
@@ -229,7 +232,7 @@ class Strategies:
                            passes_high=embed + final, estimated_seconds=round(seconds, 3))
         reserved = self._reserved()
         searched = self.engine._plan_set(self._search_request(reserved))
-        fewest = len(request.pool) + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query() + final
+        fewest = len(request.pool) + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query + final
         most = reserved + final
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
