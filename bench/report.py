@@ -101,6 +101,9 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
     chosen = {r["seed"]: r["strategy"]["chosen"] for r in records if r.get("strategy")}
     if chosen:  # gradient's params.strategy: which prompt it returned on each seed
         entry["strategy_per_seed"] = chosen
+        lost = {r["seed"]: r["searched_set"]["accuracy"] for r in records if r.get("searched_set")}
+        if lost:  # where retrieval won: what the searched set would have scored on the test queries
+            entry["searched_set_accuracy_per_seed"] = lost
     diagnostics = [flatten_numeric(r.get("diagnostics") or {}) for r in records]
     names = sorted({name for d in diagnostics for name in d})
     if names:
@@ -331,13 +334,23 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
             out += ["The default against the best baseline (the baseline with the highest mean accuracy on the "
                     "seeds both ran; per-query retrieval included), paired on the same test queries:", "",
                     comparison, ""]
-        chosen = (quality[dataset].get(DEFAULT_METHOD) or {}).get("strategy_per_seed")
+        default = quality[dataset].get(DEFAULT_METHOD) or {}
+        chosen = default.get("strategy_per_seed")
         if chosen:
             counts = Counter(chosen.values())
+            lost = {str(seed): accuracy for seed, accuracy in (default.get("searched_set_accuracy_per_seed") or {}).items()}
+            returned = {str(r["seed"]): r["accuracy"] for r in default.get("seeds", [])}
+
+            def shown(seed, name):
+                if str(seed) not in lost:
+                    return f"{seed}: {name}"
+                return f"{seed}: {name} {returned[str(seed)]:.3f}, the set {lost[str(seed)]:.3f}"
+
             out += [f"Prompts the default returned (`params.strategy` auto, decided on held-out pool demos): "
                     + ", ".join(f"{name} on {n} seed{'s' * (n > 1)}" for name, n in counts.most_common())
-                    + " (" + ", ".join(f"{seed}: {name}" for seed, name in sorted(chosen.items(), key=lambda x: int(x[0])))
-                    + ").", ""]
+                    + " (" + "; ".join(shown(seed, name) for seed, name in sorted(chosen.items(), key=lambda x: int(x[0])))
+                    + "). Where retrieval was returned, the accuracy after it is the searched set's on the same test "
+                      "queries, where the record has it (scored for the diagnosis of the choice only).", ""]
         diag = diagnostics_table(quality, dataset)
         if diag:
             out += ["Diagnostics reported by the engine (estimate against exact inference; mean over seeds):", "", diag, ""]

@@ -88,7 +88,7 @@ def select_main(args: argparse.Namespace) -> int:
         queries = read_jsonl(args.queries, "queries")
         options = [o for o in args.options.split(",")] if args.options else None
         request = SelectionRequest(pool=pool, queries=queries, k=args.k, method=args.method, options=options,
-                                   template=args.template, separator=args.separator.encode().decode("unicode_escape"),
+                                   option_score=args.option_score, template=args.template, separator=args.separator.encode().decode("unicode_escape"),
                                    seed=args.seed, params=_parse_params(args.param),
                                    targets=read_inputs(args.targets, "targets") if args.targets else [],
                                    max_prompt_tokens=args.max_prompt_tokens, min_per_label=args.min_per_label,
@@ -118,7 +118,8 @@ def select_main(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS
+    from iclsel.models.defaults import (DEFAULT_OPTION_SCORE, DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS,
+                                        OPTION_SCORES)
 
     parser = argparse.ArgumentParser(prog="iclsel", description="Choose in-context demonstrations.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("-k", type=int, default=4)
     select.add_argument("--method", default="gradient", choices=METHODS)
     select.add_argument("--options", help="comma-separated label verbalizers (default: the outputs seen)")
+    select.add_argument("--option-score", choices=OPTION_SCORES, default=DEFAULT_OPTION_SCORE,
+                        help="an option of several tokens scores the sum or the mean of its tokens' log-probabilities")
     select.add_argument("--template", default=DEFAULT_TEMPLATE)
     select.add_argument("--separator", default=DEFAULT_SEPARATOR.encode("unicode_escape").decode(),
                         help="between demos; backslash escapes allowed (default '\\n\\n')")

@@ -20,6 +20,10 @@ from pydantic_core import PydanticCustomError
 
 DEFAULT_TEMPLATE = "Input: {input}\nLabel: {output}"
 DEFAULT_SEPARATOR = "\n\n"
+# how an option of several tokens is scored (models/inference.py): "sum" of its tokens' log-probabilities (the
+# option's log-probability) or their "mean" (length-normalised); options of one token score the same either way
+OPTION_SCORES = ("sum", "mean")
+DEFAULT_OPTION_SCORE = "sum"
 ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")  # anchor.ANCHOR_MODES
 OBJECTIVES = ("loss", "errors")  # outcome.OBJECTIVES
 EVALUATORS = ("subsample", "exact", "first-order")  # what decides the gradient search's moves
@@ -278,7 +282,7 @@ EXAMPLE_BODY = {
     "queries": [{"input": "great acting", "output": "positive"}, {"input": "boring plot", "output": "negative"}],
     "k": 2, "method": "gradient"}
 # in a job spec only when they differ from their default, so that a request without them keeps its job id
-SPEC_WHEN_GIVEN = ("targets", "max_prompt_tokens", "min_per_label", "exclude", "where", "max_passes", "dry_run",
+SPEC_WHEN_GIVEN = ("option_score", "targets", "max_prompt_tokens", "min_per_label", "exclude", "where", "max_passes", "dry_run",
                    "warm_start")
 
 
@@ -293,6 +297,8 @@ class SelectionRequest(BaseModel):
     k: int = Field(4, ge=1)
     method: Literal[METHODS] = "gradient"  # type: ignore[valid-type]
     options: list[str] | None = Field(None, min_length=1, description="label verbalizers; default: outputs seen")
+    option_score: Literal[OPTION_SCORES] = Field(DEFAULT_OPTION_SCORE, description=(  # type: ignore[valid-type]
+        "an option of several tokens scores the sum of its tokens' log-probabilities, or their mean"))
     template: str = DEFAULT_TEMPLATE
     separator: str = DEFAULT_SEPARATOR
     seed: int = Field(0, ge=0, le=2**63 - 1)
@@ -402,6 +408,8 @@ class StrategyReport(ResultPart):
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")
+    searched: list[str] = Field(description="ids of the searched set, in prompt order (what `selected` holds when "
+                                            "the set is chosen; empty when no search ran)")
     validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on")
     checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
     margin_ci95: list[Number] | None = Field(description="chosen minus runner-up accuracy on the held-out "

@@ -4,4 +4,5 @@ Kept free of torch and of the rest of the ML core, so that the API process of th
 which only validates and queues requests, can import them without loading the model stack.
 """
 
-from iclsel.contract import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS  # noqa: F401
+from iclsel.contract import (DEFAULT_OPTION_SCORE, DEFAULT_SEPARATOR, DEFAULT_TEMPLATE, METHODS,  # noqa: F401
+                             OPTION_SCORES)

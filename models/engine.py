@@ -40,7 +40,7 @@ from .cache import MemoryCache
 from .constraints import Constraints, candidate_indices, demo_token_limit
 from .context import ModelAccess, SelectionContext, SelectionProblem
 from .data import Example, InputError, examples_from_records
-from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
+from .defaults import DEFAULT_OPTION_SCORE, DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
 from .inference import ModelRunner, PassBudgetExhausted, PassCounter
 from .layout import Layout, TokenMemo, build_layout, resolve_options
@@ -166,11 +166,12 @@ class Engine:
         # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
         self.anchor_runner = anchor_runner
 
-    def layout(self, pool, queries, k, options, template, separator, max_slot_tokens=None, query_context=None):
+    def layout(self, pool, queries, k, options, template, separator, max_slot_tokens=None, query_context=None,
+               option_score=DEFAULT_OPTION_SCORE):
         return build_layout(self.model.tokenizer, pool, queries, k, options, template, separator,
                             self.model.max_positions, max_slot_tokens=max_slot_tokens,
                             encode_all=self.encode_all,
-                            query_context=query_context)
+                            query_context=query_context, option_score=option_score)
 
     def _runner(self, layout, checkpoint=lambda: None, counter=None):
         return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint,
@@ -191,6 +192,7 @@ class Engine:
             result = self._select_set(request, progress, checkpoint)
             if by is not None:
                 result["strategy"] = {"chosen": "set", "by": by, "search_queries": len(checked.queries),
+                                      "searched": [d["id"] for d in result["selected"]],
                                       "validation_queries": 0, "checks": [], "margin_ci95": None}
             return result
         return Strategies(self, _candidates(checked), params, progress, checkpoint).select(strategy)
@@ -207,7 +209,7 @@ class Engine:
         if neighbours is not None:
             layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
                                  request.template, request.separator, params.max_slot_tokens,
-                                 query_context=neighbours.context)
+                                 query_context=neighbours.context, option_score=request.option_score)
             runner = self._runner(layout, checkpoint, counter=runner.counter)
         ctx = self._context(prepared, layout, runner, lambda phase, done, total: (checkpoint(), progress(phase, done, total)))
         ctx.stats.record("layout", time.perf_counter() - started)
@@ -270,7 +272,7 @@ class Engine:
         request = _candidates(request)
         scored = _scored_queries(request, params.pool_queries)
         layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
-                             request.separator, params.max_slot_tokens)
+                             request.separator, params.max_slot_tokens, option_score=request.option_score)
         if request.max_prompt_tokens is not None:
             request, scored, layout = self._fitting_prompts(request, scored, layout, params)
         runner = self._runner(layout, checkpoint)
@@ -302,7 +304,7 @@ class Engine:
             request = _on_pool(request, keep)
             scored = _scored_queries(request, params.pool_queries)
             layout = self.layout(request.pool, scored.examples, request.k, request.options, request.template,
-                                 request.separator, params.max_slot_tokens)
+                                 request.separator, params.max_slot_tokens, option_score=request.option_score)
         return request, scored, layout
 
     def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
@@ -334,7 +336,8 @@ class Engine:
             final = self.layout(request.pool, request.queries, request.k - params.retrieve, request.options,
                                 request.template, request.separator, params.max_slot_tokens,
                                 query_context=[[request.pool[i] for i in ids]
-                                               for ids in retrieved[:len(request.queries)]])
+                                               for ids in retrieved[:len(request.queries)]],
+                                option_score=request.option_score)
             scores = self._runner(final, checkpoint, counter=ctx.runner.counter).exact_scores(
                 choice.selected, list(range(len(request.queries))))
             return summarize(scores, final.gold)
@@ -373,7 +376,7 @@ class Engine:
         }
 
     def evaluate(self, demos, queries, options=None, template: str = DEFAULT_TEMPLATE,
-                 separator: str = DEFAULT_SEPARATOR, context=None) -> dict:
+                 separator: str = DEFAULT_SEPARATOR, context=None, option_score: str = DEFAULT_OPTION_SCORE) -> dict:
         """Exact held-out scores of fixed demos (shared) or one demo list per query, in the natural prompt (the one
         `select` runs and returns). ``context``: per query, demos placed after the shared ones (what `select`
         returns with params.retrieve: result["retrieved"])."""
@@ -381,7 +384,8 @@ class Engine:
         shown = _shown(demos, context)
         options = resolve_options(shown, list(queries), options)
         counter = PassCounter()
-        scores = self.scores(demos, queries, options, template, separator, context, counter)
+        scores = self.scores(demos, queries, options, template, separator, context, counter,
+                             option_score=option_score)
         gold = torch.tensor([options.index(q.output) for q in queries])
         predictions = scores.argmax(-1)
         return {
@@ -394,7 +398,8 @@ class Engine:
         }
 
     def scores(self, demos, queries, options: list[str], template: str, separator: str, context=None,
-               counter: PassCounter | None = None, checkpoint=lambda: None) -> torch.Tensor:
+               counter: PassCounter | None = None, checkpoint=lambda: None,
+               option_score: str = DEFAULT_OPTION_SCORE) -> torch.Tensor:
         """[Q, O] option log-probabilities of each query in its natural prompt: ``demos`` shared by all queries or
         one list per query, then (``context``) each query's own demos. Queries with the same demos share one
         prefix run."""
@@ -413,7 +418,8 @@ class Engine:
         for ids, members in groups.items():
             layout = self.layout([by_id[i] for i in ids], [queries[q] for q in members], len(ids), options,
                                  template, separator,
-                                 query_context=None if context is None else [context[q] for q in members])
+                                 query_context=None if context is None else [context[q] for q in members],
+                                 option_score=option_score)
             runner = self._runner(layout, checkpoint, counter=counter)
             scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
         return scores

@@ -4,7 +4,7 @@ Every prompt is  prefix (specials + the demos, P tokens)  +  continuation (query
 (layout.Layout.prompt: the prefix is what every query row of the set shares).
 When all options are single tokens one row per query scores every option from one logit vector;
 otherwise there is one row per (query, option) and an option's score is the sum of its tokens'
-log-probabilities. The prefix is shared: run once, its key/value cache expanded over a batch of
+log-probabilities, or their mean (the layout's option_score "mean": length-normalised). The prefix is shared: run once, its key/value cache expanded over a batch of
 continuations. Passes are counted in prompts (rows) and in tokens actually computed.
 """
 
@@ -112,6 +112,11 @@ class ModelRunner:
         self._cache_argument = "cache" if "cache" in inspect.signature(self.base.forward).parameters \
             else "past_key_values"
 
+    @property
+    def _option_lengths(self) -> torch.Tensor:
+        """[O] tokens of each option."""
+        return torch.tensor([len(ids) for ids in self.layout.option_ids], device=self.device)
+
     # ---------- batching helpers ----------
     @property
     def rows_per_query(self) -> int:
@@ -160,7 +165,10 @@ class ModelRunner:
                              torch.tensor([p[2] for p in positions], device=hidden.device)]
         flat = torch.tensor([p[3] * self.layout.n_options + p[4] for p in positions], device=hidden.device)
         scores = token_lp.new_zeros(n_queries * self.layout.n_options)
-        return scores.index_add(0, flat, token_lp).view(n_queries, -1)
+        scores = scores.index_add(0, flat, token_lp).view(n_queries, -1)  # [Q, O] summed log-probabilities
+        if self.layout.option_score == "mean":
+            scores = scores / self._option_lengths.to(scores)  # [Q, O] / [O]
+        return scores
 
     def _prefix_cache(self, prefix_ids: torch.Tensor | None = None, prefix_embeds: torch.Tensor | None = None):
         """Run the prefix once; return its per-layer (keys, values), each [1, heads, P, head_dim]."""

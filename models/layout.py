@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .data import Example, InputError
+from .defaults import DEFAULT_OPTION_SCORE, OPTION_SCORES
 
 PAD = -1  # demo_ids before a demo's first token (its slot is wider than the demo)
 
@@ -61,6 +62,7 @@ class Layout:
     query_ids: list[list[int]]  # [Q] each query text tokenised on its own (lengths and costs)
     gold: torch.Tensor  # [Q] index of each query's option
     demo_outputs: list[str]  # label text of each pool demo
+    option_score: str = DEFAULT_OPTION_SCORE  # "sum" or "mean" of an option's token log-probabilities
 
     @property
     def width(self) -> int:
@@ -98,6 +100,8 @@ class Layout:
         """Hash of everything a prompt's tokens depend on apart from the chosen demos and the queries."""
         content = {"template": self.template, "separator": self.separator, "options": self.option_ids,
                    "specials": self.special_ids, "width": self.width}
+        if self.option_score != DEFAULT_OPTION_SCORE and any(len(ids) > 1 for ids in self.option_ids):
+            content["option_score"] = self.option_score  # one-token options score the same either way
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -205,7 +209,8 @@ def _check_sizes(pool: list[Example], queries: list[Example], k: int) -> None:
 
 def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int, options: list[str] | None,
                  template: str, separator: str, max_positions: int, max_slot_tokens: int | None = None,
-                 encode_all: TokenMemo | None = None, query_context: list[list[Example]] | None = None) -> Layout:
+                 encode_all: TokenMemo | None = None, query_context: list[list[Example]] | None = None,
+                 option_score: str = DEFAULT_OPTION_SCORE) -> Layout:
     """Render and tokenise pool and queries for natural prompts, validating what the user gave.
 
     ``query_context`` (params.retrieve): per query, demos rendered between the set's demos and the query (each
@@ -218,6 +223,8 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
         if query.output not in option_index:
             raise InputError(f"queries[{position}].output", f"{query.output!r} is not among the options {options}")
 
+    if option_score not in OPTION_SCORES:
+        raise InputError("option_score", f"{option_score!r} is not one of {list(OPTION_SCORES)}")
     _, gap, _ = split_template(template)
     option_ids = [_encode(tokenizer, gap + option) for option in options]
     if len({tuple(ids) for ids in option_ids}) != len(option_ids):
@@ -257,4 +264,4 @@ def build_layout(tokenizer, pool: list[Example], queries: list[Example], k: int,
                   demo_ids=torch.from_numpy(demo_array), demo_lengths=torch.tensor(lengths),
                   query_texts=query_texts, query_ids=query_ids,
                   gold=torch.tensor([option_index[q.output] for q in queries], dtype=torch.long),
-                  demo_outputs=[demo.output for demo in pool])
+                  demo_outputs=[demo.output for demo in pool], option_score=option_score)

@@ -253,7 +253,7 @@ class Strategies:
 
     def _check(self, strategy: str, queries: list[Example], demos, context=None) -> Check:
         scores = self.engine.scores(demos, queries, self.options, self.request.template, self.request.separator,
-                                    context, self.selecting, self.checkpoint)
+                                    context, self.selecting, self.checkpoint, self.request.option_score)
         return Check.of(strategy, scores, torch.tensor([self.options.index(q.output) for q in queries]))
 
     def _result(self, chosen: str, by: str, searched: dict | None, report: dict | None) -> dict:
@@ -282,7 +282,9 @@ class Strategies:
                        "query_template": layout.template.split("{output}")[0].rstrip()},
             "retrieved": retrieved,
             "strategy": {"chosen": chosen, "by": by,
-                         "search_queries": len(request.queries) if searched else 0, "validation_queries": 0,
+                         "search_queries": len(request.queries) if searched else 0,
+                         "searched": [d["id"] for d in searched["selected"]] if searched else [],
+                         "validation_queries": 0,
                          "checks": [], "margin_ci95": None, **(report or {})},
             "scores": searched["scores"] if searched else {d.id: 0.0 for d in request.pool},
             "estimate": searched["estimate"] if searched and chosen == "set" else None,
@@ -314,7 +316,7 @@ class Strategies:
         request = self.request
         context = None if retrieved is None else self._demos(retrieved["queries"])
         scores = self.engine.scores(selected, request.queries, self.options, request.template, request.separator,
-                                    context, self.diagnostic, self.checkpoint)
+                                    context, self.diagnostic, self.checkpoint, request.option_score)
         return summarize(scores.float(), torch.tensor(self.gold))
 
     def _passes(self, searched: dict | None) -> dict:

@@ -133,6 +133,31 @@ def test_prefix_shared_and_unshared_inference_agree(tiny, data):
             assert any(len(ids) > 1 for ids in ctx.layout.option_ids)
 
 
+def test_option_score_mean_divides_each_options_summed_log_probability_by_its_tokens(tiny, data):
+    """request.option_score: "mean" is the summed score over the option's token count, in exact runs, in the
+    anchor's scores and in Engine.evaluate; options of one token score the same either way; the layout's
+    fingerprint (the cache key of exact runs) tells the two apart."""
+    pool, queries = data
+    options = ["good film", "bad plot", "dull"]
+    multi = [Example(q.id, q.input, options[i % 3]) for i, q in enumerate(queries)]
+    for qs, opts in ((queries, None), (multi, options)):
+        layouts = {score: build_layout(tiny.tokenizer, pool, qs, 3, opts, "Input: {input}\nLabel: {output}", "\n\n",
+                                       tiny.max_positions, option_score=score) for score in ("sum", "mean")}
+        scores = {score: ModelRunner(tiny.model, layout).exact_scores([2, 6, 9], list(range(len(qs))))
+                  for score, layout in layouts.items()}
+        lengths = torch.tensor([len(ids) for ids in layouts["sum"].option_ids], dtype=scores["sum"].dtype)
+        torch.testing.assert_close(scores["mean"], scores["sum"] / lengths)
+        anchor = ModelRunner(tiny.model, layouts["mean"]).anchor_mean_loss([2, 6, 9], list(range(len(qs))))
+        torch.testing.assert_close(anchor.scores.to(scores["mean"]), scores["mean"])
+        assert (layouts["sum"].fingerprint() != layouts["mean"].fingerprint()) == (opts is not None)
+    engine = Engine(tiny, cache=MemoryCache())
+    by_score = {score: engine.evaluate(pool[:3], multi, options=options, option_score=score) for score in ("sum", "mean")}
+    assert by_score["sum"]["loss"] != by_score["mean"]["loss"]
+    with pytest.raises(InputError) as error:
+        engine.evaluate(pool[:3], multi, options=options, option_score="max")
+    assert error.value.field == "option_score"
+
+
 def test_prompts_are_the_whole_text_tokenised(tiny, data):
     """Every prompt run is the demos' text followed by the query's, tokenised whole: the shared prefix and each
     row's continuation add up to tokenizer(text + query); each demo's span covers its own characters."""

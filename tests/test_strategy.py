@@ -101,6 +101,8 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         alone = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, seed=seed,
                                                                           params={"strategy": "set"}))
         chosen.add(auto["strategy"]["chosen"])
+        assert auto["strategy"]["searched"] == [d["id"] for d in alone["selected"]]  # whichever prompt won
+        assert alone["strategy"]["searched"] == [d["id"] for d in alone["selected"]]
         rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
         extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] == "topk-embed" else 0
         validation = auto["strategy"]["validation_queries"]
@@ -117,7 +119,7 @@ def test_a_per_query_strategy_retrieves_without_a_search(tiny, data, strategy):
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, targets=TARGETS, params={"strategy": strategy}))
     assert result["strategy"]["chosen"] == strategy and result["strategy"]["by"] == "request"
-    assert result["selected"] == [] and result["explored_subsets"] == 0
+    assert result["selected"] == [] and result["explored_subsets"] == 0 and result["strategy"]["searched"] == []
     embeddings = len(pool) + len(queries) + len(TARGETS) if strategy == "topk-embed" else 0
     assert result["passes"]["selection_forward_equivalent"] == embeddings
     assert result["prompt"]["text"] == ""

@@ -37,7 +37,7 @@ class StandInEngine:
                 "timings": {"total": 0.0},
                 "diagnostics": diagnostics, "estimate": None, "exact": None, "cache": {"hits": 0, "misses": 0}}
 
-    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", context=None):
+    def evaluate(self, demos, queries, options=None, template="", separator="\n\n", context=None, option_score="sum"):
         StandInEngine.calls.append("evaluate")
         if context is not None:
             assert len(context) == len(queries)
