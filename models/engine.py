@@ -46,7 +46,7 @@ from .inference import ModelRunner, PassBudgetExhausted, PassCounter
 from .layout import Layout, TokenMemo, build_layout, resolve_options
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
-from .retrieval import cosine_similarity, top_k_ascending
+from .retrieval import top_k_ascending
 from .methods import METHODS
 from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
 from .tasks import AnchorTask
@@ -176,11 +176,6 @@ class Engine:
     def _runner(self, layout, checkpoint=lambda: None, counter=None):
         return ModelRunner(self.model.model, layout, batch_size=self.batch_size, checkpoint=checkpoint,
                            counter=counter)
-
-    def _embedding_similarity(self, runner, pool_texts, query_texts):
-        """[Q, n] cosine of the model's mean-pooled hidden states (the topk-embed retrieval)."""
-        return cosine_similarity(runner.embed_texts(self.model.tokenizer, pool_texts),
-                                 runner.embed_texts(self.model.tokenizer, query_texts))
 
     def select(self, request: SelectionRequest, progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None) -> dict:
@@ -312,8 +307,8 @@ class Engine:
         """params.retrieve: k - retrieve shared slots are searched; each query row carries its own ``retrieve``
         nearest demos between the shared demos and the query (a pool query never retrieves itself)."""
         embed_started = time.perf_counter()
-        similarity = self._embedding_similarity(runner, [d.input for d in request.pool],
-                                                [q.input for q in scored.examples] + request.targets)
+        similarity = Neighbours(self, request.pool, runner.counter, runner.checkpoint).similarity(
+            [q.input for q in scored.examples] + request.targets, "topk-embed")  # [rows + targets, n]
         seconds = time.perf_counter() - embed_started
         for row, demo in enumerate(scored.query_demo):
             if demo >= 0:
