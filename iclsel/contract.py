@@ -408,8 +408,9 @@ class StrategyReport(ResultPart):
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")
-    searched: list[str] = Field(description="ids of the searched set, in prompt order (what `selected` holds when "
-                                            "the set is chosen; empty when no search ran)")
+    searched: list[str] = Field(default_factory=list, description=(
+        "ids of the searched set, in prompt order (what `selected` holds when the set is chosen; empty when no "
+        "search ran)"))
     validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on")
     checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
     margin_ci95: list[Number] | None = Field(description="chosen minus runner-up accuracy on the held-out "
