@@ -88,7 +88,8 @@ def select_main(args: argparse.Namespace) -> int:
         queries = read_jsonl(args.queries, "queries")
         options = [o for o in args.options.split(",")] if args.options else None
         request = SelectionRequest(pool=pool, queries=queries, k=args.k, method=args.method, options=options,
-                                   option_score=args.option_score, template=args.template, separator=args.separator.encode().decode("unicode_escape"),
+                                   option_score=args.option_score, template=args.template,
+                                   separator=args.separator.encode().decode("unicode_escape"),
                                    seed=args.seed, params=_parse_params(args.param),
                                    targets=read_inputs(args.targets, "targets") if args.targets else [],
                                    max_prompt_tokens=args.max_prompt_tokens, min_per_label=args.min_per_label,

@@ -282,8 +282,8 @@ EXAMPLE_BODY = {
     "queries": [{"input": "great acting", "output": "positive"}, {"input": "boring plot", "output": "negative"}],
     "k": 2, "method": "gradient"}
 # in a job spec only when they differ from their default, so that a request without them keeps its job id
-SPEC_WHEN_GIVEN = ("option_score", "targets", "max_prompt_tokens", "min_per_label", "exclude", "where", "max_passes", "dry_run",
-                   "warm_start")
+SPEC_WHEN_GIVEN = ("option_score", "targets", "max_prompt_tokens", "min_per_label", "exclude", "where", "max_passes",
+                   "dry_run", "warm_start")
 
 
 class SelectionRequest(BaseModel):

@@ -4,8 +4,9 @@ Every prompt is  prefix (specials + the demos, P tokens)  +  continuation (query
 (layout.Layout.prompt: the prefix is what every query row of the set shares).
 When all options are single tokens one row per query scores every option from one logit vector;
 otherwise there is one row per (query, option) and an option's score is the sum of its tokens'
-log-probabilities, or their mean (the layout's option_score "mean": length-normalised). The prefix is shared: run once, its key/value cache expanded over a batch of
-continuations. Passes are counted in prompts (rows) and in tokens actually computed.
+log-probabilities, or their mean (the layout's option_score "mean": length-normalised). The prefix is
+shared: run once, its key/value cache expanded over a batch of continuations. Passes are counted in prompts
+(rows) and in tokens actually computed.
 """
 
 from __future__ import annotations
