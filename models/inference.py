@@ -79,7 +79,7 @@ class Rows:
 def build_rows(layout: Layout, continuations: list[list[int]]) -> Rows:
     """Rows scoring every option after each query's continuation tokens (its prompt after the shared prefix)."""
     rows = Rows()
-    single_token = all(len(ids) == 1 for ids in layout.option_ids)
+    single_token = layout.single_token_options
     for local, query_ids in enumerate(continuations):
         if single_token:
             last = len(query_ids) - 1
@@ -122,7 +122,7 @@ class ModelRunner:
     @property
     def rows_per_query(self) -> int:
         """Forward rows one query takes: one when every option is a single token, else one per option."""
-        return 1 if all(len(ids) == 1 for ids in self.layout.option_ids) else self.layout.n_options
+        return 1 if self.layout.single_token_options else self.layout.n_options
 
     def exact_cost(self, n_queries: int) -> int:
         """Forward-equivalents of exact_scores on ``n_queries`` queries."""

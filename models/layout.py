@@ -73,6 +73,11 @@ class Layout:
     def n_options(self) -> int:
         return len(self.options)
 
+    @property
+    def single_token_options(self) -> bool:
+        """Every option is one token: one logit vector scores them all, and sum and mean score alike."""
+        return all(len(ids) == 1 for ids in self.option_ids)
+
     def prefix_text(self, subset: list[int] | tuple[int, ...]) -> str:
         """The demos of ``subset`` as the prompt's text, in order (what a user puts before the query)."""
         return "".join(self.demo_texts[int(i)] for i in subset)
@@ -100,7 +105,7 @@ class Layout:
         """Hash of everything a prompt's tokens depend on apart from the chosen demos and the queries."""
         content = {"template": self.template, "separator": self.separator, "options": self.option_ids,
                    "specials": self.special_ids, "width": self.width}
-        if self.option_score != DEFAULT_OPTION_SCORE and any(len(ids) > 1 for ids in self.option_ids):
+        if self.option_score != DEFAULT_OPTION_SCORE and not self.single_token_options:
             content["option_score"] = self.option_score  # one-token options score the same either way
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
