@@ -125,16 +125,15 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
                "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache"),
                "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes"),
                "strategy": result.get("strategy")}
+        by_id = {d.id: d for d in split.pool}
         context = None
         if result.get("retrieved"):  # params.retrieve: each test query's own neighbours follow the shared demos
-            by_id = {d.id: d for d in split.pool}
             context = [[by_id[i] for i in ids] for ids in result["retrieved"]["targets"]]
             run["retrieved_slots"] = result["retrieved"]["slots"]
         run.update(_evaluate(engine, demos, split, template, options, context, option_score))
         searched = (result.get("strategy") or {}).get("searched") or []
         if searched and result["strategy"]["chosen"] != "set":
             # what the searched set would have scored had the choice kept it (a diagnostic of the choice only)
-            by_id = {d.id: d for d in split.pool}
             lost = _evaluate(engine, [by_id[i] for i in searched], split, template, options, option_score=option_score)
             run["searched_set"] = {name: lost[name] for name in ("accuracy", "macro_f1", "loss", "correct")}
         runs.append(run)
