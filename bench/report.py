@@ -273,6 +273,22 @@ def models_table(models: dict[str, dict], dataset: str) -> str | None:
     return "\n".join(lines)
 
 
+def model_comparison(mine: dict, theirs: dict, method: str = DEFAULT_METHOD) -> dict | None:
+    """``method`` under another model (``theirs``: its quality.json entry for one dataset) minus under this one
+    (``mine``), on the seeds both ran: the same splits and test queries, so the paired bootstrap of
+    paired_comparison applies. None unless both ran it with per-query records."""
+    a = {r["seed"]: r for r in (mine.get(method) or {}).get("seeds", [])}
+    b = {r["seed"]: r for r in (theirs.get(method) or {}).get("seeds", [])}
+    seeds = sorted(set(a) & set(b))
+    per_query = [(_correct(b[s]), _correct(a[s])) for s in seeds]
+    if not seeds or not all(x is not None and y is not None and len(x) == len(y) for x, y in per_query):
+        return None
+    diffs = [b[s]["accuracy"] - a[s]["accuracy"] for s in seeds]
+    gaps = [[x - y for x, y in zip(other, own)] for other, own in per_query]
+    return {"method": method, "seeds": seeds, "diff_mean": mean(diffs),
+            "diff_ci95": _bootstrap_mean(gaps, np.random.default_rng(0)), "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
+
+
 def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[str, str], plots: list[str]) -> None:
     machine = run["machine"]
     out = ["# iclsel quality benchmark", ""]
@@ -365,6 +381,18 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
             table = models_table(models, dataset)
             if table:
                 out += [f"### {dataset}", "", table, ""]
+            for name, other in other_models.items():
+                c = model_comparison(quality.get(dataset) or {}, other["quality"].get(dataset) or {})
+                if c:
+                    comparison = other["quality"][dataset].get(DEFAULT_METHOD, {}).get("comparison") or {}
+                    against = ("" if not comparison.get("diff_ci95") else
+                               f"; against its own best baseline (`{comparison['best_baseline']}`) "
+                               f"{comparison['diff_mean']:+.3f} [{comparison['diff_ci95'][0]:+.3f}, "
+                               f"{comparison['diff_ci95'][1]:+.3f}]")
+                    out += [f"`{c['method']}` with {name} minus with {run['model']}, same test queries, seeds "
+                            f"{' '.join(map(str, c['seeds']))}: {c['diff_mean']:+.3f} [{c['diff_ci95'][0]:+.3f}, "
+                            f"{c['diff_ci95'][1]:+.3f}] (paired 95% CI), {c['wins']} / {c['ties']} / {c['losses']} "
+                            f"wins / ties / losses{against}.", ""]
     if method_notes:
         out += ["## Methods", ""]
         out += [f"- `{name}`: {note}" for name, note in method_notes.items()]

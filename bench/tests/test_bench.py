@@ -256,6 +256,24 @@ def test_paired_comparison_picks_the_best_baseline_and_brackets_the_difference()
     assert c["diff_ci95"] == [0.0, 0.0] and c["ties"] == 3
 
 
+def test_model_comparison_pairs_the_default_across_models_on_common_seeds():
+    from bench import report
+
+    def entry(per_seed):
+        return {"gradient": {"seeds": [{"seed": s, "accuracy": sum(c) / len(c), "correct": c}
+                                       for s, c in per_seed.items()]}}
+
+    mine = entry({0: [1, 0] * 10, 1: [1, 0] * 10, 2: [0] * 20})
+    theirs = entry({0: [1] * 20, 1: [1, 1, 1, 0] * 5, 3: [1] * 20})  # seed 2 and 3 ran under one model only
+    c = report.model_comparison(mine, theirs)
+    assert c["seeds"] == [0, 1] and c["diff_mean"] == pytest.approx((0.5 + 0.25) / 2)
+    assert (c["wins"], c["ties"], c["losses"]) == (2, 0, 0)
+    low, high = c["diff_ci95"]
+    assert 0 < low < c["diff_mean"] < high < 1
+    assert report.model_comparison(mine, entry({})) is None
+    assert report.model_comparison(mine, {"gradient": {"seeds": [{"seed": 0, "accuracy": 1.0}]}}) is None
+
+
 def test_the_engine_hash_follows_code_not_documentation(tmp_path):
     source = tmp_path / "m.py"
     source.write_text('"""Module doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # a comment\n')
