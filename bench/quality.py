@@ -318,7 +318,8 @@ def run_benchmark(args: argparse.Namespace, new_engine: EngineFactory, model_fin
                         f"F1 {record['macro_f1']:.3f} passes {record['passes']} select {record['seconds']:.1f}s "
                         f"(total {record['wall_seconds']:.1f}s) preds {record['prediction_counts']}")
                 collected[dataset][spec.name].append(record)
-                publish()
+                if not args.report_only:  # a running benchmark keeps its report current; a rebuild writes it once
+                    publish()
     return publish(final=not missing)
 
 
