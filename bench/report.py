@@ -159,14 +159,20 @@ def paired_comparison(by_method: dict[str, list[dict]], method: str = DEFAULT_ME
     if not candidates:
         return None
     best = max(candidates, key=lambda name: candidates[name][0])
-    theirs = candidates[best][1]
+    return {"method": method, "best_baseline": best, **_paired_difference(mine, candidates[best][1])}
+
+
+def _paired_difference(mine: dict[int, dict], theirs: dict[int, dict]) -> dict:
+    """seed -> record of two runs -> on the seeds both ran: per seed mine minus theirs on the same test queries,
+    wins/ties/losses over seeds and a 95% interval of the mean difference from a paired bootstrap that resamples
+    seeds and, within each, test queries (None without per-query records)."""
     seeds = sorted(set(mine) & set(theirs))
     diffs = [mine[s]["accuracy"] - theirs[s]["accuracy"] for s in seeds]
-    out = {"method": method, "best_baseline": best, "seeds": seeds, "diff_mean": mean(diffs),
-           "diff_per_seed": diffs, "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
+    out = {"seeds": seeds, "diff_mean": mean(diffs) if diffs else None, "diff_per_seed": diffs,
+           "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
            "losses": sum(d < 0 for d in diffs), "diff_ci95": None}
     per_query = [(_correct(mine[s]), _correct(theirs[s])) for s in seeds]
-    if all(a is not None and b is not None and len(a) == len(b) for a, b in per_query):
+    if seeds and all(a is not None and b is not None and len(a) == len(b) for a, b in per_query):
         gaps = [[x - y for x, y in zip(a, b)] for a, b in per_query]  # [seed][query], the same queries paired
         out["diff_ci95"] = _bootstrap_mean(gaps, np.random.default_rng(0))
     return out
@@ -277,16 +283,9 @@ def model_comparison(mine: dict, theirs: dict, method: str = DEFAULT_METHOD) -> 
     """``method`` under another model (``theirs``: its quality.json entry for one dataset) minus under this one
     (``mine``), on the seeds both ran: the same splits and test queries, so the paired bootstrap of
     paired_comparison applies. None unless both ran it with per-query records."""
-    a = {r["seed"]: r for r in (mine.get(method) or {}).get("seeds", [])}
-    b = {r["seed"]: r for r in (theirs.get(method) or {}).get("seeds", [])}
-    seeds = sorted(set(a) & set(b))
-    per_query = [(_correct(b[s]), _correct(a[s])) for s in seeds]
-    if not seeds or not all(x is not None and y is not None and len(x) == len(y) for x, y in per_query):
-        return None
-    diffs = [b[s]["accuracy"] - a[s]["accuracy"] for s in seeds]
-    gaps = [[x - y for x, y in zip(other, own)] for other, own in per_query]
-    return {"method": method, "seeds": seeds, "diff_mean": mean(diffs),
-            "diff_ci95": _bootstrap_mean(gaps, np.random.default_rng(0)), "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
+    by_seed = [{r["seed"]: r for r in (entry.get(method) or {}).get("seeds", [])} for entry in (theirs, mine)]
+    out = {"method": method, **_paired_difference(*by_seed)}
+    return out if out["diff_ci95"] is not None else None
 
 
 def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[str, str], plots: list[str]) -> None:
