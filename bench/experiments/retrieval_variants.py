@@ -18,7 +18,6 @@ bench/experiments/results/retrieval_variants.jsonl (a resume skips what is there
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,14 +27,13 @@ from iclsel.models.inference import PassCounter
 from iclsel.models.retrieval import top_k_ascending
 from iclsel.models.strategy import Neighbours
 
-from .. import data as bench_data
 from .. import report
-from ..protocol import DATASET_SPECS, label_options, load_examples, make_split
-from ..quality import BENCH_DIR, FULL_SIZES, _evaluate, default_engine_factory
+from ..protocol import DATASET_SPECS
+from ..quality import BENCH_DIR, _evaluate, default_engine_factory
+from .dev import BASELINES, append_record, dev_splits, journal_records, read_records
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "retrieval_variants.jsonl"
 VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk")
-BASELINE_METHODS = {"topk-embed": "topk-embed-per-query", "bm25": "bm25-per-query"}
 RRF_CONSTANT = 60
 
 
@@ -78,10 +76,6 @@ def neighbours(variant: str, embedding: np.ndarray, bm25: np.ndarray, labels: li
     raise ValueError(variant)
 
 
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["imdb", "bbc", "sms", "sdg"], choices=sorted(DATASET_SPECS))
@@ -92,42 +86,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.seeds) < 10:
         parser.error("dev seeds only (10 and above)")
-    journal = {}
-    for record in read_records(args.journal) if args.journal else []:
-        if record.get("option_score", "sum") == "sum" and not record.get("params") and not record.get("quick"):
-            journal[(record["dataset"], record["seed"], record["method"])] = record
+    journal = journal_records(args.journal) if args.journal else {}
     done = {(r["dataset"], r["seed"], r["variant"]) for r in read_records(RESULTS)}
     new_engine, _ = default_engine_factory("default", args.threads)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    for dataset in args.datasets:
-        spec = DATASET_SPECS[dataset]
-        examples = load_examples(bench_data.ensure(dataset, bench_data.DATA_DIR))
-        options = label_options(examples)
-        for seed in args.seeds:
-            split = make_split(examples, seed, spec.sizes or FULL_SIZES)
-            engine = new_engine()
-            index = Neighbours(engine, split.pool, PassCounter())
-            texts = [q.input for q in split.test]
-            embedding, bm25 = index.similarity(texts, "topk-embed"), index.similarity(texts, "bm25")  # [T, n]
-            for variant in args.variants:
-                if (dataset, seed, variant) in done:
-                    continue
-                known = journal.get((dataset, seed, BASELINE_METHODS.get(variant)))
-                if known is not None and len(known["correct"]) != len(split.test):  # another split size
-                    known = None
-                started = time.perf_counter()
-                if known is not None:
-                    scored = {"accuracy": known["accuracy"], "correct": known["correct"], "from_journal": True}
-                else:
-                    ids = neighbours(variant, embedding, bm25, [d.output for d in split.pool], spec.k)
-                    demos = [[split.pool[i] for i in row] for row in ids]
-                    scored = _evaluate(engine, demos, split, spec.template, options)
-                record = {"dataset": dataset, "seed": seed, "variant": variant, "accuracy": scored["accuracy"],
-                          "correct": scored["correct"], "from_journal": bool(scored.get("from_journal")),
-                          "seconds": round(time.perf_counter() - started, 1)}
-                with open(RESULTS, "a", encoding="utf-8") as out:
-                    out.write(json.dumps(record) + "\n")
-                print(f"{dataset} {seed} {variant}: {record['accuracy']:.3f}", flush=True)
+    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
+        engine = new_engine()
+        index = Neighbours(engine, split.pool, PassCounter())
+        texts = [q.input for q in split.test]
+        embedding, bm25 = index.similarity(texts, "topk-embed"), index.similarity(texts, "bm25")  # [T, n]
+        for variant in args.variants:
+            if (dataset, seed, variant) in done:
+                continue
+            known = journal.get((dataset, seed, BASELINES.get(variant)))
+            if known is not None and len(known["correct"]) != len(split.test):  # another split size
+                known = None
+            started = time.perf_counter()
+            if known is not None:
+                scored = {"accuracy": known["accuracy"], "correct": known["correct"], "from_journal": True}
+            else:
+                ids = neighbours(variant, embedding, bm25, [d.output for d in split.pool], spec.k)
+                demos = [[split.pool[i] for i in row] for row in ids]
+                scored = _evaluate(engine, demos, split, spec.template, options)
+            record = {"dataset": dataset, "seed": seed, "variant": variant, "accuracy": scored["accuracy"],
+                      "correct": scored["correct"], "from_journal": bool(scored.get("from_journal")),
+                      "seconds": round(time.perf_counter() - started, 1)}
+            append_record(RESULTS, record)
+            print(f"{dataset} {seed} {variant}: {record['accuracy']:.3f}", flush=True)
     print_table(read_records(RESULTS))
     return 0
 

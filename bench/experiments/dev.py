@@ -1,0 +1,122 @@
+"""What the dev-seed experiments on auto's choice share: the quality benchmark's journal, the protocol's splits
+of dev seeds, and auto's view of a split (its searched set and the held-out pool demos it validates on)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from iclsel.models.layout import resolve_options
+from iclsel.models.strategy import held_out
+
+from .. import data as bench_data
+from ..protocol import DATASET_SPECS, DatasetSpec, Split, label_options, load_examples, make_split
+from ..quality import BENCH_DIR, FULL_SIZES
+
+JOURNAL = BENCH_DIR / "results" / "quality_runs.jsonl"
+BASELINES = {"topk-embed": "topk-embed-per-query", "bm25": "bm25-per-query"}  # auto's strategy -> baseline
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def append_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def journal_records(path: Path = JOURNAL) -> dict[tuple[str, int, str], dict]:
+    """(dataset, seed, method) -> the journal's record of the default configuration (sum option scores, no
+    params, full sizes)."""
+    return {(r["dataset"], r["seed"], r["method"]): r for r in read_records(path)
+            if r.get("option_score", "sum") == "sum" and not r.get("params") and not r.get("quick")}
+
+
+def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, DatasetSpec, list[str], int, Split]]:
+    """(dataset, spec, options, seed, split) for each dataset and seed, as the quality benchmark splits them."""
+    for dataset in datasets:
+        spec = DATASET_SPECS[dataset]
+        examples = load_examples(bench_data.ensure(dataset, bench_data.DATA_DIR))
+        options = label_options(examples)
+        for seed in seeds:
+            yield dataset, spec, options, seed, make_split(examples, seed, spec.sizes or FULL_SIZES)
+
+
+def has_default_run(journal: dict, dataset: str, seed: int) -> bool:
+    """The journal holds the default gradient run (naming its searched set) and both per-query baselines of this
+    split."""
+    return (all((dataset, seed, m) in journal for m in ("gradient", *BASELINES.values()))
+            and searched_ids(journal[(dataset, seed, "gradient")]) is not None)
+
+
+def strategy_tests(journal: dict, dataset: str, seed: int) -> dict[str, dict]:
+    """The test-query record of each strategy auto considered in the journal's gradient run: the searched set's
+    (the run's own when the set was chosen) and the per-query baselines'."""
+    gradient = journal[(dataset, seed, "gradient")]
+    tests = {name: journal[(dataset, seed, method)] for name, method in BASELINES.items()}
+    if gradient["strategy"]["chosen"] == "set" or "searched_set" in gradient:  # older records lack the latter
+        tests["set"] = gradient if gradient["strategy"]["chosen"] == "set" else gradient["searched_set"]
+    return tests
+
+
+def searched_ids(gradient: dict) -> list[str] | None:
+    """The searched set of a journal's gradient run: strategy.searched, or (older records, which name it only when
+    it was returned) the selected demos when the set won; None when the record does not say."""
+    searched = gradient["strategy"].get("searched")
+    if not searched and gradient["strategy"]["chosen"] == "set":
+        searched = gradient["selected"]
+    return searched or None
+
+
+@dataclass
+class AutoView:
+    """A split as auto saw it in the journal's gradient run."""
+    split: Split
+    options: list[str]  # auto's resolved options
+    pool_gold: np.ndarray  # [n] option index of each pool demo's label (-1: not an option)
+    searched: list[int]  # pool indices of the searched set, in prompt order
+    seed: int
+
+    @classmethod
+    def of(cls, split: Split, options: list[str], gradient: dict) -> "AutoView":
+        pool = split.pool
+        resolved = resolve_options(pool, split.select, options)
+        index = {d.id: i for i, d in enumerate(pool)}
+        return cls(split, resolved, np.array([resolved.index(d.output) if d.output in resolved else -1 for d in pool]),
+                   [index[i] for i in searched_ids(gradient)], gradient["seed"])
+
+    def held_out(self, size: int | None) -> list[int]:
+        """The pool rows auto validates on at this size (None: every pool demo outside the set)."""
+        return held_out(self.pool_gold, self.searched, size or len(self.split.pool), self.seed)
+
+
+def dev_parser(description: str, datasets: list[str], seeds: list[int]) -> argparse.ArgumentParser:
+    """The arguments every replay of auto's choice takes (--datasets, --seeds, --journal, --threads,
+    --table-only); ``parse_dev_args`` refuses test seeds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--datasets", nargs="+", default=datasets, choices=sorted(DATASET_SPECS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    parser.add_argument("--journal", type=Path, default=JOURNAL, help="the quality benchmark's journal")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table-only", action="store_true", help="run nothing: print the table of the records")
+    parser.add_argument("--report-test-seeds", action="store_true", help=(
+        "allow test seeds (0-9): only to report what a default decided on dev seeds gives, never to decide"))
+    return parser
+
+
+def parse_dev_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if min(args.seeds) < 10 and not args.report_test_seeds:
+        parser.error("dev seeds only (10 and above), unless --report-test-seeds")
+    return args
+
+
+def seed_kind(seed: int) -> str:
+    return "dev" if seed >= 10 else "test"

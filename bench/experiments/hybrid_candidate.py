@@ -1,0 +1,165 @@
+"""Would a hybrid prompt earn a place among auto's candidates? The hybrid reuses auto's searched set, no extra
+search: its first k - r demos shared by every query, then each query's r nearest pool demos by embedding (best
+last; never a shared demo, never the query itself), then the query.
+
+    python -m bench.experiments.hybrid_candidate --datasets bbc sdg sms imdb --seeds 10 11 12 13 14 15
+
+Dev seeds (10 and above) decide; --report-test-seeds replays test seeds afterwards, to report what the decided
+default gives (the table keeps them apart). It reads the quality benchmark's journal (bench/results/quality_runs.jsonl): the
+default `gradient` record of each dataset and seed (auto's searched set and its checks) and the per-query
+baselines of the same split. For each it measures the hybrid twice:
+
+    check     on auto's own held-out validation demos (the rows auto drew, scored as auto scores them; the
+              searched set's check is re-run beside it and must match the journal's, or the seed is skipped)
+    test      on the seed's test queries, as the benchmark scores every method
+
+and replays auto with the hybrid as a fourth candidate: the best check by accuracy, then loss; its test accuracy
+is the chosen strategy's (set: the searched set's; topk-embed, bm25: the per-query baselines'; hybrid: measured
+here). Appends one record per (dataset, seed, r) to bench/experiments/results/hybrid_candidate.jsonl (a resume
+skips what is there) and prints the table: auto as it is, auto with the hybrid, the hybrid alone, and the
+paired differences with 95% bootstrap intervals (seeds and test queries resampled).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from iclsel.models.inference import PassCounter
+from iclsel.models.retrieval import top_k_ascending
+from iclsel.models.strategy import Check, Neighbours
+
+from .. import report
+from ..protocol import SEPARATOR
+from ..quality import BENCH_DIR, _evaluate, default_engine_factory
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, journal_records,
+                  parse_dev_args, read_records, seed_kind, strategy_tests)
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
+VALIDATION = 32  # GradientParams.validation's default: the journal's records ran with it
+ORDER = ("set", "topk-embed", "bm25", "hybrid")  # auto's candidates in the order it checks them
+
+
+def hybrid_neighbours(similarity: np.ndarray, shared: list[int], r: int) -> list[list[int]]:
+    """similarity [T, n] of each text to the pool (its own row already at -inf) -> per text the pool indices of
+    its r nearest demos outside the shared ones, best last."""
+    similarity = similarity.copy()
+    similarity[:, shared] = -np.inf
+    return [top_k_ascending(row, r) for row in similarity]
+
+
+def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> dict | None:
+    """The hybrid's check on auto's validation rows and its test record; None when the set's re-run check does
+    not match the journal's (the rows or the scoring differ from the run's)."""
+    pool, split = view.split.pool, view.split
+    shared = view.searched[:spec.k - r]
+    rows = view.held_out(VALIDATION)
+    validation = [pool[i] for i in rows]
+    gold = torch.tensor([view.options.index(d.output) for d in validation])
+    counter = PassCounter()
+
+    def check(name, demos, context=None) -> Check:
+        scores = engine.scores(demos, validation, view.options, spec.template, SEPARATOR, context, counter)
+        return Check.of(name, scores, gold)
+
+    set_check = check("set", [pool[i] for i in view.searched])
+    recorded = {c["strategy"]: c for c in gradient["strategy"]["checks"]}["set"]
+    if set_check.accuracy != recorded["accuracy"] or abs(float(set_check.loss.mean()) - recorded["loss"]) > 1e-3:
+        print(f"  set check {set_check.accuracy:.3f}/{float(set_check.loss.mean()):.4f} != journal's "
+              f"{recorded['accuracy']:.3f}/{recorded['loss']:.4f}: skipped", flush=True)
+        return None
+    neighbours = Neighbours(engine, pool, counter)
+    similarity = neighbours.similarity([d.input for d in validation], "topk-embed", itself=rows)  # [V, n]
+    similarity[np.arange(len(rows)), rows] = -np.inf
+    nearest = hybrid_neighbours(similarity, shared, r)
+    hybrid = check("hybrid", [pool[i] for i in shared], [[pool[i] for i in ids] for ids in nearest])
+    test_nearest = hybrid_neighbours(neighbours.similarity([q.input for q in split.test], "topk-embed"), shared, r)
+    tested = _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
+                       [[pool[i] for i in ids] for ids in test_nearest])
+    return {"check": {"accuracy": hybrid.accuracy, "loss": float(hybrid.loss.mean())},
+            "accuracy": tested["accuracy"], "correct": tested["correct"], "shared": [pool[i].id for i in shared]}
+
+
+def replay(gradient: dict, hybrid: dict | None) -> str:
+    """The strategy auto picks from the journal's checks (plus the hybrid's): accuracy, then loss, the earlier
+    on a full tie (the hybrid last, as a fourth candidate would be)."""
+    checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]]
+    if hybrid is not None:
+        checks.append(("hybrid", hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
+    return min(checks, key=lambda c: (-c[1], c[2], ORDER.index(c[0])))[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser(__doc__.splitlines()[0], ["imdb", "bbc", "sms", "sdg"], [10, 11, 12, 13, 14, 15])
+    parser.add_argument("--retrieved", type=int, help="r, the retrieved slots (default k // 2)")
+    args = parse_dev_args(parser, argv)
+    journal = journal_records(args.journal)
+    if not args.table_only:
+        run(args, journal)
+    print_table(read_records(RESULTS), journal)
+    return 0
+
+
+def run(args, journal: dict) -> None:
+    done = {(r["dataset"], r["seed"], r["r"]) for r in read_records(RESULTS)}
+    new_engine, _ = default_engine_factory("default", args.threads)
+    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
+        r = args.retrieved or spec.k // 2
+        if (dataset, seed, r) in done or not has_default_run(journal, dataset, seed):
+            continue
+        gradient = journal[(dataset, seed, "gradient")]
+        started = time.perf_counter()
+        measured = measure(new_engine(), AutoView.of(split, options, gradient), spec, options, gradient, r)
+        if measured is None:
+            continue
+        record = {"dataset": dataset, "seed": seed, "r": r, **measured,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        append_record(RESULTS, record)
+        print(f"{dataset} {seed} r={r}: hybrid check {record['check']['accuracy']:.3f} "
+              f"test {record['accuracy']:.3f}", flush=True)
+
+
+def print_table(records: list[dict], journal: dict) -> None:
+    """Per dataset: auto's test accuracy as it ran, replayed with the hybrid, the hybrid alone; differences
+    paired per test query with 95% bootstrap intervals."""
+    print("| dataset | r | seeds | auto | auto + hybrid (diff) | picks hybrid | hybrid | hybrid - topk-embed pq "
+          "| hybrid - set |\n|---|---|---|---|---|---|---|---|---|")
+    group = lambda rec: (rec["dataset"], rec["r"], seed_kind(rec["seed"]))  # noqa: E731
+    for dataset, r, kind in dict.fromkeys(group(rec) for rec in records):
+        rows = sorted((rec for rec in records if group(rec) == (dataset, r, kind)), key=lambda x: x["seed"])
+        auto, replayed, alone, topk, searched, picks = [], [], [], [], [], 0
+        for rec in rows:
+            gradient = journal[(dataset, rec["seed"], "gradient")]
+            tests = {**strategy_tests(journal, dataset, rec["seed"]), "hybrid": rec}
+            if replay(gradient, None) != gradient["strategy"]["chosen"]:
+                print(f"  {dataset} {rec['seed']}: replay picks {replay(gradient, None)}, the run "
+                      f"{gradient['strategy']['chosen']}", flush=True)
+            pick = replay(gradient, rec)
+            picks += pick == "hybrid"
+            auto.append(np.array(gradient["correct"], float))
+            replayed.append(np.array(tests[pick]["correct"], float))
+            alone.append(np.array(rec["correct"], float))
+            topk.append(np.array(tests["topk-embed"]["correct"], float))
+            if "set" in tests:
+                searched.append(np.array(tests["set"]["correct"], float))
+        seeds = f"{kind} " + " ".join(str(rec["seed"]) for rec in rows)
+        print(f"| {dataset} | {r} | {seeds} | {_mean(auto)} | {_mean(replayed)} ({_diff(replayed, auto)}) | "
+              f"{picks}/{len(rows)} | {_mean(alone)} | {_diff(alone, topk)} | "
+              f"{_diff(alone, searched) if len(searched) == len(alone) else 'n/a'} |")
+
+
+def _mean(correct: list[np.ndarray]) -> str:
+    return f"{np.mean([c.mean() for c in correct]):.3f}"
+
+
+def _diff(a: list[np.ndarray], b: list[np.ndarray]) -> str:
+    """Mean of a - b over seeds with the paired 95% bootstrap interval (seeds and test queries resampled)."""
+    gaps = [x - y for x, y in zip(a, b)]
+    low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
+    return f"{np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Does auto choose better with more held-out demos? Auto validates set, topk-embed and bm25 on
+``params.validation`` (32) pool demos outside the searched set; a 32-demo check is noisy (accuracies tie often,
+and the loss then decides).
+
+    python -m bench.experiments.validation_size --datasets sms bbc --seeds 10 11 12 13 14 15
+
+Dev seeds only (10 and above). From the quality benchmark's journal (bench/results/quality_runs.jsonl) it takes
+each default `gradient` record's searched set, runs the three strategies' prompts, as auto runs them, on every
+pool demo outside the set, and replays auto's choice at each validation size on the rows auto would draw at that
+size (held_out's label-balanced draws are nested: the rows at 32 begin the rows at 64). The size-32 replay must
+reproduce the journal's choice. A choice's test accuracy is that strategy's on the seed's test queries (the
+searched set's, or the per-query baselines'). Appends one record per (dataset, seed) to
+bench/experiments/results/validation_size.jsonl (a resume skips what is there) and prints the table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from iclsel.models.inference import PassCounter
+from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
+
+from .. import report
+from ..protocol import SEPARATOR
+from ..quality import BENCH_DIR, default_engine_factory
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, journal_records,
+                  parse_dev_args, read_records, strategy_tests)
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
+SIZES = (32, 64, None)  # None: every pool demo outside the set
+
+
+def measure(engine, view: AutoView, spec) -> dict:
+    """Per strategy, correct [V] and loss [V] on every held-out row (pool order), and the rows auto draws at
+    each size."""
+    pool = view.split.pool
+    rows = view.held_out(None)
+    validation = [pool[i] for i in rows]
+    gold = torch.tensor([view.options.index(d.output) for d in validation])
+    counter = PassCounter()
+    neighbours = Neighbours(engine, pool, counter)
+    prompts = {"set": [pool[i] for i in view.searched]}
+    for by in PER_QUERY:
+        nearest = neighbours.nearest([d.input for d in validation], by, spec.k, itself=rows)
+        prompts[by] = [[pool[i] for i in ids] for ids in nearest]
+    checks = {}
+    for name, demos in prompts.items():
+        check = Check.of(name, engine.scores(demos, validation, view.options, spec.template, SEPARATOR, None,
+                                             counter), gold)
+        checks[name] = {"correct": check.correct.tolist(), "loss": check.loss.tolist()}
+    return {"rows": rows, "checks": checks, "outside": len(rows),
+            "drawn": {str(size): view.held_out(size) for size in SIZES if size is not None}}
+
+
+def choice(record: dict, size: int | None) -> str:
+    """Auto's choice on the rows it would draw at ``size`` (None: every held-out row)."""
+    position = {row: i for i, row in enumerate(record["rows"])}
+    keep = [position[row] for row in (record["rows"] if size is None else record["drawn"][str(size)])]
+    checks = [Check(name, np.array(c["correct"])[keep], np.array(c["loss"])[keep])
+              for name, c in record["checks"].items()]
+    return choose(checks, record["seed"])[0].strategy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser(__doc__.splitlines()[0], ["sms", "bbc", "sdg"], [10, 11, 12, 13, 14, 15])
+    args = parse_dev_args(parser, argv)
+    journal = journal_records(args.journal)
+    if not args.table_only:
+        run(args, journal)
+    print_table(read_records(RESULTS), journal)
+    return 0
+
+
+def run(args, journal: dict) -> None:
+    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
+    new_engine, _ = default_engine_factory("default", args.threads)
+    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
+        if (dataset, seed) in done or not has_default_run(journal, dataset, seed):
+            continue
+        gradient = journal[(dataset, seed, "gradient")]
+        started = time.perf_counter()
+        measured = measure(new_engine(), AutoView.of(split, options, gradient), spec)
+        record = {"dataset": dataset, "seed": seed, **measured, "seconds": round(time.perf_counter() - started, 1)}
+        append_record(RESULTS, record)
+        print(f"{dataset} {seed}: " + ", ".join(f"{size or 'all'} -> {choice(record, size)}" for size in SIZES)
+              + f" (the run chose {gradient['strategy']['chosen']})", flush=True)
+
+
+def print_table(records: list[dict], journal: dict) -> None:
+    """Per dataset and size: auto's mean test accuracy when it chooses on that many held-out demos, its
+    difference from the size-32 choice (paired per test query, 95% bootstrap interval) and the choices made."""
+    print("| dataset | seeds | held-out demos | choices | auto | minus size 32 |\n|---|---|---|---|---|---|")
+    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
+        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+        tests = [strategy_tests(journal, dataset, rec["seed"]) for rec in rows]
+        for rec in rows:
+            ran = journal[(dataset, rec["seed"], "gradient")]["strategy"]["chosen"]
+            if choice(rec, 32) != ran:
+                print(f"  {dataset} {rec['seed']}: the size-32 replay picks {choice(rec, 32)}, the run {ran}")
+        base = [np.array(t[choice(rec, 32)]["correct"], float) for rec, t in zip(rows, tests)]
+        for size in SIZES:
+            picked = [choice(rec, size) for rec in rows]
+            got = [np.array(t[p]["correct"], float) for p, t in zip(picked, tests)]
+            gaps = [g - b for g, b in zip(got, base)]
+            low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
+            outside = "/".join(sorted({str(rec["outside"]) for rec in rows})) if size is None else str(size)
+            print(f"| {dataset} | {' '.join(str(rec['seed']) for rec in rows)} | {outside} | "
+                  f"{' '.join(p[:3] for p in picked)} | {np.mean([g.mean() for g in got]):.3f} | "
+                  f"{np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}] |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
