@@ -137,7 +137,8 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
         MethodSpec("gradre", "select", "gradre", note="the paper's random ensemble: random subsets estimated from a few anchors"),
         MethodSpec("gradient", "select", "gradient", note="the default: the gradient search (single swaps ranked by the "
                    "start's gradient, confirmed exactly on query samples), then the searched set, topk-embed and bm25 "
-                   "per-query retrieval run on held-out pool demos and the best returned (params.strategy auto)"),
+                   "per-query retrieval and the hybrid (the set's head, then per-query neighbours) run on held-out "
+                   "pool demos and the best returned (params.strategy auto)"),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -185,8 +185,9 @@ _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates"
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
     strategy: str = Field("auto", description=(
-        "the prompt returned: auto (whichever of set, topk-embed and bm25 does best on pool demos the search never "
-        "scored), set (the searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
+        "the prompt returned: auto (whichever of set, topk-embed, bm25 and hybrid does best on pool demos the search "
+        "never scored; hybrid: the set's first k - k//2 demos, then each query's k//2 nearest by embedding), set (the "
+        "searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
     validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
@@ -390,7 +391,7 @@ class Prompt(ResultPart):
 
 
 class Retrieved(ResultPart):
-    slots: int = Field(description="demos per prompt chosen per query (params.retrieve, or k)")
+    slots: int = Field(description="demos per prompt chosen per query (params.retrieve, the hybrid's k//2, or k)")
     by: str = Field(description="topk-embed or bm25")
     queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
     targets: list[list[str]] = Field(description="each target's own demo ids")
@@ -404,7 +405,7 @@ class StrategyCheck(ResultPart):
 
 
 class StrategyReport(ResultPart):
-    chosen: str = Field(description="the prompt returned: set, topk-embed or bm25")
+    chosen: str = Field(description="the prompt returned: set, topk-embed, bm25 or hybrid")
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")

@@ -20,6 +20,8 @@ for the labelled `queries`, in prompt order, as the very dicts that were given (
   the same request with the same job anyway).
 - With `params={"retrieve": r}`, `input_variables[input_key]` is sent as a target: the answer is the
   k - r demos shared by all inputs, then this input's own r nearest pool demos (best last).
+- When the selection returned per-query retrieval, each input gets its own k nearest demos; when it returned
+  the hybrid, the shared demos and then the input's own k//2 nearest other demos by embedding.
 `add_example` appends to the pool; the next call selects from the grown pool. The pool is stored on
 the service once per state (`POST /v1/pools`) and selections refer to it by id.
 """
@@ -93,6 +95,13 @@ class IclselExampleSelector(BaseExampleSelector):
         shared = self.selection()
         if shared.retrieved is None:
             ids = [demo.id for demo in shared.selected]
+        elif shared.strategy is not None and shared.strategy.chosen == "hybrid":
+            # the shared head, then this input's nearest demos by embedding outside it (what the hybrid gives a
+            # target); k nearest always hold the slots' worth outside the k - slots shared ones
+            head = [demo.id for demo in shared.selected]
+            params = {**(self.fields.get("params") or {}), "strategy": "topk-embed"}
+            nearest = self._select([str(input_variables[self.input_key])], params).retrieved.targets[0]
+            ids = head + [i for i in nearest if i not in head][-shared.retrieved.slots:]
         else:
             params = dict(self.fields.get("params") or {})
             if shared.strategy is not None:

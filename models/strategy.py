@@ -1,13 +1,15 @@
 """params.strategy "auto": which prompt a request gets, decided on examples the search never scored.
 
-A request can be answered with a searched set of demos (strategy "set") or with each query's k nearest pool demos
-("topk-embed", "bm25": per-query retrieval, no search). Which is best depends on the task and the model
-(bench/FINDINGS.md), so "auto" measures it:
+A request can be answered with a searched set of demos (strategy "set"), with each query's k nearest pool demos
+("topk-embed", "bm25": per-query retrieval, no search) or with both: the set's first k - k//2 demos shared, then
+each query's k//2 nearest other pool demos by embedding ("hybrid", auto's candidate only: it reuses the searched
+set, no search of its own). Which is best depends on the task and the model (bench/FINDINGS.md), so "auto"
+measures it:
 
     set = search(queries)                                  # the usual gradient search, on every query
     held_out = balanced sample of the pool demos outside the set (params.validation of them)
     checks = [check(name, scores of each strategy's prompts on held_out) for each strategy]
-    chosen = best(checks)                                  # accuracy, ties by loss
+    chosen = best(checks)                                  # accuracy, ties by loss, then the earlier strategy
 
 The held-out demos were candidates of the search but never its queries, so the set's figure on them is not fitted;
 retrieval never looks at labels, and a held-out demo never retrieves itself. Every strategy runs on the same
@@ -37,6 +39,7 @@ from .plan import Plan
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
 PER_QUERY = ("topk-embed", "bm25")  # strategies that retrieve per query instead of searching
+HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each query's nearest by embedding
 BOOTSTRAP_DRAWS = 2000
 MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
 
@@ -117,14 +120,16 @@ class Neighbours:
         vectors = self._pool_vectors[itself] if itself is not None else self._runner.embed_texts(tokenizer, texts)
         return cosine_similarity(self._pool_vectors, vectors)
 
-    def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None) -> list[list[int]]:
+    def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None,
+                exclude: list[int] = ()) -> list[list[int]]:
         """Per text, the pool indices of its k nearest demos, best last; ``itself``: per text, the pool index of
-        the demo it is (never its own neighbour)."""
+        the demo it is (never its own neighbour); ``exclude``: pool indices no text gets (a prompt's shared demos)."""
         if not texts:
             return []
         similarity = self.similarity(texts, by, itself)
         for row, demo in enumerate(itself or []):
             similarity[row, demo] = -np.inf
+        similarity[:, list(exclude)] = -np.inf
         return [top_k_ascending(row, k) for row in similarity]
 
 
@@ -176,7 +181,7 @@ class Strategies:
         reserved = self._reserved()
         self.selecting.limit = reserved if request.max_passes is not None else None
         searched = self.engine._select_set(self._search_request(reserved), self.progress, self.checkpoint)
-        self.progress("validate", 0, len(PER_QUERY) + 1)
+        self.progress("validate", 0, self._candidates)
         validate_started = time.perf_counter()
         index = {d.id: i for i, d in enumerate(request.pool)}
         chosen = [index[d["id"]] for d in searched["selected"]]
@@ -186,7 +191,14 @@ class Strategies:
         for by in PER_QUERY:
             nearest = self.neighbours.nearest([d.input for d in validation], by, request.k, itself=rows)
             checks.append(self._check(by, validation, [[request.pool[i] for i in ids] for ids in nearest]))
-            self.progress("validate", len(checks), len(PER_QUERY) + 1)
+            self.progress("validate", len(checks), self._candidates)
+        if self._hybrid_slots:
+            shared = chosen[:request.k - self._hybrid_slots]
+            nearest = self.neighbours.nearest([d.input for d in validation], "topk-embed", self._hybrid_slots,
+                                              itself=rows, exclude=shared)
+            checks.append(self._check(HYBRID, validation, [request.pool[i] for i in shared],
+                                      [[request.pool[i] for i in ids] for ids in nearest]))
+            self.progress("validate", len(checks), self._candidates)
         best, report = choose(checks, request.seed)
         self.timings["validate"] = time.perf_counter() - validate_started
         report.update(validation_queries=len(validation))
@@ -210,12 +222,22 @@ class Strategies:
     def _validation_size(self) -> int:
         return min(self.params.validation, len(self.request.pool) - self.request.k)
 
+    @property
+    def _hybrid_slots(self) -> int:
+        """The hybrid's per-query slots: k // 2 (none with k = 1: the hybrid would be topk-embed or the set)."""
+        return self.request.k // 2
+
+    @property
+    def _candidates(self) -> int:
+        """The prompts auto checks: the set, the per-query strategies and (k > 1) the hybrid."""
+        return 1 + len(PER_QUERY) + (1 if self._hybrid_slots else 0)
+
     def _reserved(self) -> int:
         """The most auto spends besides the search: embeddings of the pool, the queries and the targets, and
         every strategy's prompts on the held-out demos."""
         request = self.request
         embeddings = len(request.pool) + len(request.queries) + len(request.targets)
-        return embeddings + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query
+        return embeddings + self._candidates * self._validation_size() * self._rows_per_query
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
@@ -232,7 +254,7 @@ class Strategies:
                            passes_high=embed + final, estimated_seconds=round(seconds, 3))
         reserved = self._reserved()
         searched = self.engine._plan_set(self._search_request(reserved))
-        fewest = len(request.pool) + (len(PER_QUERY) + 1) * self._validation_size() * self._rows_per_query + final
+        fewest = len(request.pool) + self._candidates * self._validation_size() * self._rows_per_query + final
         most = reserved + final
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
@@ -260,19 +282,24 @@ class Strategies:
         """The contract's result for the chosen strategy (the search's demos, scores and diagnostics are kept
         when it ran, whatever won)."""
         request, k = self.request, self.request.k
+        index = {d.id: i for i, d in enumerate(request.pool)}
+        texts = [q.input for q in request.queries] + list(request.targets)
         retrieve_started = time.perf_counter()
+        selected: list[Example] = []
+        retrieved = None
         if chosen in PER_QUERY:
-            selected: list[Example] = []
-            per_query = self.neighbours.nearest([q.input for q in request.queries] + list(request.targets), chosen, k)
-            retrieved = {"slots": k, "by": chosen, **self._split_rows(per_query)}
+            retrieved = {"slots": k, "by": chosen, **self._split_rows(self.neighbours.nearest(texts, chosen, k))}
         else:
             selected = [self._by_id[d["id"]] for d in searched["selected"]]
-            retrieved = None
+        if chosen == HYBRID:  # the set's head shared, then each query's and target's nearest other demos
+            selected = selected[:k - self._hybrid_slots]
+            per_query = self.neighbours.nearest(texts, "topk-embed", self._hybrid_slots,
+                                                exclude=[index[d.id] for d in selected])
+            retrieved = {"slots": self._hybrid_slots, "by": "topk-embed", **self._split_rows(per_query)}
         self.timings["retrieve"] = time.perf_counter() - retrieve_started
         exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
         layout = self.engine.layout(request.pool, request.queries[:1], k, self.options, request.template,
                                     request.separator)
-        index = {d.id: i for i, d in enumerate(request.pool)}
         chosen_ids = [index[d.id] for d in selected]
         result = {
             "method": request.method, "k": k, "seed": request.seed, "options": self.options,

@@ -271,7 +271,7 @@ def test_gradient_same_label_moves_keep_the_label_mix(tiny):
     labels = ("a", "b", "c")
     pool, queries = make_examples(12, "d", 3, labels), make_examples(6, "q", 4, labels)
     result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(
-        pool, queries, k=3, method="gradient", seed=2, params={"rounds": 3, "candidates": 2, "moves": "same-label"}))
+        pool, queries, k=3, method="gradient", seed=2, params={"rounds": 3, "candidates": 2, "moves": "same-label", "strategy": "set"}))
     output_of = {d.id: d.output for d in pool}
     assert sorted(output_of[d["id"]] for d in result["selected"]) == list(labels)  # balanced start, kept
     for check in result["diagnostics"]["checks"]:

@@ -1,5 +1,6 @@
-"""params.strategy (models/strategy.py): auto decides between the searched set and per-query retrieval on pool
-demos the search never scored; topk-embed and bm25 return each query's nearest demos without a search."""
+"""params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval and the hybrid
+of both on pool demos the search never scored; topk-embed and bm25 return each query's nearest demos without a
+search."""
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torch
 from iclsel.contract import SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
+from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models import strategy
 from iclsel.models.strategy import Check, choose, held_out
@@ -21,23 +23,27 @@ def data():
     return make_examples(12, "d", 0), make_examples(8, "q", 1)
 
 
-def set_wins(monkeypatch):
-    """The tiny random model never prefers the set on held-out demos: make the set win, as a real task can."""
-    def prefer_set(checks, seed):
+def wins(monkeypatch, name: str):
+    """The tiny random model rarely prefers the set or the hybrid on held-out demos: make ``name`` win, as a real
+    task can."""
+    def prefer(checks, seed):
         best, report = choose(checks, seed)
-        first = next(c for c in checks if c.strategy == "set")
-        report["checks"].sort(key=lambda c: c["strategy"] != "set")
+        first = next(c for c in checks if c.strategy == name)
+        report["checks"].sort(key=lambda c: c["strategy"] != name)
         return first, report
-    monkeypatch.setattr(strategy, "choose", prefer_set)
+    monkeypatch.setattr(strategy, "choose", prefer)
 
 
-@pytest.mark.parametrize("seed, the_set_wins", [(0, False), (3, False), (0, True)])  # seed 0: topk-embed, 3: bm25
-def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, the_set_wins,
-                                                                              monkeypatch):
+def set_wins(monkeypatch):
+    wins(monkeypatch, "set")
+
+
+@pytest.mark.parametrize("seed, winner", [(0, None), (3, None), (0, "set"), (0, "hybrid")])  # 0: topk-embed, 3: bm25
+def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, monkeypatch):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
-    if the_set_wins:
-        set_wins(monkeypatch)
+    if winner:
+        wins(monkeypatch, winner)
     result = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS,
                                             params={"rounds": 1, "validation": 6}))
     SelectionResult.model_validate(result)
@@ -45,9 +51,10 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     assert report["by"] == "validation" and report["search_queries"] == len(queries)
     assert report["validation_queries"] == 6
     checks = {check["strategy"]: check for check in report["checks"]}
-    assert set(checks) == {"set", "topk-embed", "bm25"} and report["checks"][0]["strategy"] == report["chosen"]
+    assert set(checks) == {"set", "topk-embed", "bm25", "hybrid"} and report["checks"][0]["strategy"] == report["chosen"]
     best = max(checks.values(), key=lambda c: (c["accuracy"], -c["loss"]))
-    assert checks[report["chosen"]]["accuracy"] == best["accuracy"] or the_set_wins
+    assert checks[report["chosen"]]["accuracy"] == best["accuracy"] or winner
+    assert report["chosen"] == (winner or report["chosen"])
 
     # the set the search found (on every query, as strategy "set" finds it)
     searched = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, params={"rounds": 1, "strategy": "set"}))
@@ -72,10 +79,31 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
         assert checks[name]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
         low, high = checks[name]["accuracy_ci95"]
         assert low <= checks[name]["accuracy"] <= high
+    # the hybrid: the set's first k - k//2 = 2 demos shared, then each held-out demo's nearest other pool demo by
+    # embedding that is not shared
+    shared = chosen[:2]
+    own = [[j for j in [index[d.id] for d in near] if j != i and j not in shared][-1:] for i, near in
+           zip(rows, engine.retrieve_per_query(pool, demos, 4, "topk-embed"))]
+    scored = engine.evaluate([pool[i] for i in shared], demos, context=[[pool[i] for i in ids] for ids in own])
+    assert checks["hybrid"]["accuracy"] == pytest.approx(scored["accuracy"])
+    assert checks["hybrid"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
 
     by_id = {d.id: d for d in pool}
     if report["chosen"] == "set":
         assert len(result["selected"]) == 3 and result["retrieved"] is None
+    elif report["chosen"] == "hybrid":  # the shared head, then each query's and target's own nearest demo
+        assert [d["id"] for d in result["selected"]] == [pool[i].id for i in shared]
+        assert result["retrieved"]["slots"] == 1 and result["retrieved"]["by"] == "topk-embed"
+        everyone = list(queries) + [Example("t", t, "positive") for t in TARGETS]
+        expected = [[j for j in [index[d.id] for d in near] if j not in shared][-1:]
+                    for near in engine.retrieve_per_query(pool, everyone, 3, "topk-embed")]
+        assert result["retrieved"]["queries"] + result["retrieved"]["targets"] == [[pool[i].id for i in ids]
+                                                                                    for ids in expected]
+        own = [[by_id[i] for i in ids] for ids in result["retrieved"]["queries"]]
+        scored = engine.evaluate([pool[i] for i in shared], queries, context=own)
+        assert result["exact"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
+        layout = engine.layout(pool, queries[:1], 3, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
+        assert result["prompt"]["text"] == layout.prefix_text(shared) != ""
     else:  # the per-query prompts: each query's and target's k nearest demos, and nothing shared
         assert result["selected"] == [] and result["retrieved"]["slots"] == 3
         assert result["retrieved"]["by"] == report["chosen"]
@@ -104,10 +132,10 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         assert auto["strategy"]["searched"] == [d["id"] for d in alone["selected"]]  # whichever prompt won
         assert alone["strategy"]["searched"] == [d["id"] for d in alone["selected"]]
         rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
-        extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] == "topk-embed" else 0
+        extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
-        assert auto["passes"]["selection_forward_equivalent"] == (
-            alone["passes"]["selection_forward_equivalent"] + len(pool) + 3 * validation * rows + extra)
+        assert auto["passes"]["selection_forward_equivalent"] == (  # four candidates: set, topk-embed, bm25, hybrid
+            alone["passes"]["selection_forward_equivalent"] + len(pool) + 4 * validation * rows + extra)
         if auto["strategy"]["chosen"] == "set":
             assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
     assert chosen == {"set"} or not the_set_wins
