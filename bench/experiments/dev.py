@@ -120,3 +120,12 @@ def parse_dev_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> a
 
 def seed_kind(seed: int) -> str:
     return "dev" if seed >= 10 else "test"
+
+
+def replay_main(args: argparse.Namespace, results: Path, run, table) -> int:
+    """A replay's main: run(args, journal) what is missing (unless --table-only), then table(records, journal)."""
+    journal = journal_records(args.journal)
+    if not args.table_only:
+        run(args, journal)
+    table(read_records(results), journal)
+    return 0

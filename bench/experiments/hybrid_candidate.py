@@ -34,8 +34,8 @@ from iclsel.models.strategy import Check, Neighbours
 from .. import report
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, journal_records,
-                  parse_dev_args, read_records, seed_kind, strategy_tests)
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run,
+                  parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
 VALIDATION = 32  # GradientParams.validation's default: the journal's records ran with it
@@ -94,12 +94,7 @@ def replay(gradient: dict, hybrid: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["imdb", "bbc", "sms", "sdg"], [10, 11, 12, 13, 14, 15])
     parser.add_argument("--retrieved", type=int, help="r, the retrieved slots (default k // 2)")
-    args = parse_dev_args(parser, argv)
-    journal = journal_records(args.journal)
-    if not args.table_only:
-        run(args, journal)
-    print_table(read_records(RESULTS), journal)
-    return 0
+    return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
 
 
 def run(args, journal: dict) -> None:

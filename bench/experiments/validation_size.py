@@ -26,8 +26,8 @@ from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
 from .. import report
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, journal_records,
-                  parse_dev_args, read_records, strategy_tests)
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run,
+                  parse_dev_args, read_records, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
 SIZES = (32, 64, None)  # None: every pool demo outside the set
@@ -66,12 +66,7 @@ def choice(record: dict, size: int | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["sms", "bbc", "sdg"], [10, 11, 12, 13, 14, 15])
-    args = parse_dev_args(parser, argv)
-    journal = journal_records(args.journal)
-    if not args.table_only:
-        run(args, journal)
-    print_table(read_records(RESULTS), journal)
-    return 0
+    return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
 
 
 def run(args, journal: dict) -> None:
