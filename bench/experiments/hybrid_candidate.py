@@ -27,9 +27,9 @@ import time
 import numpy as np
 import torch
 
+from iclsel.contract import GradientParams
 from iclsel.models.inference import PassCounter
-from iclsel.models.retrieval import top_k_ascending
-from iclsel.models.strategy import Check, Neighbours
+from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 
 from .. import report
 from ..protocol import SEPARATOR
@@ -38,16 +38,8 @@ from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_r
                   parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
-VALIDATION = 32  # GradientParams.validation's default: the journal's records ran with it
-ORDER = ("set", "topk-embed", "bm25", "hybrid")  # auto's candidates in the order it checks them
-
-
-def hybrid_neighbours(similarity: np.ndarray, shared: list[int], r: int) -> list[list[int]]:
-    """similarity [T, n] of each text to the pool (its own row already at -inf) -> per text the pool indices of
-    its r nearest demos outside the shared ones, best last."""
-    similarity = similarity.copy()
-    similarity[:, shared] = -np.inf
-    return [top_k_ascending(row, r) for row in similarity]
+VALIDATION = GradientParams.model_fields["validation"].default  # the journal's records ran with the default
+ORDER = ("set", *PER_QUERY, HYBRID)  # auto's candidates in the order it checks them
 
 
 def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> dict | None:
@@ -70,12 +62,10 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
         print(f"  set check {set_check.accuracy:.3f}/{float(set_check.loss.mean()):.4f} != journal's "
               f"{recorded['accuracy']:.3f}/{recorded['loss']:.4f}: skipped", flush=True)
         return None
-    neighbours = Neighbours(engine, pool, counter)
-    similarity = neighbours.similarity([d.input for d in validation], "topk-embed", itself=rows)  # [V, n]
-    similarity[np.arange(len(rows)), rows] = -np.inf
-    nearest = hybrid_neighbours(similarity, shared, r)
-    hybrid = check("hybrid", [pool[i] for i in shared], [[pool[i] for i in ids] for ids in nearest])
-    test_nearest = hybrid_neighbours(neighbours.similarity([q.input for q in split.test], "topk-embed"), shared, r)
+    neighbours = Neighbours(engine, pool, counter)  # auto's own: r nearest by embedding outside the shared demos
+    nearest = neighbours.nearest([d.input for d in validation], "topk-embed", r, itself=rows, exclude=shared)
+    hybrid = check(HYBRID, [pool[i] for i in shared], [[pool[i] for i in ids] for ids in nearest])
+    test_nearest = neighbours.nearest([q.input for q in split.test], "topk-embed", r, exclude=shared)
     tested = _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
                        [[pool[i] for i in ids] for ids in test_nearest])
     return {"check": {"accuracy": hybrid.accuracy, "loss": float(hybrid.loss.mean())},
@@ -87,7 +77,7 @@ def replay(gradient: dict, hybrid: dict | None) -> str:
     on a full tie (the hybrid last, as a fourth candidate would be)."""
     checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]]
     if hybrid is not None:
-        checks.append(("hybrid", hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
+        checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
     return min(checks, key=lambda c: (-c[1], c[2], ORDER.index(c[0])))[0]
 
 
@@ -127,12 +117,12 @@ def print_table(records: list[dict], journal: dict) -> None:
         auto, replayed, alone, topk, searched, picks = [], [], [], [], [], 0
         for rec in rows:
             gradient = journal[(dataset, rec["seed"], "gradient")]
-            tests = {**strategy_tests(journal, dataset, rec["seed"]), "hybrid": rec}
+            tests = {**strategy_tests(journal, dataset, rec["seed"]), HYBRID: rec}
             if replay(gradient, None) != gradient["strategy"]["chosen"]:
                 print(f"  {dataset} {rec['seed']}: replay picks {replay(gradient, None)}, the run "
                       f"{gradient['strategy']['chosen']}", flush=True)
             pick = replay(gradient, rec)
-            picks += pick == "hybrid"
+            picks += pick == HYBRID
             auto.append(np.array(gradient["correct"], float))
             replayed.append(np.array(tests[pick]["correct"], float))
             alone.append(np.array(rec["correct"], float))
