@@ -181,12 +181,12 @@ def test_the_held_out_demos_are_outside_the_set_label_balanced_and_seeded():
     assert held_out(gold, [0, 1], 5, 3) == rows and held_out(gold, [0, 1], 50, 3) == [2, 3, 4, 5, 6, 7, 8, 9]
 
 
-def test_choose_ranks_by_accuracy_then_loss_and_bounds_the_margin():
+def test_choose_ranks_by_accuracy_gives_ties_to_the_earlier_and_bounds_the_margin():
     right, wrong = torch.tensor([[0.0, -5.0]] * 4), torch.tensor([[-5.0, 0.0]] * 4)
     gold = torch.tensor([0, 0, 0, 0])
     mixed = torch.cat([right[:3], wrong[:1]])
     checks = [Check.of("set", mixed, gold), Check.of("bm25", right, gold), Check.of("topk-embed", right * 2, gold)]
     best, report = choose(checks, seed=0)
-    assert best.strategy == "topk-embed"  # as accurate as bm25, lower loss
-    assert [c["strategy"] for c in report["checks"]] == ["topk-embed", "bm25", "set"]
+    assert best.strategy == "bm25"  # as accurate as topk-embed (whose loss is lower) and earlier
+    assert [c["strategy"] for c in report["checks"]] == ["bm25", "topk-embed", "set"]
     assert report["margin_ci95"] == [0.0, 0.0]  # tied with the runner-up on every query

@@ -72,12 +72,14 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
             "accuracy": tested["accuracy"], "correct": tested["correct"], "shared": [pool[i].id for i in shared]}
 
 
-def replay(gradient: dict, hybrid: dict | None) -> str:
-    """The strategy auto picks from the journal's checks (plus the hybrid's): accuracy, then loss, the earlier
-    on a full tie (the hybrid last, as a fourth candidate would be)."""
-    checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]]
+def replay(gradient: dict, hybrid: dict | None, tie: str = "loss") -> str:
+    """The strategy auto picks from the journal's checks (plus the hybrid's): accuracy, then (tie="loss") the
+    lower mean loss, then the earlier in ORDER (the hybrid last, as a fourth candidate would be); tie="order"
+    skips the loss, so the earlier candidate wins every accuracy tie."""
+    checks = [(c["strategy"], c["accuracy"], c["loss"] if tie == "loss" else 0.0)
+              for c in gradient["strategy"]["checks"]]
     if hybrid is not None:
-        checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
+        checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"] if tie == "loss" else 0.0))
     return min(checks, key=lambda c: (-c[1], c[2], ORDER.index(c[0])))[0]
 
 
@@ -109,12 +111,12 @@ def run(args, journal: dict) -> None:
 def print_table(records: list[dict], journal: dict) -> None:
     """Per dataset: auto's test accuracy as it ran, replayed with the hybrid, the hybrid alone; differences
     paired per test query with 95% bootstrap intervals."""
-    print("| dataset | r | seeds | auto | auto + hybrid (diff) | picks hybrid | hybrid | hybrid - topk-embed pq "
-          "| hybrid - set |\n|---|---|---|---|---|---|---|---|---|")
+    print("| dataset | r | seeds | auto | auto + hybrid (diff) | picks hybrid | earlier wins accuracy ties (diff to "
+          "loss ties) | hybrid | hybrid - topk-embed pq | hybrid - set |\n|---|---|---|---|---|---|---|---|---|---|")
     group = lambda rec: (rec["dataset"], rec["r"], seed_kind(rec["seed"]))  # noqa: E731
     for dataset, r, kind in dict.fromkeys(group(rec) for rec in records):
         rows = sorted((rec for rec in records if group(rec) == (dataset, r, kind)), key=lambda x: x["seed"])
-        auto, replayed, alone, topk, searched, picks = [], [], [], [], [], 0
+        auto, replayed, by_order, alone, topk, searched, picks = [], [], [], [], [], [], 0
         for rec in rows:
             gradient = journal[(dataset, rec["seed"], "gradient")]
             tests = {**strategy_tests(journal, dataset, rec["seed"]), HYBRID: rec}
@@ -125,13 +127,14 @@ def print_table(records: list[dict], journal: dict) -> None:
             picks += pick == HYBRID
             auto.append(np.array(gradient["correct"], float))
             replayed.append(np.array(tests[pick]["correct"], float))
+            by_order.append(np.array(tests[replay(gradient, rec, tie="order")]["correct"], float))
             alone.append(np.array(rec["correct"], float))
             topk.append(np.array(tests["topk-embed"]["correct"], float))
             if "set" in tests:
                 searched.append(np.array(tests["set"]["correct"], float))
         seeds = f"{kind} " + " ".join(str(rec["seed"]) for rec in rows)
         print(f"| {dataset} | {r} | {seeds} | {_mean(auto)} | {_mean(replayed)} ({_diff(replayed, auto)}) | "
-              f"{picks}/{len(rows)} | {_mean(alone)} | {_diff(alone, topk)} | "
+              f"{picks}/{len(rows)} | {_mean(by_order)} ({_diff(by_order, replayed)}) | {_mean(alone)} | {_diff(alone, topk)} | "
               f"{_diff(alone, searched) if len(searched) == len(alone) else 'n/a'} |")
 
 
