@@ -78,8 +78,8 @@ class Check:
 def choose(checks: list[Check], seed: int) -> tuple[Check, dict]:
     """The best check (highest accuracy; the earlier on a tie: on the dev seeds breaking ties by the held-out
     loss changed two picks, one 6.5 points worse on the test queries, one 1 point better; bench/experiments)
-    and the report: each check's accuracy with a 95% bootstrap interval over the validation queries, and the chosen minus the
-    runner-up as a paired one (the same resampled queries for both)."""
+    and the report: each check's accuracy with a 95% bootstrap interval over the validation queries, and the
+    chosen minus the runner-up as a paired one (the same resampled queries for both)."""
     ranked = sorted(checks, key=Check.rank_key)  # stable: the earlier of equals stays first
     best = ranked[0]
     rng = np.random.default_rng([seed, 0xB007])

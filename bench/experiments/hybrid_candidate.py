@@ -13,11 +13,13 @@ baselines of the same split. For each it measures the hybrid twice:
               searched set's check is re-run beside it and must match the journal's, or the seed is skipped)
     test      on the seed's test queries, as the benchmark scores every method
 
-and replays auto with the hybrid as a fourth candidate: the best check by accuracy, then loss; its test accuracy
+and replays auto with the hybrid as a fourth candidate: the best check by accuracy, an accuracy tie broken by the
+loss (as the journal's runs chose) or given to the earlier candidate (as auto chooses now); its test accuracy
 is the chosen strategy's (set: the searched set's; topk-embed, bm25: the per-query baselines'; hybrid: measured
 here). Appends one record per (dataset, seed, r) to bench/experiments/results/hybrid_candidate.jsonl (a resume
-skips what is there) and prints the table: auto as it is, auto with the hybrid, the hybrid alone, and the
-paired differences with 95% bootstrap intervals (seeds and test queries resampled).
+skips what is there) and prints the table: auto as it is, auto with the hybrid (ties by loss, then to the
+earlier), the hybrid alone, and the paired differences with 95% bootstrap intervals (seeds and test queries
+resampled).
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def print_table(records: list[dict], journal: dict) -> None:
                 searched.append(np.array(tests["set"]["correct"], float))
         seeds = f"{kind} " + " ".join(str(rec["seed"]) for rec in rows)
         print(f"| {dataset} | {r} | {seeds} | {_mean(auto)} | {_mean(replayed)} ({_diff(replayed, auto)}) | "
-              f"{picks}/{len(rows)} | {_mean(by_order)} ({_diff(by_order, replayed)}) | {_mean(alone)} | {_diff(alone, topk)} | "
+              f"{picks}/{len(rows)} | {_mean(by_order)} ({_diff(by_order, replayed)}) | {_mean(alone)} | "
+              f"{_diff(alone, topk)} | "
               f"{_diff(alone, searched) if len(searched) == len(alone) else 'n/a'} |")
 
 
