@@ -1,0 +1,74 @@
+"""Does auto need the search's default budget? auto at a smaller budget against auto at the default, on dev seeds.
+
+The runs are the quality benchmark's, with the budget as a variant (forward-equivalents: 5 exact runs on every
+selection query, 32 rows per run on bbc, sms and imdb, 100 on sdg):
+
+    python -m bench.quality --datasets bbc --seeds 10 11 12 13 14 15 --methods gradient-b5 \\
+        --variant gradient-b5=gradient:budget=160 --out-dir /tmp/budget --no-plots
+    python -m bench.experiments.search_budget --runs /tmp/budget/quality_runs.jsonl
+
+The second command copies the variant's records into bench/experiments/results/search_budget.jsonl and prints,
+per dataset: auto at the default budget (the journal's dev run, replayed under the current rules: the hybrid as
+the fourth candidate from hybrid_candidate's records, accuracy ties to the earlier; nothing re-runs), auto at
+the smaller budget, their paired difference with a 95% bootstrap interval (seeds and test queries resampled),
+the strategies each picked, and the selection passes of both against exact's (64 random subsets, each run on
+every selection query).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..quality import BENCH_DIR
+from .dev import JOURNAL, append_record, journal_records, read_records, strategy_tests
+from .hybrid_candidate import RESULTS as HYBRID_RESULTS
+from .hybrid_candidate import _diff, _mean, replay
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "search_budget.jsonl"
+EXACT_SUBSETS = 64  # bench/protocol.py: exact scores 64 random k-subsets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="quality journals holding the variant's runs")
+    parser.add_argument("--journal", type=Path, default=JOURNAL)
+    args = parser.parse_args(argv)
+    kept = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
+    for path in args.runs:
+        for record in read_records(path):
+            if record["seed"] >= 10 and (record["dataset"], record["seed"], record["method"]) not in kept:
+                append_record(RESULTS, record)
+                kept.add((record["dataset"], record["seed"], record["method"]))
+    print_table(read_records(RESULTS), journal_records(args.journal))
+    return 0
+
+
+def print_table(records: list[dict], journal: dict) -> None:
+    hybrids = {(h["dataset"], h["seed"]): h for h in read_records(HYBRID_RESULTS)}
+    print("| dataset | variant | seeds | auto, default budget | auto, variant (diff) | picks default / variant "
+          "| passes / exact's: default, variant |\n|---|---|---|---|---|---|---|")
+    for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in records):
+        rows = sorted((r for r in records if (r["dataset"], r["method"]) == (dataset, method)
+                       and (dataset, r["seed"]) in hybrids), key=lambda r: r["seed"])
+        exact = next(r["passes"] for (d, _, m), r in journal.items() if (d, m) == (dataset, "exact"))
+        per_query = exact // EXACT_SUBSETS // rows[0]["sizes"]["select"]  # rows one query costs in a run
+        default, variant, picks, ratios = [], [], [], []
+        for rec in rows:
+            gradient, hybrid = journal[(dataset, rec["seed"], "gradient")], hybrids[(dataset, rec["seed"])]
+            pick = replay(gradient, hybrid, tie="order")
+            tests = {**strategy_tests(journal, dataset, rec["seed"]), "hybrid": hybrid}
+            default.append(np.array(tests[pick]["correct"], float))
+            variant.append(np.array(rec["correct"], float))
+            picks.append(f"{pick}/{rec['strategy']['chosen']}")
+            hybrid_check = rec["strategy"]["validation_queries"] * per_query  # the journal's run predates it
+            ratios.append(((gradient["passes"] + hybrid_check) / exact, rec["passes"] / exact))
+        seeds = " ".join(str(r["seed"]) for r in rows)
+        print(f"| {dataset} | {method} | {seeds} | {_mean(default)} | {_mean(variant)} ({_diff(variant, default)}) "
+              f"| {', '.join(picks)} | {np.mean([a for a, _ in ratios]):.2f}, {np.mean([b for _, b in ratios]):.2f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
