@@ -15,6 +15,7 @@ from iclsel.models.layout import resolve_options
 from iclsel.models.strategy import held_out
 
 from .. import data as bench_data
+from .. import report
 from ..protocol import DATASET_SPECS, DatasetSpec, Split, label_options, load_examples, make_split
 from ..quality import BENCH_DIR, FULL_SIZES
 
@@ -116,6 +117,18 @@ def parse_dev_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> a
     if min(args.seeds) < 10 and not args.report_test_seeds:
         parser.error("dev seeds only (10 and above), unless --report-test-seeds")
     return args
+
+
+def mean_accuracy(correct: list[np.ndarray]) -> str:
+    """The mean over seeds of each seed's accuracy (correct: per seed, 1.0 per right test query)."""
+    return f"{np.mean([c.mean() for c in correct]):.3f}"
+
+
+def paired_difference(a: list[np.ndarray], b: list[np.ndarray]) -> str:
+    """Mean of a - b over seeds with the paired 95% bootstrap interval (seeds and test queries resampled)."""
+    gaps = [np.subtract(x, y) for x, y in zip(a, b)]
+    low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
+    return f"{np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def seed_kind(seed: int) -> str:

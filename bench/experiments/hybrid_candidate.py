@@ -33,11 +33,10 @@ from iclsel.contract import GradientParams
 from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 
-from .. import report
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run,
-                  parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
 VALIDATION = GradientParams.model_fields["validation"].default  # the journal's records ran with the default
@@ -78,11 +77,11 @@ def replay(gradient: dict, hybrid: dict | None, tie: str = "loss") -> str:
     """The strategy auto picks from the journal's checks (plus the hybrid's): accuracy, then (tie="loss") the
     lower mean loss, then the earlier in ORDER (the hybrid last, as a fourth candidate would be); tie="order"
     skips the loss, so the earlier candidate wins every accuracy tie."""
-    checks = [(c["strategy"], c["accuracy"], c["loss"] if tie == "loss" else 0.0)
-              for c in gradient["strategy"]["checks"]]
+    checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]]
     if hybrid is not None:
-        checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"] if tie == "loss" else 0.0))
-    return min(checks, key=lambda c: (-c[1], c[2], ORDER.index(c[0])))[0]
+        checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
+    by_loss = tie == "loss"
+    return min(checks, key=lambda c: (-c[1], c[2] if by_loss else 0.0, ORDER.index(c[0])))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,21 +134,10 @@ def print_table(records: list[dict], journal: dict) -> None:
             if "set" in tests:
                 searched.append(np.array(tests["set"]["correct"], float))
         seeds = f"{kind} " + " ".join(str(rec["seed"]) for rec in rows)
-        print(f"| {dataset} | {r} | {seeds} | {_mean(auto)} | {_mean(replayed)} ({_diff(replayed, auto)}) | "
-              f"{picks}/{len(rows)} | {_mean(by_order)} ({_diff(by_order, replayed)}) | {_mean(alone)} | "
-              f"{_diff(alone, topk)} | "
-              f"{_diff(alone, searched) if len(searched) == len(alone) else 'n/a'} |")
-
-
-def _mean(correct: list[np.ndarray]) -> str:
-    return f"{np.mean([c.mean() for c in correct]):.3f}"
-
-
-def _diff(a: list[np.ndarray], b: list[np.ndarray]) -> str:
-    """Mean of a - b over seeds with the paired 95% bootstrap interval (seeds and test queries resampled)."""
-    gaps = [x - y for x, y in zip(a, b)]
-    low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
-    return f"{np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}]"
+        print(f"| {dataset} | {r} | {seeds} | {mean_accuracy(auto)} | {mean_accuracy(replayed)} ({paired_difference(replayed, auto)}) | "
+              f"{picks}/{len(rows)} | {mean_accuracy(by_order)} ({paired_difference(by_order, replayed)}) | {mean_accuracy(alone)} | "
+              f"{paired_difference(alone, topk)} | "
+              f"{paired_difference(alone, searched) if len(searched) == len(alone) else 'n/a'} |")
 
 
 if __name__ == "__main__":

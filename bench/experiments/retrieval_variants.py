@@ -27,10 +27,9 @@ from iclsel.models.inference import PassCounter
 from iclsel.models.retrieval import top_k_ascending
 from iclsel.models.strategy import Neighbours
 
-from .. import report
 from ..protocol import DATASET_SPECS
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
-from .dev import BASELINES, append_record, dev_splits, journal_records, read_records
+from .dev import BASELINES, append_record, dev_splits, journal_records, paired_difference, read_records
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "retrieval_variants.jsonl"
 VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk")
@@ -129,10 +128,8 @@ def print_table(records: list[dict]) -> None:
         for variant in VARIANTS:
             cell = f"{np.mean([by[(dataset, s, variant)]['accuracy'] for s in seeds]):.3f}"
             if variant != "topk-embed":
-                gaps = [np.subtract(by[(dataset, s, variant)]["correct"], by[(dataset, s, "topk-embed")]["correct"])
-                        for s in seeds]
-                low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
-                cell += f" ({np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}])"
+                cell += " (" + paired_difference([by[(dataset, s, variant)]["correct"] for s in seeds],
+                                                 [by[(dataset, s, "topk-embed")]["correct"] for s in seeds]) + ")"
             cells.append(cell)
         print(f"| {dataset} | {' '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
 

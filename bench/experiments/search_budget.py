@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from ..quality import BENCH_DIR
-from .dev import JOURNAL, append_record, journal_records, read_records, strategy_tests
+from .dev import (JOURNAL, append_record, journal_records, mean_accuracy, paired_difference, read_records,
+                  strategy_tests)
 from .hybrid_candidate import RESULTS as HYBRID_RESULTS
-from .hybrid_candidate import _diff, _mean, replay
+from .hybrid_candidate import replay
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_budget.jsonl"
 EXACT_SUBSETS = 64  # bench/protocol.py: exact scores 64 random k-subsets
@@ -66,7 +67,7 @@ def print_table(records: list[dict], journal: dict) -> None:
             hybrid_check = rec["strategy"]["validation_queries"] * per_query  # the journal's run predates it
             ratios.append(((gradient["passes"] + hybrid_check) / exact, rec["passes"] / exact))
         seeds = " ".join(str(r["seed"]) for r in rows)
-        print(f"| {dataset} | {method} | {seeds} | {_mean(default)} | {_mean(variant)} ({_diff(variant, default)}) "
+        print(f"| {dataset} | {method} | {seeds} | {mean_accuracy(default)} | {mean_accuracy(variant)} ({paired_difference(variant, default)}) "
               f"| {', '.join(picks)} | {np.mean([a for a, _ in ratios]):.2f}, {np.mean([b for _, b in ratios]):.2f} |")
 
 

@@ -23,11 +23,10 @@ import torch
 from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
 
-from .. import report
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run,
-                  parse_dev_args, read_records, replay_main, strategy_tests)
+from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+                  paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
 SIZES = (32, 64, None)  # None: every pool demo outside the set
@@ -99,12 +98,9 @@ def print_table(records: list[dict], journal: dict) -> None:
         for size in SIZES:
             picked = [choice(rec, size) for rec in rows]
             got = [np.array(t[p]["correct"], float) for p, t in zip(picked, tests)]
-            gaps = [g - b for g, b in zip(got, base)]
-            low, high = report._bootstrap_mean(gaps, np.random.default_rng(0))
             outside = "/".join(sorted({str(rec["outside"]) for rec in rows})) if size is None else str(size)
             print(f"| {dataset} | {' '.join(str(rec['seed']) for rec in rows)} | {outside} | "
-                  f"{' '.join(p[:3] for p in picked)} | {np.mean([g.mean() for g in got]):.3f} | "
-                  f"{np.mean([g.mean() for g in gaps]):+.3f} [{low:+.3f}, {high:+.3f}] |")
+                  f"{' '.join(p[:3] for p in picked)} | {mean_accuracy(got)} | {paired_difference(got, base)} |")
 
 
 if __name__ == "__main__":
