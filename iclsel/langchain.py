@@ -95,19 +95,16 @@ class IclselExampleSelector(BaseExampleSelector):
         shared = self.selection()
         if shared.retrieved is None:
             ids = [demo.id for demo in shared.selected]
-        elif shared.strategy is not None and shared.strategy.chosen == "hybrid":
-            # the shared head, then this input's nearest demos by embedding outside it (what the hybrid gives a
-            # target); k nearest always hold the slots' worth outside the k - slots shared ones
-            head = [demo.id for demo in shared.selected]
-            params = {**(self.fields.get("params") or {}), "strategy": "topk-embed"}
-            nearest = self._select([str(input_variables[self.input_key])], params).retrieved.targets[0]
-            ids = head + [i for i in nearest if i not in head][-shared.retrieved.slots:]
         else:
+            hybrid = shared.strategy is not None and shared.strategy.chosen == "hybrid"
             params = dict(self.fields.get("params") or {})
-            if shared.strategy is not None:
-                params["strategy"] = shared.strategy.chosen
+            if shared.strategy is not None:  # the hybrid's neighbours are topk-embed's
+                params["strategy"] = "topk-embed" if hybrid else shared.strategy.chosen
             result = self._select([str(input_variables[self.input_key])], params)
             ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
+            if hybrid:  # the shared head, then this input's nearest outside it: k nearest always hold enough
+                head = [demo.id for demo in shared.selected]
+                ids = head + [i for i in ids if i not in head][-shared.retrieved.slots:]
         return [self.examples[int(id)] for id in ids]
 
     def few_shot_prompt(self, prefix: str = "") -> FewShotPromptTemplate:
