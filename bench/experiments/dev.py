@@ -50,6 +50,16 @@ def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, Dat
             yield dataset, spec, options, seed, make_split(examples, seed, spec.sizes or FULL_SIZES)
 
 
+def pending(args: argparse.Namespace, journal: dict, results: Path, needs_default_run: bool = True
+            ) -> Iterator[tuple[str, DatasetSpec, list[str], int, Split]]:
+    """The dev splits of --datasets and --seeds that ``results`` has no record of (and, with needs_default_run,
+    whose default run the journal holds: has_default_run)."""
+    done = {(r["dataset"], r["seed"]) for r in read_records(results)}
+    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
+        if (dataset, seed) not in done and (not needs_default_run or has_default_run(journal, dataset, seed)):
+            yield dataset, spec, options, seed, split
+
+
 def has_default_run(journal: dict, dataset: str, seed: int) -> bool:
     """The journal holds the default gradient run (naming its searched set) and both per-query baselines of this
     split."""

@@ -31,7 +31,7 @@ from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate
-from .dev import (BASELINES, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+from .dev import (BASELINES, append_record, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_gate.jsonl"
@@ -68,11 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, journal: dict) -> None:
-    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
     new_engine, _ = default_engine_factory("default", args.threads)
-    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
-        if (dataset, seed) in done or not has_default_run(journal, dataset, seed):
-            continue
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
         gradient = journal[(dataset, seed, "gradient")]
         started = time.perf_counter()
         measured = measure(new_engine(), split, spec, options, seed)

@@ -31,7 +31,7 @@ from iclsel.models.strategy import HYBRID, Check, Neighbours, choose
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, validation_size
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+from .dev import (AutoView, append_record, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sequential_check.jsonl"
@@ -97,13 +97,11 @@ def _hybrid_records() -> dict[tuple[str, int], dict]:
 
 
 def run(args, journal: dict) -> None:
-    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
     known = {(r["dataset"], r["seed"]): r for r in read_records(validation_size.RESULTS)}
     hybrids = _hybrid_records()
     new_engine, _ = default_engine_factory("default", args.threads)
-    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
-        if ((dataset, seed) in done or (dataset, seed) not in hybrids
-                or not has_default_run(journal, dataset, seed)):
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
+        if (dataset, seed) not in hybrids:
             continue
         gradient = journal[(dataset, seed, "gradient")]
         started = time.perf_counter()

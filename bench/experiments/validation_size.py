@@ -25,8 +25,8 @@ from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
 
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
+from .dev import (AutoView, append_record, dev_parser, mean_accuracy, pending,
+                  paired_difference, parse_dev_args, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
 SIZES = (32, 64, None)  # None: every pool demo outside the set
@@ -69,11 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, journal: dict) -> None:
-    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
     new_engine, _ = default_engine_factory("default", args.threads)
-    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
-        if (dataset, seed) in done or not has_default_run(journal, dataset, seed):
-            continue
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
         gradient = journal[(dataset, seed, "gradient")]
         started = time.perf_counter()
         measured = measure(new_engine(), AutoView.of(split, options, gradient), spec)
