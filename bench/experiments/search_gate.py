@@ -89,18 +89,23 @@ def gate(record: dict, g: float) -> str | None:
     return best if accuracy[best] - accuracy["start"] >= g else None
 
 
-def passes(record: dict, gradient: dict, skipped: bool, targets: int) -> float:
-    """Selection forward-equivalents: a skip spends the embeddings (pool, queries, targets) and the three runs on
-    the queries; a search spends the run's own (plus the hybrid's check where the run predates it) and the gate's
-    two retrieval runs and the queries' embeddings (the start's run is the search's own)."""
-    rows = record["rows_per_query"] * len(record["correct"]["start"])
-    if skipped:
-        return record["embedded"] + targets + 3 * rows
+def passes_today(record: dict, gradient: dict) -> float:
+    """The journal run's selection forward-equivalents (plus the hybrid's check where the run predates it)."""
     run = gradient["passes_detail"]["selection_forward_equivalent"]
     if not any(c["strategy"] == HYBRID for c in gradient["strategy"]["checks"]):
         run += gradient["strategy"]["validation_queries"] * record["rows_per_query"]
+    return run
+
+
+def passes_gated(record: dict, gradient: dict, skipped: bool, targets: int) -> float:
+    """Selection forward-equivalents with the gate: a skip spends the embeddings (pool, queries, targets) and the
+    three runs on the queries; a search spends today's, the gate's two retrieval runs and the queries' embeddings
+    where today's answer did not embed them (the start's run is the search's own)."""
+    rows = record["rows_per_query"] * len(record["correct"]["start"])
+    if skipped:
+        return record["embedded"] + targets + 3 * rows
     embedded_queries = 0 if gradient["strategy"]["chosen"] in (*PER_QUERY, HYBRID) else len(record["correct"]["start"])
-    return run + 2 * rows + embedded_queries
+    return passes_today(record, gradient) + 2 * rows + embedded_queries
 
 
 def print_table(records: list[dict], journal: dict) -> None:
@@ -127,13 +132,11 @@ def print_table(records: list[dict], journal: dict) -> None:
         base = [np.array(t[p]["correct"], float) for p, t in zip(now, tests)]
         exact = [64 * rec["rows_per_query"] * len(rec["correct"]["start"]) for rec in rows]
         targets = [len(journal[(dataset, rec["seed"], BASELINES["bm25"])]["correct"]) for rec in rows]
-        unchanged = np.mean([passes(rec, g, False, t) - 2 * rec["rows_per_query"] * len(rec["correct"]["start"])
-                             - (0 if g["strategy"]["chosen"] in (*PER_QUERY, HYBRID) else len(rec["correct"]["start"]))
-                             for rec, g, t in zip(rows, gradients, targets)] / np.array(exact))
+        unchanged = np.mean([passes_today(rec, g) / e for rec, g, e in zip(rows, gradients, exact)])
         for g in GATES:
             picks = [gate(rec, g) for rec in rows]
             got = [np.array(t[p or n]["correct"], float) for p, n, t in zip(picks, now, tests)]
-            spent = [passes(rec, gr, p is not None, t) / e
+            spent = [passes_gated(rec, gr, p is not None, t) / e
                      for rec, gr, p, t, e in zip(rows, gradients, picks, targets, exact)]
             skips = " ".join(f"{rec['seed']}:{np.mean(rec['correct'][p]) - np.mean(rec['correct']['start']):+.2f}"
                              for rec, p in zip(rows, picks) if p) or "none"
