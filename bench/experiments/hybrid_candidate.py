@@ -33,7 +33,7 @@ from iclsel.contract import GradientParams
 from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 
-from ..protocol import SEPARATOR
+from ..protocol import DATASET_SPECS, SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
                   paired_difference, parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
@@ -63,14 +63,32 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
         print(f"  set check {set_check.accuracy:.3f}/{float(set_check.loss.mean()):.4f} != journal's "
               f"{recorded['accuracy']:.3f}/{recorded['loss']:.4f}: skipped", flush=True)
         return None
-    neighbours = Neighbours(engine, pool, counter)  # auto's own: r nearest by embedding outside the shared demos
-    nearest = neighbours.nearest([d.input for d in validation], "topk-embed", r, itself=rows, exclude=shared)
-    hybrid = check(HYBRID, [pool[i] for i in shared], [[pool[i] for i in ids] for ids in nearest])
+    neighbours = Neighbours(engine, pool, counter)
+    hybrid = hybrid_check(engine, view, spec, neighbours, rows, r, counter)
     test_nearest = neighbours.nearest([q.input for q in split.test], "topk-embed", r, exclude=shared)
     tested = _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
                        [[pool[i] for i in ids] for ids in test_nearest])
     return {"check": {"accuracy": hybrid.accuracy, "loss": float(hybrid.loss.mean())},
             "accuracy": tested["accuracy"], "correct": tested["correct"], "shared": [pool[i].id for i in shared]}
+
+
+def hybrid_check(engine, view: AutoView, spec, neighbours: Neighbours, rows: list[int], r: int,
+                 counter: PassCounter) -> Check:
+    """The hybrid's check on the held-out pool rows ``rows``, as auto runs it: the searched set's first k - r
+    demos shared, then each row's r nearest other pool demos by embedding outside them."""
+    pool = view.split.pool
+    shared = view.searched[:spec.k - r]
+    validation = [pool[i] for i in rows]
+    nearest = neighbours.nearest([d.input for d in validation], "topk-embed", r, itself=rows, exclude=shared)
+    scores = engine.scores([pool[i] for i in shared], validation, view.options, spec.template, SEPARATOR,
+                           [[pool[i] for i in ids] for ids in nearest], counter)
+    return Check.of(HYBRID, scores, torch.tensor([view.options.index(d.output) for d in validation]))
+
+
+def by_split() -> dict[tuple[str, int], dict]:
+    """(dataset, seed) -> this script's record with the default r (k // 2)."""
+    return {(rec["dataset"], rec["seed"]): rec for rec in read_records(RESULTS)
+            if rec["r"] == DATASET_SPECS[rec["dataset"]].k // 2}
 
 
 def replay(gradient: dict, hybrid: dict | None, tie: str = "loss") -> str:

@@ -25,8 +25,7 @@ import numpy as np
 from ..quality import BENCH_DIR
 from .dev import (JOURNAL, append_record, journal_records, mean_accuracy, paired_difference, read_records,
                   strategy_tests)
-from .hybrid_candidate import RESULTS as HYBRID_RESULTS
-from .hybrid_candidate import replay
+from .hybrid_candidate import by_split, replay
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_budget.jsonl"
 EXACT_SUBSETS = 64  # bench/protocol.py: exact scores 64 random k-subsets
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(records: list[dict], journal: dict) -> None:
-    hybrids = {(h["dataset"], h["seed"]): h for h in read_records(HYBRID_RESULTS)}
+    hybrids = by_split()
     print("| dataset | variant | seeds | auto, default budget | auto, variant (diff) | picks default / variant "
           "| passes / exact's: default, variant |\n|---|---|---|---|---|---|---|")
     for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in records):

@@ -32,7 +32,7 @@ from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate
 from .dev import (BASELINES, append_record, dev_parser, mean_accuracy, pending,
-                  paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
+                  paired_difference, parse_dev_args, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_gate.jsonl"
 GATES = (0.125, 0.1875, 0.25, 0.3125)  # the pre-registered G is 0.25; the others for reference
@@ -112,7 +112,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     """Per dataset and G: the seeds skipped, auto's mean test accuracy, its difference from auto without the gate
     (paired per test query, 95% bootstrap interval) and the mean selection passes as a share of exact's
     (64 subsets on every selection query)."""
-    hybrids = {(r["dataset"], r["seed"]): r for r in read_records(hybrid_candidate.RESULTS)}
+    hybrids = hybrid_candidate.by_split()
     print("| dataset | seeds | G | skips (seed: retrieval - start) | auto | minus no gate | passes / exact's (no gate) |\n"
           "|---|---|---|---|---|---|---|")
     for dataset in dict.fromkeys(rec["dataset"] for rec in records):

@@ -23,12 +23,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, Check, Neighbours, choose
 
-from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, validation_size
 from .dev import (AutoView, append_record, dev_parser, mean_accuracy, pending,
@@ -43,17 +41,10 @@ def measure(engine, view: AutoView, spec, known: dict | None) -> dict:
     """Per candidate, correct [V] and loss [V] on every held-out row (pool order); set, topk-embed and bm25 from
     ``known`` (a validation_size record of this split) when given."""
     measured = known or validation_size.measure(engine, view, spec)
-    pool, rows = view.split.pool, measured["rows"]
-    r = spec.k // 2
-    shared = view.searched[:spec.k - r]
-    validation = [pool[i] for i in rows]
-    gold = torch.tensor([view.options.index(d.output) for d in validation])
+    rows = measured["rows"]
     counter = PassCounter()
-    nearest = Neighbours(engine, pool, counter).nearest([d.input for d in validation], "topk-embed", r,
-                                                       itself=rows, exclude=shared)
-    scores = engine.scores([pool[i] for i in shared], validation, view.options, spec.template, SEPARATOR,
-                           [[pool[i] for i in ids] for ids in nearest], counter)
-    hybrid = Check.of(HYBRID, scores, gold)
+    hybrid = hybrid_candidate.hybrid_check(engine, view, spec, Neighbours(engine, view.split.pool, counter), rows,
+                                           spec.k // 2, counter)
     checks = {**measured["checks"], HYBRID: {"correct": hybrid.correct.tolist(), "loss": hybrid.loss.tolist()}}
     return {"rows": rows, "outside": len(rows), "drawn": {str(FIRST): view.held_out(FIRST)},
             "checks": {name: checks[name] for name in hybrid_candidate.ORDER}}
@@ -92,13 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
 
 
-def _hybrid_records() -> dict[tuple[str, int], dict]:
-    return {(r["dataset"], r["seed"]): r for r in read_records(hybrid_candidate.RESULTS)}
-
-
 def run(args, journal: dict) -> None:
     known = {(r["dataset"], r["seed"]): r for r in read_records(validation_size.RESULTS)}
-    hybrids = _hybrid_records()
+    hybrids = hybrid_candidate.by_split()
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
         if (dataset, seed) not in hybrids:
@@ -116,7 +103,7 @@ def run(args, journal: dict) -> None:
 def print_table(records: list[dict], journal: dict) -> None:
     """Per dataset and rule: the picks, auto's mean test accuracy, its difference from the first-rows choice
     (paired per test query, 95% bootstrap interval) and the mean extra check rows per query row."""
-    hybrids = _hybrid_records()
+    hybrids = hybrid_candidate.by_split()
     print("| dataset | seeds | rule | picks | auto | minus first 32 | extra checks (demos x candidates) |\n|---|---|---|---|---|---|---|")
     for dataset in dict.fromkeys(rec["dataset"] for rec in records):
         rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
