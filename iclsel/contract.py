@@ -185,7 +185,7 @@ _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates"
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
     strategy: str = Field("auto", description=(
-        "the prompt returned: auto (whichever of set, topk-embed, bm25 and hybrid does best on pool demos the search "
+        "the prompt returned: auto (whichever of set, topk-embed and hybrid does best on pool demos the search "
         "never scored; hybrid: the set's first k - k//2 demos, then each query's k//2 nearest by embedding), set (the "
         "searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
     validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")

@@ -1,6 +1,6 @@
-"""params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval and the hybrid
-of both on pool demos the search never scored; topk-embed and bm25 return each query's nearest demos without a
-search."""
+"""params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval by embedding and
+the hybrid of both on pool demos the search never scored; topk-embed and bm25 return each query's nearest demos
+without a search."""
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ def set_wins(monkeypatch):
     wins(monkeypatch, "set")
 
 
-@pytest.mark.parametrize("seed, winner", [(0, None), (3, None), (0, "set"), (0, "hybrid")])  # 0: topk-embed, 3: bm25
+@pytest.mark.parametrize("seed, winner", [(0, None), (3, None), (0, "set"), (0, "hybrid")])  # None: the model picks
 def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, monkeypatch):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
@@ -51,7 +51,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     assert report["by"] == "validation" and report["search_queries"] == len(queries)
     assert report["validation_queries"] == 6
     checks = {check["strategy"]: check for check in report["checks"]}
-    assert set(checks) == {"set", "topk-embed", "bm25", "hybrid"} and report["checks"][0]["strategy"] == report["chosen"]
+    assert set(checks) == {"set", "topk-embed", "hybrid"} and report["checks"][0]["strategy"] == report["chosen"]
     assert checks[report["chosen"]]["accuracy"] == max(c["accuracy"] for c in checks.values()) or winner
     assert report["chosen"] == (winner or report["chosen"])
 
@@ -69,7 +69,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     demos = [pool[i] for i in rows]
     scored = engine.evaluate([pool[i] for i in chosen], demos)
     assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
-    for name in ("topk-embed", "bm25"):  # each held-out demo retrieves from the rest of the pool
+    for name in ("topk-embed",):  # each held-out demo retrieves from the rest of the pool
         others = [[pool[i] for i in ids] for ids in
                   [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
                    zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]
@@ -133,8 +133,8 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
         extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
-        assert auto["passes"]["selection_forward_equivalent"] == (  # four candidates: set, topk-embed, bm25, hybrid
-            alone["passes"]["selection_forward_equivalent"] + len(pool) + 4 * validation * rows + extra)
+        assert auto["passes"]["selection_forward_equivalent"] == (  # three candidates: set, topk-embed, hybrid
+            alone["passes"]["selection_forward_equivalent"] + len(pool) + 3 * validation * rows + extra)
         if auto["strategy"]["chosen"] == "set":
             assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
     assert chosen == {"set"} or not the_set_wins

@@ -91,11 +91,12 @@ def by_split() -> dict[tuple[str, int], dict]:
             if rec["r"] == DATASET_SPECS[rec["dataset"]].k // 2}
 
 
-def replay(gradient: dict, hybrid: dict | None, tie: str = "loss") -> str:
-    """The strategy auto picks from the journal's checks (plus the hybrid's): accuracy, then (tie="loss") the
-    lower mean loss, then the earlier in ORDER (the hybrid last, as a fourth candidate would be); tie="order"
-    skips the loss, so the earlier candidate wins every accuracy tie."""
-    checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]]
+def replay(gradient: dict, hybrid: dict | None, tie: str = "loss", drop: tuple[str, ...] = ()) -> str:
+    """The strategy auto picks from the journal's checks (plus the hybrid's, less the ``drop`` candidates):
+    accuracy, then (tie="loss") the lower mean loss, then the earlier in ORDER (the hybrid last, as a fourth
+    candidate would be); tie="order" skips the loss, so the earlier candidate wins every accuracy tie."""
+    checks = [(c["strategy"], c["accuracy"], c["loss"]) for c in gradient["strategy"]["checks"]
+              if c["strategy"] not in drop]
     if hybrid is not None:
         checks.append((HYBRID, hybrid["check"]["accuracy"], hybrid["check"]["loss"]))
     by_loss = tie == "loss"
