@@ -2,11 +2,12 @@
 
     python -m bench.experiments.bm25_candidate --datasets imdb bbc sms sdg --seeds 10 11 12 13 14 15
 
-Auto checks four candidates (set, topk-embed, bm25, hybrid) on 32 held-out pool demos and returns the most
-accurate, a tie going to the earlier. Every extra candidate is one more chance for a lucky check to win a coin
-toss. Replayed here from the records (no model runs): the quality benchmark's journal (the default gradient run's
-checks and the per-query baselines' test records) and hybrid_candidate.py's records (the hybrid's check and test
-record), auto's pick as it is and without BM25. A pick's test accuracy is that strategy's on the seed's test
+Auto checked four candidates (set, topk-embed, bm25, hybrid) on 32 held-out pool demos and returned the most
+accurate, a tie going to the earlier; it now checks three (models/strategy.py AUTO_RETRIEVALS). Every extra
+candidate is one more chance for a lucky check to win a coin toss. Replayed here from the records of the
+four-candidate runs (no model runs): the quality benchmark's journal (the default gradient run's checks and the
+per-query baselines' test records; its dev-seed runs are four-candidate ones) and hybrid_candidate.py's records
+(the hybrid's check and test record), auto's pick with and without BM25. A pick's test accuracy is that strategy's on the seed's test
 queries. Dev seeds only (10 and above). Prints the table; writes nothing.
 """
 
