@@ -69,7 +69,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     demos = [pool[i] for i in rows]
     scored = engine.evaluate([pool[i] for i in chosen], demos)
     assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
-    for name in ("topk-embed",):  # each held-out demo retrieves from the rest of the pool
+    for name in strategy.AUTO_RETRIEVALS:  # each held-out demo retrieves from the rest of the pool
         others = [[pool[i] for i in ids] for ids in
                   [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
                    zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]

@@ -7,15 +7,13 @@ accurate, a tie going to the earlier; it now checks three (models/strategy.py AU
 candidate is one more chance for a lucky check to win a coin toss. Replayed here from the records of the
 four-candidate runs (no model runs): the quality benchmark's journal (the default gradient run's checks and the
 per-query baselines' test records; its dev-seed runs are four-candidate ones) and hybrid_candidate.py's records
-(the hybrid's check and test record), auto's pick with and without BM25. A pick's test accuracy is that strategy's on the seed's test
-queries. Dev seeds only (10 and above). Prints the table; writes nothing.
+(the hybrid's check and test record), auto's pick with and without BM25. A pick's test accuracy is that
+strategy's on the seed's test queries. Dev seeds only (10 and above). Prints the table; writes nothing.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from iclsel.models.strategy import HYBRID
 
 from . import hybrid_candidate
 from .dev import (dev_parser, journal_records, mean_accuracy, paired_difference, parse_dev_args, seed_kind,
@@ -41,7 +39,7 @@ def print_table(args, journal: dict, hybrids: dict) -> None:
         today, without, changed = [], [], []
         for seed in seeds:
             gradient, hybrid = journal[(dataset, seed, "gradient")], hybrids[(dataset, seed)]
-            tests = {**strategy_tests(journal, dataset, seed), HYBRID: hybrid}
+            tests = strategy_tests(journal, dataset, seed, hybrid)
             picks = [hybrid_candidate.replay(gradient, hybrid, tie="order", drop=drop) for drop in ((), DROPPED)]
             today.append(np.array(tests[picks[0]]["correct"], float))
             without.append(np.array(tests[picks[1]]["correct"], float))

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from iclsel.models.layout import resolve_options
-from iclsel.models.strategy import held_out
+from iclsel.models.strategy import HYBRID, held_out
 
 from .. import data as bench_data
 from .. import report
@@ -67,13 +67,17 @@ def has_default_run(journal: dict, dataset: str, seed: int) -> bool:
             and searched_ids(journal[(dataset, seed, "gradient")]) is not None)
 
 
-def strategy_tests(journal: dict, dataset: str, seed: int) -> dict[str, dict]:
+def strategy_tests(journal: dict, dataset: str, seed: int, hybrid: dict | None = None
+                   ) -> dict[str, dict]:
     """The test-query record of each strategy auto considered in the journal's gradient run: the searched set's
-    (the run's own when the set was chosen) and the per-query baselines'."""
+    (the run's own when the set was chosen), the per-query baselines' and, given its record (hybrid_candidate.py),
+    the hybrid's."""
     gradient = journal[(dataset, seed, "gradient")]
     tests = {name: journal[(dataset, seed, method)] for name, method in BASELINES.items()}
     if gradient["strategy"]["chosen"] == "set" or "searched_set" in gradient:  # older records lack the latter
         tests["set"] = gradient if gradient["strategy"]["chosen"] == "set" else gradient["searched_set"]
+    if hybrid is not None:
+        tests[HYBRID] = hybrid
     return tests
 
 

@@ -139,7 +139,7 @@ def print_table(records: list[dict], journal: dict) -> None:
         auto, replayed, by_order, alone, topk, searched, picks = [], [], [], [], [], [], 0
         for rec in rows:
             gradient = journal[(dataset, rec["seed"], "gradient")]
-            tests = {**strategy_tests(journal, dataset, rec["seed"]), HYBRID: rec}
+            tests = strategy_tests(journal, dataset, rec["seed"], rec)
             if replay(gradient, None) != gradient["strategy"]["chosen"]:
                 print(f"  {dataset} {rec['seed']}: replay picks {replay(gradient, None)}, the run "
                       f"{gradient['strategy']['chosen']}", flush=True)

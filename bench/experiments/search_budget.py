@@ -59,7 +59,7 @@ def print_table(records: list[dict], journal: dict) -> None:
         for rec in rows:
             gradient, hybrid = journal[(dataset, rec["seed"], "gradient")], hybrids[(dataset, rec["seed"])]
             pick = replay(gradient, hybrid, tie="order")
-            tests = {**strategy_tests(journal, dataset, rec["seed"]), "hybrid": hybrid}
+            tests = strategy_tests(journal, dataset, rec["seed"], hybrid)
             default.append(np.array(tests[pick]["correct"], float))
             variant.append(np.array(rec["correct"], float))
             picks.append(f"{pick}/{rec['strategy']['chosen']}")

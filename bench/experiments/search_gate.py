@@ -125,7 +125,7 @@ def print_table(records: list[dict], journal: dict) -> None:
             f"{rec['seed']}:{max(np.mean(rec['correct'][by]) for by in PER_QUERY) - np.mean(rec['correct']['start']):+.2f}"
             for rec in rows))
         gradients = [journal[(dataset, rec["seed"], "gradient")] for rec in rows]
-        tests = [{**strategy_tests(journal, dataset, rec["seed"]), HYBRID: hybrids[(dataset, rec["seed"])]}
+        tests = [strategy_tests(journal, dataset, rec["seed"], hybrids[(dataset, rec["seed"])])
                  for rec in rows]
         now = [hybrid_candidate.replay(g, hybrids[(dataset, rec["seed"])], tie="order")
                for g, rec in zip(gradients, rows)]

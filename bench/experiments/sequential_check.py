@@ -107,7 +107,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     print("| dataset | seeds | rule | picks | auto | minus first 32 | extra checks (demos x candidates) |\n|---|---|---|---|---|---|---|")
     for dataset in dict.fromkeys(rec["dataset"] for rec in records):
         rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
-        tests = [{**strategy_tests(journal, dataset, rec["seed"]), HYBRID: hybrids[(dataset, rec["seed"])]}
+        tests = [strategy_tests(journal, dataset, rec["seed"], hybrids[(dataset, rec["seed"])])
                  for rec in rows]
         for rec in rows:
             ran = hybrid_candidate.replay(journal[(dataset, rec["seed"], "gradient")], hybrids[(dataset, rec["seed"])],
