@@ -136,7 +136,7 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
         MethodSpec("exact", "select", "exact", note="random k-subsets scored by exact inference (the reference the estimates save)"),
         MethodSpec("gradre", "select", "gradre", note="the paper's random ensemble: random subsets estimated from a few anchors"),
         MethodSpec("gradient", "select", "gradient", note="the default: the gradient search (single swaps ranked by the "
-                   "start's gradient, confirmed exactly on query samples), then the searched set, topk-embed and bm25 "
+                   "start's gradient, confirmed exactly on query samples), then the searched set, topk-embed "
                    "per-query retrieval and the hybrid (the set's head, then per-query neighbours) run on held-out "
                    "pool demos and the best returned (params.strategy auto)"),
     ]
