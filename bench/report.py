@@ -58,6 +58,12 @@ def machine_info() -> dict:
     }
 
 
+def load_text(machine: dict) -> str:
+    """The machine line's load figure, read the same way in every report."""
+    return (f"1-minute load average {machine.get('load_average_1m')} when this file was written (a load above the "
+            "core count means other processes shared the CPUs and inflated the times)")
+
+
 def flatten_numeric(value: Any, prefix: str = "") -> dict[str, float]:
     """{"a": {"b": 1.0}, "c": 2} -> {"a.b": 1.0, "c": 2.0}; non-numeric leaves are dropped."""
     flat: dict[str, float] = {}
@@ -303,9 +309,7 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
     out += ["Command:", "", "    " + run["command"], ""]
     out.append(f"Machine: {machine['cpu']}, {machine['cores']} cores (torch {machine['torch']}, "
                f"{machine['torch_threads']} threads), Python {machine['python']}; date {machine['date']}; "
-               f"commit {machine['commit']}; 1-minute load average {machine.get('load_average_1m')} when "
-               "this file was written (a load above the core count means other processes shared the CPUs "
-               "and inflated the times).")
+               f"commit {machine['commit']}; {load_text(machine)}.")
     out.append(f"Engine source hash(es) of the records shown: {', '.join(run.get('engine_sources', []))}; "
                f"torch threads used by the records: {', '.join(run.get('threads_used', []))}.")
     if run.get("note"):

@@ -239,8 +239,7 @@ def write_markdown(records: list[dict], path: Path, command: str, skipped: list[
              "Commands that produced the records: " + ", ".join(
                  f"`{c}`" for c in dict.fromkeys(r.get("command", command) for r in records)), "",
              f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}; written "
-             f"{machine['date']}; commit {machine['commit']}; 1-minute load average {machine['load_average_1m']} "
-             "(above the core count, other processes shared the CPUs and inflated the times).", "",
+             f"{machine['date']}; commit {machine['commit']}; {report.load_text(machine)}.", "",
              "One call per row, each in its own process (model load not counted in `seconds`; it is in the peak "
              "RSS). `seconds`: wall time of `Engine.select` for gradient (default parameters, its 4 diagnostic "
              "exact runs included) or of `Engine.retrieve_per_query` for all 200 held-out queries; `passes`: "

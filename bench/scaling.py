@@ -186,8 +186,7 @@ def write_outputs(result: dict, args: argparse.Namespace) -> None:
     lines += ["Command:", "", "    " + result["command"], ""]
     lines.append(f"Machine: {machine['cpu']}, {machine['cores']} cores (torch {machine['torch']}, "
                  f"{machine['torch_threads']} threads); date {machine['date']}; commit {machine['commit']}; "
-                 f"1-minute load average {machine.get('load_average_1m')} at the end (above the core count: "
-                 "other processes shared the CPUs).")
+                 f"{report.load_text(machine)}.")
     lines.append(f"Model {result['model']}; dataset {result['dataset']}; Q = {result['queries']} queries, k = {result['k']}, "
                  f"slot frame W = {result.get('frame_width', result.get('slot_width'))} tokens, hidden size {result['hidden']}, {result['options']} options.")
     lines.append("")
