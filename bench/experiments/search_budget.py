@@ -25,7 +25,7 @@ import numpy as np
 from ..quality import BENCH_DIR
 from .dev import (JOURNAL, append_record, journal_records, mean_accuracy, paired_difference, read_records,
                   strategy_tests)
-from .hybrid_candidate import by_split, replay
+from .hybrid_candidate import RETIRED, by_split, replay
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_budget.jsonl"
 
@@ -56,12 +56,12 @@ def print_table(records: list[dict], journal: dict) -> None:
         default, variant, picks, ratios = [], [], [], []
         for rec in rows:
             gradient, hybrid = journal[(dataset, rec["seed"], "gradient")], hybrids[(dataset, rec["seed"])]
-            pick = replay(gradient, hybrid, tie="order", drop=("bm25",))
+            pick = replay(gradient, hybrid, tie="order", drop=RETIRED)
             tests = strategy_tests(journal, dataset, rec["seed"], hybrid)
             default.append(np.array(tests[pick]["correct"], float))
             variant.append(np.array(rec["correct"], float))
             picks.append(f"{pick}/{rec['strategy']['chosen']}")
-            # the journal's run checked bm25 where auto now checks the hybrid: the same rows
+            # the journal's run checked the retired retrievals where auto now checks the hybrid: the same rows
             ratios.append((gradient["passes"] / exact, rec["passes"] / exact))
         seeds = " ".join(str(r["seed"]) for r in rows)
         print(f"| {dataset} | {method} | {seeds} | {mean_accuracy(default)} | {mean_accuracy(variant)} ({paired_difference(variant, default)}) "
