@@ -177,7 +177,7 @@ class Params(BaseModel):
 
 
 _CHOICES = {"evaluator": EVALUATORS, "init": ("balanced", "random"), "moves": ("any", "same-label"),
-            "objective": OBJECTIVES, "propose": PROPOSALS, "strategy": STRATEGIES}
+            "objective": OBJECTIVES, "propose": PROPOSALS, "strategy": STRATEGIES, "order": ("gradient", "random")}
 _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates": None, "screen": 1, "sample": 1,
          "finalists": 1, "per_slot": 1, "checks": 0, "budget": 0, "validation": 1}
 
@@ -193,6 +193,9 @@ class GradientParams(Params):
     anchor_mode: str | None = Field(None, validate_default=True, description=(
         "label-groups, mean-loss or per-query; default mean-loss with subsample, else label-groups"))
     init: str = Field("balanced", description="the start: balanced (cycling over the labels) or random")
+    order: str = Field("gradient", description=(
+        "subsample: the order each slot's candidates are tried in: gradient (best first-order estimate first) or "
+        "random (the gradient still runs, for the influence scores: the same passes)"))
     moves: str = Field("any", description="same-label: a demo is only replaced by one with the same label")
     objective: str = Field("loss", description="loss, or errors (the error count first, ties by the loss)")
     propose: str = Field("per-slot", description="exact evaluator: per-slot or global proposals")
@@ -209,7 +212,7 @@ class GradientParams(Params):
     budget: int | None = Int(None, 0, f"subsample: forward-equivalents the search may spend (0 = no limit); "
                                       f"default {DEFAULT_BUDGET_RUNS} exact runs on every query")
 
-    @field_validator("evaluator", "init", "moves", "objective", "propose", "strategy", mode="before")
+    @field_validator("evaluator", "init", "moves", "objective", "propose", "strategy", "order", mode="before")
     @classmethod
     def _choice(cls, value, info: ValidationInfo):
         return _converted(str, allowed=_CHOICES[info.field_name])(value)

@@ -93,6 +93,7 @@ class SearchParams:
     finalists: int  # screened proposals that run on the sample
     budget: int  # forward-equivalents the subsample search may spend (0 = no limit)
     per_slot: int  # proposals per slot and batch (subsample evaluator)
+    order: str  # each slot's candidates: "gradient" (best estimate first) or "random" (subsample evaluator)
     checks: int  # evaluated subsets also run on every query, for diagnostics (subsample, first-order)
     starts: list[list[int]]
     # a resumed search (models/warm.py): the subsample evaluator's ranking anchor, and the demos swaps may put in
@@ -112,7 +113,7 @@ def search_params(ctx: SelectionContext, params: GradientParams) -> SearchParams
         move_labels=ctx.layout.demo_outputs if params.moves == "same-label" else None,
         swap_budget=params.swaps, propose=params.propose, candidates=params.candidates, patience=params.patience,
         screen=params.screen, sample=params.sample, finalists=params.finalists, per_slot=params.per_slot,
-        checks=params.checks,
+        order=params.order, checks=params.checks,
         budget=DEFAULT_BUDGET_RUNS * ctx.runner.exact_cost(len(ctx.queries)) if params.budget is None else params.budget,
         rank_anchor=None if resume is None else resume.anchor, swap_in=None if resume is None else resume.new,
         # drawn last (the draws use the job's generator)
@@ -268,8 +269,11 @@ def _ranked_candidates(ctx: SelectionContext, p: SearchParams, start: list[int])
     ranking = p.rank_anchor or start  # a resumed search ranks at the parent's anchor (cached), from its result
     estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
-        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)
-        ranked = (_ranked_per_slot(swaps, estimator.estimate(swaps).loss, torch.tensor(ranking)) if swaps.shape[0]
+        swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)  # [S, k]
+        estimated = estimator.estimate(swaps).loss  # [S]
+        if p.order == "random":  # what the gradient's order must beat; drawn apart from the job's generator
+            estimated = torch.from_numpy(np.random.default_rng([0x0D3E, *ranking]).random(swaps.shape[0]))
+        ranked = (_ranked_per_slot(swaps, estimated, torch.tensor(ranking)) if swaps.shape[0]
                   else [[] for _ in ranking])  # no demo to swap in (same-label moves)
         ctx.count_explored(swaps.shape[0])
     return estimator, ranked

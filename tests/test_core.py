@@ -482,6 +482,28 @@ def test_subsample_search_runs_only_the_sampled_query_rows(tiny, data):
     assert result["passes"]["selection_forward_equivalent"] == result["passes"]["forward_equivalent"]
 
 
+def test_subsample_search_in_random_order_tries_other_candidates_for_the_same_passes(tiny, data):
+    """order=random: what the gradient's order must beat. The same anchor pass (the gradient still runs), the same
+    batch, other candidates; the order is drawn apart from the job's generator, so a rerun tries the same ones."""
+    pool, queries = data  # 10 demos, 5 queries, k = 3: 7 candidates per slot
+    params = {"strategy": "set", "rounds": 1, "patience": 0, "per_slot": 1, "screen": 1, "finalists": 1, "sample": 2,
+              "checks": 10, "evaluate_selected": False}
+
+    def tried(order: str) -> tuple[set, dict]:
+        result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, method="gradient", seed=4,
+                                                                           params={**params, "order": order}))
+        return {tuple(c["ids"]) for c in result["diagnostics"]["checks"]}, result["passes"]  # the proposals (and start)
+
+    by_gradient, passes = tried("gradient")
+    by_chance, random_passes = tried("random")
+    assert len(by_gradient) >= 3 and len(by_chance) >= 3 and by_gradient != by_chance
+    rows = lambda counts: {key: n for key, n in counts.items() if not key.startswith("tokens")}  # noqa: E731 (texts differ)
+    assert rows(random_passes) == rows(passes)
+    assert tried("random")[0] == by_chance
+    with pytest.raises(InputError, match="params.order"):
+        Engine(tiny).select(SelectionRequest(pool, queries, k=3, method="gradient", params={"order": "best"}))
+
+
 def test_subsample_search_on_every_query_is_exact(tiny, data):
     """With the sample as large as the query set, the paired difference that decides a move is the exact
     difference: the running estimate equals the returned set's exact loss and the search never returns worse
