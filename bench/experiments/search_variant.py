@@ -1,18 +1,22 @@
-"""Does auto need the search's default budget? auto at a smaller budget against auto at the default, on dev seeds.
+"""Does a variant of the default's search do as well? auto with a variant's search against auto with the default's,
+on dev seeds: a smaller budget (bench/experiments/README.md, the search's budget), random candidate order (FINDINGS,
+does the gradient earn its passes).
 
-The runs are the quality benchmark's, with the budget as a variant (forward-equivalents: 5 exact runs on every
+The runs are the quality benchmark's, with the variant's params (budget: forward-equivalents, 5 exact runs on every
 selection query, 32 rows per run on bbc, sms and imdb, 100 on sdg):
 
     python -m bench.quality --datasets bbc --seeds 10 11 12 13 14 15 --methods gradient-b5 \\
         --variant gradient-b5=gradient:budget=160 --out-dir /tmp/budget --no-plots
-    python -m bench.experiments.search_budget --runs /tmp/budget/quality_runs.jsonl
+    python -m bench.quality --datasets bbc --seeds 10 11 12 13 14 15 --methods gradient-random \\
+        --variant gradient-random=gradient:order=random --out-dir /tmp/order --no-plots
+    python -m bench.experiments.search_variant --runs /tmp/budget/quality_runs.jsonl /tmp/order/quality_runs.jsonl
 
-The second command copies the variant's records into bench/experiments/results/search_budget.jsonl and prints,
-per dataset: auto at the default budget (the journal's dev run, replayed under the current rules: the set,
-topk-embed and the hybrid from hybrid_candidate's records, accuracy ties to the earlier; nothing re-runs), auto at
-the smaller budget, their paired difference with a 95% bootstrap interval (seeds and test queries resampled),
-the strategies each picked, and the selection passes of both against exact's (64 random subsets, each run on
-every selection query).
+The second command copies the variants' records into bench/experiments/results/search_variant.jsonl and prints,
+per dataset and variant: auto with the default search (the journal's dev run, replayed under the current rules: the
+set, topk-embed and the hybrid from hybrid_candidate's records, accuracy ties to the earlier; nothing re-runs), auto
+with the variant's, their paired difference with a 95% bootstrap interval (seeds and test queries resampled), the
+strategies each picked, and the selection passes of both against exact's (64 random subsets, each run on every
+selection query).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .dev import (JOURNAL, append_record, journal_records, mean_accuracy, paired
                   strategy_tests)
 from .hybrid_candidate import RETIRED, by_split, replay
 
-RESULTS = BENCH_DIR / "experiments" / "results" / "search_budget.jsonl"
+RESULTS = BENCH_DIR / "experiments" / "results" / "search_variant.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(records: list[dict], journal: dict) -> None:
     hybrids = by_split()
-    print("| dataset | variant | seeds | auto, default budget | auto, variant (diff) | picks default / variant "
+    print("| dataset | variant | seeds | auto, default search | auto, variant (diff) | picks default / variant "
           "| passes / exact's: default, variant |\n|---|---|---|---|---|---|---|")
     for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in records):
         rows = sorted((r for r in records if (r["dataset"], r["method"]) == (dataset, method)
