@@ -131,22 +131,31 @@ def run_child(config: Config, data_path: Path) -> dict:
     record: dict = {"distinct_inputs": split.distinct_inputs, "repeats_examples": split.distinct_inputs < config.n,
                     "setup_seconds": setup_seconds, "rss_after_load_mb": rss_before,
                     "model_fingerprint": loaded.fingerprint, "torch_threads": torch.get_num_threads()}
+    context = None  # per held-out query, demos after the shared ones
     if config.method == "gradient":
         request = SelectionRequest(pool=split.pool, queries=split.select, k=config.k, method="gradient",
                                    options=options, template=template, separator=SEPARATOR, seed=config.seed,
-                                   params={"evaluate_selected": False})
+                                   params={"evaluate_selected": False},
+                                   targets=[t.input for t in split.test])  # inputs only: auto's neighbours for them
         start = time.perf_counter()
         result = engine.select(request)
         seconds = time.perf_counter() - start
         passes = result["passes"]
         by_id = {d.id: d for d in split.pool}
         demos = [by_id[d["id"]] for d in result["selected"]]
+        if result.get("retrieved"):  # auto returned per-query demos (topk-embed) or the hybrid's: the targets' own
+            context = [[by_id[i] for i in ids] for ids in result["retrieved"]["targets"]]
+        strategy = result.get("strategy") or {}
         record.update({"seconds": seconds, "passes": passes["forward_equivalent"],
                        "passes_selection": passes["selection_forward_equivalent"],
                        "passes_diagnostics": passes["diagnostics_forward_equivalent"],
                        "seconds_diagnostics": (result.get("timings") or {}).get("checks", 0.0),
                        "timings": result.get("timings"), "selected": [d.id for d in demos],
-                       "notes": result.get("notes")})
+                       "notes": result.get("notes"), "strategy": strategy})
+        if strategy.get("searched") and strategy.get("chosen") != "set":  # what the set would have scored
+            lost = engine.evaluate([by_id[i] for i in strategy["searched"]], split.test, options=options,
+                                   template=template, separator=SEPARATOR)
+            record["searched_set_accuracy"] = lost["accuracy"]
     else:
         method = config.method.removesuffix("-per-query")
         start = time.perf_counter()
@@ -158,7 +167,7 @@ def run_child(config: Config, data_path: Path) -> dict:
                        "distinct_demos": len({d.id for row in demos for d in row}),
                        "duplicate_texts_in_prompts": sum(len({d.input for d in row}) < len(row) for row in demos)})
     record["rss_after_selection_mb"] = _vm_hwm_mb()
-    ev = engine.evaluate(demos, split.test, options=options, template=template, separator=SEPARATOR)
+    ev = engine.evaluate(demos, split.test, options=options, template=template, separator=SEPARATOR, context=context)
     record.update({"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "eval_seconds": ev["seconds"]})
     return record
 
@@ -244,23 +253,34 @@ def write_markdown(records: list[dict], path: Path, command: str, skipped: list[
              "RSS). `seconds`: wall time of `Engine.select` for gradient (default parameters, its 4 diagnostic "
              "exact runs included) or of `Engine.retrieve_per_query` for all 200 held-out queries; `passes`: "
              "forward-equivalents of that call (gradient: selection + diagnostics). Accuracy: the 200 held-out "
-             "queries, label-balanced, the same at every n.", "",
+             "queries, label-balanced, the same at every n. `returned`: the prompt gradient's `auto` returned (where "
+             "it was not the searched set, the set's own accuracy on the same queries follows, for the diagnosis of "
+             "the choice only).", "",
              "`engine`: the first 8 characters of the engine source hash the row ran with (`bench.quality."
              "engine_source_hash`); `load`: the 1-minute load average when it finished.", "",
-             "| dataset | n | distinct texts | k | method | seconds | passes | peak RSS MB | accuracy | macro-F1 | engine | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | n | distinct texts | k | method | seconds | passes | peak RSS MB | accuracy | macro-F1 | returned | engine | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["dataset"], r["k"], series(r), r["n"])):
         if "error" in r:
             lines.append(f"| {r['dataset']} | {r['n']:,} | | {r['k']} | {series(r)} | {r['error']} | | "
-                         f"{r.get('peak_rss_mb', 0):.0f} | | | {_engine(r)} | {r.get('load_average_1m', '')} |")
+                         f"{r.get('peak_rss_mb', 0):.0f} | | | | {_engine(r)} | {r.get('load_average_1m', '')} |")
             continue
         lines.append(f"| {r['dataset']} | {r['n']:,} | {r['distinct_inputs']:,} | {r['k']} | {series(r)} | "
                      f"{r['seconds']:.1f} | {r['passes']} | {r['peak_rss_mb']:.0f} | {r['accuracy']:.3f} | "
-                     f"{r['macro_f1']:.3f} | {_engine(r)} | {r.get('load_average_1m', '')} |")
+                     f"{r['macro_f1']:.3f} | {_returned(r)} | {_engine(r)} | {r.get('load_average_1m', '')} |")
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped) + "."]
     lines += ["", "![scale](results/scale.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def _returned(record: dict) -> str:
+    """The prompt a gradient row returned: its strategy, with the searched set's accuracy where another won."""
+    chosen = (record.get("strategy") or {}).get("chosen")
+    if chosen is None:
+        return "per query" if record["method"].endswith("-per-query") else "set"
+    lost = record.get("searched_set_accuracy")
+    return chosen if lost is None else f"{chosen} (set {lost:.3f})"
 
 
 def _engine(record: dict) -> str:

@@ -109,7 +109,12 @@ def test_scale_report_shows_every_k_and_keeps_one_record_per_config(tmp_path):
     write_markdown(records, tmp_path / "SCALE.md", "python -m bench.scale", [],
                    {"cpu": "cpu", "cores": 2, "torch": "x", "date": "d", "commit": "c", "load_average_1m": 1.0})
     text = (tmp_path / "SCALE.md").read_text()
-    assert "| imdb-tail | 1,000 | 1,000 | 8 | gradient | 10.0 | 500 | 1000 | 0.800 | 0.800 | abcdef01 | 1.5 |" in text
+    assert "| imdb-tail | 1,000 | 1,000 | 8 | gradient | 10.0 | 500 | 1000 | 0.800 | 0.800 | set | abcdef01 | 1.5 |" in text
+    assert "| 8 | bm25-per-query | 10.0 | 500 | 1000 | 0.800 | 0.800 | per query | abcdef01 |" in text
+    records[0].update(strategy={"chosen": "topk-embed"}, searched_set_accuracy=0.75)  # auto returned retrieval
+    write_markdown(records, tmp_path / "SCALE.md", "python -m bench.scale", [],
+                   {"cpu": "cpu", "cores": 2, "torch": "x", "date": "d", "commit": "c", "load_average_1m": 1.0})
+    assert "| 0.800 | 0.800 | topk-embed (set 0.750) | abcdef01 |" in (tmp_path / "SCALE.md").read_text()
     assert _config_of(records[0]) == Config("imdb-tail", "default", 100, 4, "gradient", 10, 32, 200, 1)
 
 
@@ -282,3 +287,36 @@ def test_the_engine_hash_follows_code_not_documentation(tmp_path):
     assert quality.code_hash([source]) == before
     source.write_text('"""Other words."""\n\ndef f(x):\n    """Changed doc."""\n    return x + 2\n')
     assert quality.code_hash([source]) != before
+
+
+@pytest.mark.parametrize("winner", ["set", "topk-embed", "hybrid"])
+def test_scale_scores_the_prompt_auto_returns(tmp_path, monkeypatch, winner):
+    """The gradient row scores what auto returned (the held-out queries' own demos when retrieval or the hybrid
+    won, never an empty prompt) and, where it was not the set, also the searched set. The tiny model's checks
+    tie, so the winner is imposed on auto's choice."""
+    from bench.scale import Config, run_child
+    from iclsel.models import strategy
+    from iclsel.models.tiny import build_tiny_model
+
+    from iclsel.models.engine import Engine
+
+    choose, evaluate, prompts = strategy.choose, Engine.evaluate, []
+    monkeypatch.setattr(strategy, "choose", lambda checks, seed: choose(
+        sorted(checks, key=lambda c: c.strategy != winner), seed))
+
+    def scored(self, demos, queries, *args, context=None, **kwargs):  # each held-out query's demos, as scored
+        prompts.append([len(demos) + len(context[q] if context else ()) for q in range(len(queries))])
+        return evaluate(self, demos, queries, *args, context=context, **kwargs)
+
+    monkeypatch.setattr(Engine, "evaluate", scored)
+    model_dir = build_tiny_model(tmp_path / "tiny")
+    rows = [{"id": f"{label}{i}", "input": f"review {i} was {label}", "output": label}
+            for label in ("negative", "positive") for i in range(40)]
+    bench_data.write_jsonl(tmp_path / "imdb-tail.jsonl", rows)
+    record = run_child(Config("imdb-tail", str(model_dir), 30, 2, "gradient", 10, 8, 10, 1),
+                       tmp_path / "imdb-tail.jsonl")
+    assert record["strategy"]["chosen"] == winner
+    assert ("searched_set_accuracy" in record) == (winner != "set")
+    assert len(record["selected"]) == {"set": 2, "topk-embed": 0, "hybrid": 1}[winner]  # shared demos
+    # every held-out query was scored with k = 2 demos (shared or its own), the returned prompt last
+    assert prompts[-1] == [2] * 10 and all(p == [2] * 10 for p in prompts)
