@@ -19,6 +19,8 @@ They stand for the queries as far as the pool resembles them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -102,9 +104,17 @@ def _interval(values: np.ndarray) -> list[float]:
     return [float(low), float(high)]
 
 
+def embedding_key(fingerprint: str, texts: list[str]) -> str:
+    """The cache key of these texts' embeddings by this model (mean-pooled last hidden state, no special tokens)."""
+    content = {"v": 1, "model": fingerprint, "embedding": "mean-last-hidden", "texts": texts}
+    return "embed:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+
 class Neighbours:
     """Each text's nearest pool demos, by "bm25" (no model) or "topk-embed" (cosine of the model's mean-pooled
-    hidden states; the pool is embedded once, on first use, and its rows counted on ``counter``)."""
+    hidden states). The pool is embedded once, on first use, and its rows counted on ``counter``, unless the
+    engine's cache holds its embeddings (an earlier request on the same pool texts and model): the counter, like
+    the passes a request reports for cached anchors, counts only what ran."""
 
     def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
@@ -120,9 +130,20 @@ class Neighbours:
         if self._runner is None:
             layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
-            self._pool_vectors = self._runner.embed_texts(tokenizer, [d.input for d in self.pool])
+            self._pool_vectors = self._pool_embeddings(tokenizer)
         vectors = self._pool_vectors[itself] if itself is not None else self._runner.embed_texts(tokenizer, texts)
         return cosine_similarity(self._pool_vectors, vectors)
+
+    def _pool_embeddings(self, tokenizer) -> torch.Tensor:
+        """[n, d] the pool's embeddings: from the engine's cache, else run and cached (one entry, all or nothing)."""
+        texts = [d.input for d in self.pool]
+        key = embedding_key(self.engine.model.fingerprint, texts)
+        cached = self.engine.cache.get(key)
+        if cached is not None:
+            return cached["vectors"]
+        vectors = self._runner.embed_texts(tokenizer, texts)
+        self.engine.cache.put(key, {"vectors": vectors})
+        return vectors
 
     def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None,
                 exclude: list[int] = ()) -> list[list[int]]:

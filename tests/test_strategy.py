@@ -10,6 +10,7 @@ from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
+from iclsel.models.inference import ModelRunner
 from iclsel.models import strategy
 from iclsel.models.strategy import Check, choose, held_out
 
@@ -170,6 +171,32 @@ def test_auto_runs_the_set_search_where_it_cannot_validate_and_says_why(tiny, da
         with pytest.raises(InputError) as raised:
             engine.select(SelectionRequest(pool, queries, k=3, params=params))
         assert raised.value.field == field
+
+
+def test_auto_finds_the_pools_embeddings_in_the_cache_of_an_earlier_request(tiny, data, monkeypatch):
+    """A second request on the same pool texts and model reads the pool's embeddings from the engine's cache: the
+    same result, without embedding the pool again (the passes count what ran, as with cached anchors); a pool
+    with one text changed is embedded afresh."""
+    pool, queries = data
+    cache = MemoryCache()
+    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS)
+    first = Engine(tiny, cache=cache).select(request)
+    key = strategy.embedding_key(tiny.fingerprint, [d.input for d in pool])
+    assert cache.get(key)["vectors"].shape[0] == len(pool)
+    embedded = []
+    embed_texts = ModelRunner.embed_texts
+    monkeypatch.setattr(ModelRunner, "embed_texts",
+                        lambda self, tokenizer, texts: embedded.append(list(texts)) or embed_texts(self, tokenizer, texts))
+    warm = MemoryCache()  # the embeddings alone: the search runs again, so the passes differ by the pool's only
+    warm.put(key, cache.get(key))
+    again = Engine(tiny, cache=warm).select(request)
+    assert [d.input for d in pool] not in embedded
+    for part in ("selected", "retrieved", "strategy", "exact", "prompt"):
+        assert again.get(part) == first.get(part)
+    assert again["passes"]["selection_forward_equivalent"] == first["passes"]["selection_forward_equivalent"] - len(pool)
+    changed = [Example(pool[0].id, pool[0].input + " again", pool[0].output)] + pool[1:]
+    Engine(tiny, cache=warm).select(SelectionRequest(changed, queries, k=3, seed=0))
+    assert [d.input for d in changed] in embedded
 
 
 def test_the_held_out_demos_are_outside_the_set_label_balanced_and_seeded():
