@@ -207,19 +207,24 @@ def write_plot(records: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for (method, k), style in _series(records).items():
-        rows = sorted((r for r in records if series(r) == method and r["k"] == k and "error" not in r),
-                      key=lambda r: r["n"])
-        if not rows:
-            continue
-        ns = [r["n"] for r in rows]
-        label = f"{method}, k={k}"
-        axes[0].plot(ns, [r["seconds"] for r in rows], style, label=label)
-        axes[1].plot(ns, [r["peak_rss_mb"] / 1024 for r in rows], style, label=label)
-        axes[2].plot(ns, [r["accuracy"] for r in rows], style, label=label)
+    datasets = sorted({r["dataset"] for r in records})
+    for dataset in datasets:  # each dataset's series apart; the first's markers filled, the others' open
+        subset = [r for r in records if r["dataset"] == dataset]
+        fill = {} if dataset == datasets[0] else {"markerfacecolor": "none"}
+        for (method, k), style in _series(subset).items():
+            rows = sorted((r for r in subset if series(r) == method and r["k"] == k and "error" not in r),
+                          key=lambda r: r["n"])
+            if not rows:
+                continue
+            ns = [r["n"] for r in rows]
+            label = f"{method}, k={k}" if len(datasets) == 1 else f"{dataset}: {method}, k={k}"
+            axes[0].plot(ns, [r["seconds"] for r in rows], style, label=label, **fill)
+            axes[1].plot(ns, [r["peak_rss_mb"] / 1024 for r in rows], style, label=label, **fill)
+            axes[2].plot(ns, [r["accuracy"] for r in rows], style, label=label, **fill)
     n_grid = sorted({r["n"] for r in records})
     if n_grid:
-        ref = [r for r in records if series(r) == "gradient" and r["n"] == n_grid[0] and "error" not in r]
+        ref = [r for r in records if series(r) == "gradient" and r["n"] == n_grid[0] and "error" not in r
+               and r["dataset"] == datasets[0]]
         if ref:  # a line of slope 1 through gradient's smallest-n cost: faster than linear shows above it
             base = min(r["seconds"] for r in ref)
             axes[0].plot(n_grid, [base * n / n_grid[0] for n in n_grid], ":", color="grey", label="linear in n")
