@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from typing import Protocol
 
 import torch
+
+
+def content_key(namespace: str, content: dict) -> str:
+    """A tensor cache key: ``namespace`` and the hash of everything the cached tensors depend on (``content``, JSON)."""
+    return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
 
 class TensorCache(Protocol):

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .anchor import ANCHOR_MODES, AnchorTensors
-from .cache import TensorCache
+from .cache import TensorCache, content_key
 from .data import InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner, with_cost
@@ -34,8 +34,7 @@ class CacheKeys:
             [layout.query_texts, layout.gold.tolist()], separators=(",", ":")).encode()).hexdigest()
 
     def key(self, namespace: str, content: dict) -> str:
-        content = {"v": 3, "model": self.fingerprint, "layout": self.layout.fingerprint(), **content}
-        return f"{namespace}:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+        return content_key(namespace, {"v": 3, "model": self.fingerprint, "layout": self.layout.fingerprint(), **content})
 
     def exact(self, subset: tuple[int, ...]) -> str:
         return self.key("exact", {"demos": [self.layout.demo_texts[i] for i in subset], "queries": self._queries_digest})

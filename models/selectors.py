@@ -270,9 +270,9 @@ def _ranked_candidates(ctx: SelectionContext, p: SearchParams, start: list[int])
     estimator = ctx.anchor(ranking, p.mode)  # proposals only need the ranking within a slot
     with ctx.phase("estimate"):
         swaps = _single_swaps(ranking, ctx.n, p.move_labels, p.swap_in)  # [S, k]
-        estimated = estimator.estimate(swaps).loss  # [S]
-        if p.order == "random":  # what the gradient's order must beat; drawn apart from the job's generator
-            estimated = torch.from_numpy(np.random.default_rng([0x0D3E, *ranking]).random(swaps.shape[0]))
+        # [S]; order random is what the gradient's order must beat, drawn apart from the job's generator
+        estimated = (torch.from_numpy(np.random.default_rng([0x0D3E, *ranking]).random(swaps.shape[0]))
+                     if p.order == "random" else estimator.estimate(swaps).loss)
         ranked = (_ranked_per_slot(swaps, estimated, torch.tensor(ranking)) if swaps.shape[0]
                   else [[] for _ in ranking])  # no demo to swap in (same-label moves)
         ctx.count_explored(swaps.shape[0])

@@ -19,8 +19,6 @@ They stand for the queries as far as the pool resembles them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -31,6 +29,7 @@ import torch
 
 from iclsel.contract import GradientParams, Params
 
+from .cache import content_key
 from .context import stratified_rows
 from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -106,8 +105,7 @@ def _interval(values: np.ndarray) -> list[float]:
 
 def embedding_key(fingerprint: str, texts: list[str]) -> str:
     """The cache key of these texts' embeddings by this model (mean-pooled last hidden state, no special tokens)."""
-    content = {"v": 1, "model": fingerprint, "embedding": "mean-last-hidden", "texts": texts}
-    return "embed:" + hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+    return content_key("embed", {"v": 1, "model": fingerprint, "embedding": "mean-last-hidden", "texts": texts})
 
 
 class Neighbours:

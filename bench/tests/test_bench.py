@@ -296,9 +296,8 @@ def test_scale_scores_the_prompt_auto_returns(tmp_path, monkeypatch, winner):
     tie, so the winner is imposed on auto's choice."""
     from bench.scale import Config, run_child
     from iclsel.models import strategy
-    from iclsel.models.tiny import build_tiny_model
-
     from iclsel.models.engine import Engine
+    from iclsel.models.tiny import build_tiny_model
 
     choose, evaluate, prompts = strategy.choose, Engine.evaluate, []
     monkeypatch.setattr(strategy, "choose", lambda checks, seed: choose(
