@@ -353,15 +353,21 @@ class ModelRunner:
 
     @torch.no_grad()
     def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden state [N, d] of each token list (no prefix)."""
+        """Mean-pooled last hidden state [N, d] of each token list (no prefix). Batches take the lists in order of
+        length, so a batch pads to about its own length (a row's embedding does not depend on its batch: right
+        padding, masked), and the rows come back in the order given."""
         self.counter.reserve(len(token_lists))
+        by_length = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         parts = []
-        for start in range(0, len(token_lists), self.batch_size):
+        for start in range(0, len(by_length), self.batch_size):
             self.checkpoint()
-            ids, mask = self._pad(token_lists[start:start + self.batch_size])
-            hidden = self.base(input_ids=ids, attention_mask=mask).last_hidden_state
+            ids, mask = self._pad([token_lists[i] for i in by_length[start:start + self.batch_size]])
+            hidden = self.base(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, d]
             self.counter.forward += ids.shape[0]
             self.counter.tokens_forward += int(mask.sum())
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            parts.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())
-        return torch.cat(parts)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+            parts.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())  # [B, d]
+        sorted_embeddings = torch.cat(parts)  # [N, d], rows in by_length's order
+        embeddings = torch.empty_like(sorted_embeddings)
+        embeddings[torch.tensor(by_length)] = sorted_embeddings
+        return embeddings

@@ -133,6 +133,17 @@ def test_prefix_shared_and_unshared_inference_agree(tiny, data):
             assert any(len(ids) > 1 for ids in ctx.layout.option_ids)
 
 
+def test_text_embeddings_come_back_in_the_given_order_whatever_the_batches(tiny, data):
+    """Batches take the texts by length; each row is the text's embedding alone, in the order given."""
+    pool, queries = data
+    ctx = context(tiny, pool, queries)  # batch_size 3: texts of different lengths share batches
+    texts = ["a much longer review of a film than the others here", "ok", "", "good film", "bad plot, dull and slow"]
+    together = ctx.embed_texts(texts)
+    alone = torch.cat([ctx.embed_texts([text]) for text in texts])
+    torch.testing.assert_close(together, alone, rtol=1e-9, atol=1e-9)
+    assert ctx.runner.counter.forward == 2 * len(texts)
+
+
 def test_option_score_mean_divides_each_options_summed_log_probability_by_its_tokens(tiny, data):
     """request.option_score: "mean" is the summed score over the option's token count, in exact runs, in the
     anchor's scores and in Engine.evaluate; options of one token score the same either way; the layout's
