@@ -79,18 +79,17 @@ class JobWatch:
             watch = self._watches[record["id"]] = _Watch(record)
             watch.task = asyncio.get_running_loop().create_task(self._poll(record["id"], watch))
         watch.waiters += 1
+        done = asyncio.ensure_future(watch.done.wait())  # one task a client, waited on in slices, cancelled at the end
         try:
             while not watch.done.is_set() and (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    await asyncio.wait_for(asyncio.shield(watch.done.wait()), min(remaining, DISCONNECT_CHECK_S))
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.wait({done}, timeout=min(remaining, DISCONNECT_CHECK_S))  # a timeout cancels nothing
                 if await disconnected():
                     break
             if watch.error is not None:
                 raise watch.error
             return watch.record
         finally:
+            done.cancel()
             watch.waiters -= 1
             if watch.waiters == 0:
                 watch.task.cancel()

@@ -80,3 +80,28 @@ def test_two_hundred_waiting_clients_share_one_watch_and_the_next_is_refused(que
     assert int(seen["refused"].headers["retry-after"]) > 0
     assert all(answer.status_code == 202 and answer.json()["status"] == "queued" for answer in seen["answers"])
     assert app.state.backpressure.waiting == 0
+
+
+def test_a_client_whose_wait_runs_out_leaves_no_task_behind():
+    """A waiting client checks every DISCONNECT_CHECK_S that it is still there; each slice of its wait must not
+    leave a task pending on the job's event (they piled up, 10 a second a client, and were destroyed pending)."""
+    from iclsel.app.backpressure import DISCONNECT_CHECK_S, JobWatch
+
+    class Queued:  # a job store whose job never finishes
+        def get(self, job_id):
+            return {"id": job_id, "status": "queued"}
+
+    async def wait_out() -> tuple[dict, list]:
+        before = asyncio.all_tasks()
+
+        async def connected() -> bool:
+            return False
+
+        record = await JobWatch(Queued()).wait({"id": "held", "status": "queued"},
+                                               time.monotonic() + 10 * DISCONNECT_CHECK_S, connected)
+        await asyncio.sleep(0.05)  # cancelled tasks finish on the next turns of the loop
+        return record, [task for task in asyncio.all_tasks() - before if not task.done()]
+
+    record, pending = asyncio.run(wait_out())
+    assert record["status"] == "queued"
+    assert pending == []
