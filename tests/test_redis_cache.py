@@ -64,6 +64,7 @@ def test_engine_uses_it(tiny_model_dir, cache):
     from iclsel.models.data import examples_from_records
     from iclsel.models.engine import Engine, SelectionRequest
     from iclsel.models.loading import load_model
+    from iclsel.models.strategy import embedding_key
     from service_fixtures import POOL, QUERIES
 
     engine = Engine(load_model(str(tiny_model_dir)), cache=cache)
@@ -72,5 +73,5 @@ def test_engine_uses_it(tiny_model_dir, cache):
     second = Engine(engine.model, cache=cache).select(request)  # a fresh engine: nothing in memory
     assert first["cache"]["misses"] > 0 and second["cache"] == {"hits": sum(first["cache"].values()), "misses": 0}
     assert second["passes"]["backward"] == 0 and second["selected"] == first["selected"]
-    from iclsel.models.strategy import embedding_key  # auto's pool embeddings are there too, for any worker
+    # auto's pool embeddings are there too, for any worker
     assert cache.get(embedding_key(engine.model.fingerprint, [d.input for d in request.pool]))["vectors"].shape[0] == len(POOL)

@@ -2,7 +2,7 @@
 
     python -m bench.experiments.embedding_batches --dataset imdb-tail --n 1000 --threads 1
 
-The first n texts of a dataset (their inputs, as auto embeds a pool) through ModelRunner.text_embeddings, which
+The first n texts of a dataset (their inputs) through ModelRunner.embed_texts as strategy.Neighbours calls it, which
 batches by length, and through the same method one batch at a time in the given order (what batches cost when
 a batch pads to its longest text, whatever the others' lengths). The two run alternately, --repeats times each;
 prints the median seconds of each, their ratio, the padded tokens each computes and the largest difference
@@ -17,14 +17,14 @@ import time
 
 import torch
 
-from iclsel.models.layout import build_layout
-from iclsel.models.inference import ModelRunner
+from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
+from iclsel.models.engine import Engine
 from iclsel.models.loading import load_model
 
 from .. import data as bench_data
 from .. import report
 from ..models import resolve
-from ..protocol import SEPARATOR, label_options, load_examples
+from ..protocol import load_examples
 from ..quality import BENCH_DIR, engine_source_hash
 from ..scale import TEMPLATES
 from .dev import append_record
@@ -50,33 +50,34 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     examples = load_examples(bench_data.ensure(args.dataset))[:args.n]
     model = load_model(resolve(args.model))
-    layout = build_layout(model.tokenizer, examples[:1], examples[:1], 1, label_options(examples),
-                          TEMPLATES[args.dataset], SEPARATOR, model.max_positions)
-    runner = ModelRunner(model.model, layout)
-    token_lists = [ids or [runner.pad_id] for ids in
-                   model.tokenizer([e.input for e in examples], add_special_tokens=False)["input_ids"]]
-    size = runner.batch_size
+    engine = Engine(model)
+    # the runner strategy.Neighbours embeds with (its layout only names the pad token)
+    runner = engine._runner(engine.layout(examples, examples[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR))
+    texts, size = [e.input for e in examples], runner.batch_size
 
     def as_given() -> torch.Tensor:
-        return torch.cat([runner.text_embeddings(token_lists[s:s + size]) for s in range(0, len(token_lists), size)])
+        return torch.cat([runner.embed_texts(model.tokenizer, texts[s:s + size]) for s in range(0, len(texts), size)])
+
+    def by_length() -> torch.Tensor:
+        return runner.embed_texts(model.tokenizer, texts)
 
     seconds: dict[str, list[float]] = {"given order": [], "by length": []}
     embeddings = {}
     for _ in range(args.repeats):
-        for name, embed in (("given order", as_given), ("by length", lambda: runner.text_embeddings(token_lists))):
+        for name, embed in (("given order", as_given), ("by length", by_length)):
             started = time.perf_counter()
             embeddings[name] = embed()
             seconds[name].append(time.perf_counter() - started)
-    lengths = [len(ids) for ids in token_lists]
+    lengths = [len(ids) or 1 for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    record = {"dataset": args.dataset, "n": len(token_lists), "batch_size": size, "seconds": seconds,
+    record = {"dataset": args.dataset, "n": len(texts), "batch_size": size, "seconds": seconds,
               "median_seconds": median, "ratio": median["by length"] / median["given order"],
               "tokens": sum(lengths), "padded_tokens": {"given order": padded_tokens(lengths, size),
                                                          "by length": padded_tokens(sorted(lengths), size)},
               "max_abs_difference": float((embeddings["by length"] - embeddings["given order"]).abs().max()),
               "torch_threads": torch.get_num_threads(), "engine_source": engine_source_hash(),
               "machine": report.machine_info()}
-    print(f"{args.dataset}, {len(token_lists)} texts ({sum(lengths)} tokens), batches of {size}:")
+    print(f"{args.dataset}, {len(texts)} texts ({sum(lengths)} tokens), batches of {size}:")
     for name in seconds:
         print(f"  {name}: median {median[name]:.1f} s over {args.repeats}, "
               f"{record['padded_tokens'][name]} padded tokens")
