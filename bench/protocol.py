@@ -131,6 +131,8 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
         MethodSpec("bm25-per-query", "per-query", "bm25", note="k nearest pool demos per test query (BM25)"),
         MethodSpec("topk-embed-per-query", "per-query", "topk-embed",
                    note="k nearest pool demos per test query (embedding cosine)"),
+        MethodSpec("topk-sentence-per-query", "per-query", "topk-sentence",
+                   note="k nearest pool demos per test query (cosine of a sentence-embedding model, all-MiniLM-L6-v2)"),
         MethodSpec("bm25-set", "select", "bm25", note="one set for the selection query set (BM25)"),
         MethodSpec("topk-embed-set", "select", "topk-embed", note="one set for the selection query set (embeddings)"),
         MethodSpec("exact", "select", "exact", note="random k-subsets scored by exact inference (the reference the estimates save)"),

@@ -95,10 +95,13 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
         per_query = engine.retrieve_per_query(split.pool, split.test, k, spec.method)
         seconds = time.perf_counter() - start
         # retrieve_per_query reports no pass counter: bm25 runs no model; topk-embed embeds every pool
-        # demo and every test query with one forward row each (engine.retrieve_per_query).
-        passes = 0 if spec.method == "bm25" else len(split.pool) + len(split.test)
+        # demo and every test query with one forward row each; topk-sentence embeds them with the sentence
+        # model, no pass of the language model (engine.retrieve_per_query).
+        passes = len(split.pool) + len(split.test) if spec.method == "topk-embed" else 0
         record = {"passes": passes, "passes_source": "derived" if passes else "none", "seconds": seconds,
                   "timings": {"retrieve": seconds}, "selected": None, "diagnostics": None}
+        if spec.method == "topk-sentence":
+            record["sentence_texts"] = len(split.pool) + len(split.test)
         record.update(_evaluate(engine, per_query, split, template, options, option_score=option_score))
         record["distinct_demos"] = len({d.id for demos in per_query for d in demos})
         return record

@@ -118,7 +118,8 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
 
 
 # methods that need no model search: what the default must beat (per-query retrieval included)
-BASELINES = ("random", "bm25-per-query", "topk-embed-per-query", "bm25-set", "topk-embed-set")
+BASELINES = ("random", "bm25-per-query", "topk-embed-per-query", "topk-sentence-per-query", "bm25-set",
+             "topk-embed-set")
 DEFAULT_METHOD = "gradient"
 BOOTSTRAP = 4000  # resamples of the paired bootstrap
 

@@ -14,8 +14,8 @@ import sys
 # What `pip install iclsel[server]` adds (top-level import names): a command that needs one of them and
 # does not find it asks for the extra instead of failing with a traceback.
 SERVER_MODULES = frozenset({"torch", "transformers", "tokenizers", "accelerate", "gguf", "safetensors", "numpy",
-                            "scipy", "rank_bm25", "tqdm", "pydantic_settings", "fastapi", "starlette", "uvicorn",
-                            "redis", "prometheus_client"})
+                            "scipy", "rank_bm25", "sentence_transformers", "tqdm", "pydantic_settings", "fastapi",
+                            "starlette", "uvicorn", "redis", "prometheus_client"})
 
 
 def _parse_params(pairs: list[str]) -> dict:

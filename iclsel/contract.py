@@ -28,9 +28,14 @@ ANCHOR_MODES = ("label-groups", "per-query", "mean-loss")  # anchor.ANCHOR_MODES
 OBJECTIVES = ("loss", "errors")  # outcome.OBJECTIVES
 EVALUATORS = ("subsample", "exact", "first-order")  # what decides the gradient search's moves
 # the prompts a gradient request can return (models/strategy.py): "set" = the searched demos (with params.retrieve,
-# followed by each query's neighbours); "topk-embed" / "bm25" = each query's k nearest pool demos; "auto" = the one
-# that does best on selection queries held out from the search
-STRATEGIES = ("auto", "set", "topk-embed", "bm25")
+# followed by each query's neighbours); "topk-embed" / "topk-sentence" / "bm25" = each query's k nearest pool demos
+# (by the model's own hidden states, by the sentence-embedding model, by words); "auto" = the one that does best
+# on pool demos held out from the search
+STRATEGIES = ("auto", "set", "topk-embed", "topk-sentence", "bm25")
+# the prompts auto can check (params.compare; "hybrid": the searched set's first k - k//2 demos, then each query's
+# k//2 nearest by the model's embedding) and those it checks by default, in order (a tie goes to the earlier)
+COMPARABLE = ("set", "topk-embed", "hybrid", "topk-sentence", "bm25")
+DEFAULT_COMPARE = ("set", "topk-embed", "hybrid")
 PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator runs
 # params.budget of the subsample search, when not given: 16 exact runs on every selection query (16 rows per
 # query, times the rows a query takes: one per option when an option has several tokens), a quarter of what
@@ -185,9 +190,13 @@ _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates"
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
     strategy: str = Field("auto", description=(
-        "the prompt returned: auto (whichever of set, topk-embed and hybrid does best on pool demos the search "
-        "never scored; hybrid: the set's first k - k//2 demos, then each query's k//2 nearest by embedding), set (the "
-        "searched demos), topk-embed or bm25 (each query's k nearest pool demos)"))
+        "the prompt returned: auto (whichever prompt of params.compare does best on pool demos the search never "
+        "scored), set (the searched demos), topk-embed, topk-sentence or bm25 (each query's k nearest pool demos by "
+        "the model's mean-pooled hidden states, by the sentence-embedding model, by words)"))
+    compare: tuple[str, ...] = Field(DEFAULT_COMPARE, description=(
+        "auto: the prompts it checks, in order (an accuracy tie goes to the earlier), 'set' among them: set, "
+        "topk-embed, hybrid (the set's first k - k//2 demos, then each query's k//2 nearest by the model's "
+        "embedding), topk-sentence, bm25"))
     validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
@@ -222,6 +231,19 @@ class GradientParams(Params):
     @classmethod
     def _count(cls, value, info: ValidationInfo):
         return _converted(int, low=_LOWS[info.field_name])(value)
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _compare(cls, value):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            raise _fail(f"must be a non-empty list of {list(COMPARABLE)}, got {value!r}")
+        names = tuple(_converted(str, allowed=COMPARABLE)(name) for name in value)
+        if len(set(names)) < len(names):
+            raise _fail(f"names a prompt twice: {list(names)}")
+        if "set" not in names:
+            raise _fail("must include 'set' (auto searches a set; to retrieve without a search, name a per-query "
+                        "strategy in params.strategy)")
+        return names
 
     @field_validator("anchor_mode", mode="before")
     @classmethod
@@ -395,7 +417,7 @@ class Prompt(ResultPart):
 
 class Retrieved(ResultPart):
     slots: int = Field(description="demos per prompt chosen per query (params.retrieve, the hybrid's k//2, or k)")
-    by: str = Field(description="topk-embed or bm25")
+    by: str = Field(description="topk-embed, topk-sentence or bm25")
     queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
     targets: list[list[str]] = Field(description="each target's own demo ids")
 
@@ -408,7 +430,7 @@ class StrategyCheck(ResultPart):
 
 
 class StrategyReport(ResultPart):
-    chosen: str = Field(description="the prompt returned: set, topk-embed, bm25 or hybrid")
+    chosen: str = Field(description="the prompt returned: set, topk-embed, topk-sentence, bm25 or hybrid")
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")

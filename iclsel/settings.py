@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:N]'")
     dtype: str = Field(default="float32", description="float32, bfloat16 or float16")
     batch_size: int = Field(default=8, ge=1, description="rows per model call")
+    sentence_model: str = Field(default="default", description=(
+        "the sentence-embedding model of topk-sentence retrieval: 'default' (all-MiniLM-L6-v2) or a "
+        "sentence-transformers folder"))
 
     # Service
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "ICLSEL_REDIS_URL"))

@@ -44,6 +44,7 @@ from .defaults import DEFAULT_OPTION_SCORE, DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
 from .inference import ModelRunner, PassBudgetExhausted, PassCounter
 from .layout import Layout, TokenMemo, build_layout, resolve_options
+from .loading import SentenceModel, load_sentence_model
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import top_k_ascending
@@ -156,8 +157,12 @@ def _shown(demos, context) -> list[Example]:
 class Engine:
     """Holds a loaded model and an anchor cache; runs selections and evaluations."""
 
-    def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32, anchor_runner=None):
+    def __init__(self, model, cache=None, batch_size: int = 8, anchor_chunk: int = 32, anchor_runner=None,
+                 sentence_model: str | SentenceModel | None = None):
         self.model = model  # LoadedModel
+        # the sentence-embedding model of "topk-sentence" retrieval: a SentenceModel, or its spec (None: the
+        # ICLSEL_SENTENCE_MODEL setting), loaded on first use
+        self._sentences = sentence_model
         self.encode_all = TokenMemo(model.tokenizer)
         self.cache = cache if cache is not None else MemoryCache()
         self.batch_size = batch_size
@@ -165,6 +170,16 @@ class Engine:
         # anchor_runner(tasks: list[AnchorTask]) -> None: optional hook that has other workers compute anchor
         # tasks (models/tasks.py) into the shared cache; chunks still missing afterwards run locally.
         self.anchor_runner = anchor_runner
+
+    @property
+    def sentences(self) -> SentenceModel:
+        """The sentence model, loaded on the language model's device the first time a request retrieves by it."""
+        if not isinstance(self._sentences, SentenceModel):
+            from iclsel.settings import get_settings
+
+            spec = self._sentences if self._sentences is not None else get_settings().sentence_model
+            self._sentences = load_sentence_model(spec, str(self.model.device))
+        return self._sentences
 
     def layout(self, pool, queries, k, options, template, separator, max_slot_tokens=None, query_context=None,
                option_score=DEFAULT_OPTION_SCORE):
@@ -420,11 +435,11 @@ class Engine:
         return scores
 
     def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:
-        """The k most similar pool demos for each query (best last), by "bm25" or "topk-embed"."""
+        """The k most similar pool demos for each query (best last), by a per-query strategy (PER_QUERY)."""
         if k < 1 or k > len(pool):
             raise InputError("k", f"must be between 1 and the pool size {len(pool)}")
         if method not in PER_QUERY:
-            raise InputError("method", "must be 'bm25' or 'topk-embed'")
+            raise InputError("method", f"must be one of {', '.join(PER_QUERY)}")
         neighbours = Neighbours(self, pool, PassCounter())
         return [[pool[i] for i in ids] for ids in neighbours.nearest([q.input for q in queries], method, k)]
 

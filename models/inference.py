@@ -41,6 +41,7 @@ class PassCounter:
     backward: int = 0  # prompts back-propagated (one per output differentiated)
     tokens_forward: int = 0
     tokens_backward: int = 0
+    sentence_texts: int = 0  # texts embedded by the sentence model (retrieval): not passes of the language model
     limit: int | None = None  # max forward-equivalents (request.max_passes); None: no limit
 
     @property
@@ -56,7 +57,8 @@ class PassCounter:
     def as_dict(self) -> dict:
         return {"forward": self.forward, "backward": self.backward,
                 "forward_equivalent": self.forward_equivalent,
-                "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward}
+                "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward,
+                "sentence_texts": self.sentence_texts}
 
 
 def with_cost(counter: PassCounter, compute: Callable[[], T]) -> tuple[T, torch.Tensor]:

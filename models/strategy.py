@@ -1,10 +1,11 @@
 """params.strategy "auto": which prompt a request gets, decided on examples the search never scored.
 
 A request can be answered with a searched set of demos (strategy "set"), with each query's k nearest pool demos
-("topk-embed", "bm25": per-query retrieval, no search) or with both: the set's first k - k//2 demos shared, then
-each query's k//2 nearest other pool demos by embedding ("hybrid", auto's candidate only: it reuses the searched
+(per-query retrieval, no search: "topk-embed" by the model's own mean-pooled hidden states, "topk-sentence" by a
+sentence-embedding model, "bm25" by words) or with both: the set's first k - k//2 demos shared, then each query's
+k//2 nearest other pool demos by the model's embedding ("hybrid", auto's candidate only: it reuses the searched
 set, no search of its own). Which is best depends on the task and the model (bench/FINDINGS.md), so "auto"
-measures it, among the set, topk-embed and the hybrid (AUTO_RETRIEVALS: bm25 is not a candidate):
+measures it, among the prompts of params.compare (by default set, topk-embed and the hybrid):
 
     set = search(queries)                                  # the usual gradient search, on every query
     held_out = balanced sample of the pool demos outside the set (params.validation of them)
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import GradientParams, Params
+from iclsel.contract import DEFAULT_COMPARE, GradientParams, Params
 
 from .cache import content_key
 from .context import stratified_rows
@@ -39,11 +40,16 @@ from .outcome import query_losses, summarize
 from .plan import Plan
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
-PER_QUERY = ("topk-embed", "bm25")  # strategies that retrieve per query instead of searching
-# the per-query strategies auto checks: each candidate more is one more chance for a lucky check, and on the dev
-# seeds BM25 never beat topk-embed on a dataset's mean (bench/experiments/README.md: BM25 among the candidates)
-AUTO_RETRIEVALS = ("topk-embed",)
+SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
+PER_QUERY = ("topk-embed", "bm25", SENTENCE)  # strategies that retrieve per query instead of searching
 HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each query's nearest by embedding
+# What auto checks by default (params.compare), in this order (an accuracy tie goes to the earlier). Each candidate
+# more is one more chance for a lucky check: on the dev seeds BM25 never beat topk-embed on a dataset's mean, and
+# topk-sentence as a fourth gained 22 points on sdg and 7 on BBC but lost 0.6 on sms, past the rule fixed before
+# the runs (no dataset below by more than 0.5) (bench/experiments/README.md: BM25 among the candidates; a
+# sentence-embedding model for retrieval).
+AUTO_CANDIDATES = DEFAULT_COMPARE
+AUTO_RETRIEVALS = tuple(name for name in AUTO_CANDIDATES if name in PER_QUERY)
 BOOTSTRAP_DRAWS = 2000
 MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
 
@@ -103,43 +109,56 @@ def _interval(values: np.ndarray) -> list[float]:
     return [float(low), float(high)]
 
 
-def embedding_key(fingerprint: str, texts: list[str]) -> str:
-    """The cache key of these texts' embeddings by this model (mean-pooled last hidden state, no special tokens)."""
-    return content_key("embed", {"v": 1, "model": fingerprint, "embedding": "mean-last-hidden", "texts": texts})
+def embedding_key(fingerprint: str, texts: list[str], embedding: str = "mean-last-hidden") -> str:
+    """The cache key of these texts' embeddings by a model (the language model's mean-pooled last hidden state, no
+    special tokens; or embedding="sentence": the sentence model's)."""
+    return content_key("embed", {"v": 1, "model": fingerprint, "embedding": embedding, "texts": texts})
 
 
 class Neighbours:
-    """Each text's nearest pool demos, by "bm25" (no model) or "topk-embed" (cosine of the model's mean-pooled
-    hidden states). The pool is embedded once, on first use, and its rows counted on ``counter``, unless the
-    engine's cache holds its embeddings (an earlier request on the same pool texts and model): the counter, like
-    the passes a request reports for cached anchors, counts only what ran."""
+    """Each text's nearest pool demos, by "bm25" (no model), "topk-embed" (cosine of the language model's mean-pooled
+    hidden states) or "topk-sentence" (cosine of the sentence model's embeddings). The pool is embedded once per
+    embedding, on first use, unless the engine's cache holds those embeddings (an earlier request on the same pool
+    texts and model). What runs is counted on ``counter``: the language model's rows as passes, the sentence model's
+    texts as sentence_texts (not model passes); like the passes a request reports for cached anchors, it counts
+    only what ran."""
 
     def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
         self._runner: ModelRunner | None = None
-        self._pool_vectors: torch.Tensor | None = None  # [n, d]
+        self._pool_vectors: dict[str, torch.Tensor] = {}  # by -> [n, d]
 
     def similarity(self, texts: list[str], by: str, itself: list[int] | None = None) -> np.ndarray:
         """[T, n] similarity of each text to each pool demo (``itself``: the texts are these pool demos, whose
         embeddings are the pool's)."""
         if by == "bm25":
             return bm25_similarity([d.input for d in self.pool], texts)
-        tokenizer = self.engine.model.tokenizer
+        if by not in self._pool_vectors:
+            self._pool_vectors[by] = self._pool_embeddings(by)
+        pool_vectors = self._pool_vectors[by]
+        vectors = pool_vectors[itself] if itself is not None else self._embed(texts, by)
+        return cosine_similarity(pool_vectors, vectors)
+
+    def _embed(self, texts: list[str], by: str) -> torch.Tensor:
+        """[T, d] the texts' embeddings by the language model ("topk-embed") or the sentence model."""
+        if by == SENTENCE:
+            self.checkpoint()
+            self.counter.sentence_texts += len(texts)
+            return self.engine.sentences.embed(texts)
         if self._runner is None:
             layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
-            self._pool_vectors = self._pool_embeddings(tokenizer)
-        vectors = self._pool_vectors[itself] if itself is not None else self._runner.embed_texts(tokenizer, texts)
-        return cosine_similarity(self._pool_vectors, vectors)
+        return self._runner.embed_texts(self.engine.model.tokenizer, texts)
 
-    def _pool_embeddings(self, tokenizer) -> torch.Tensor:
+    def _pool_embeddings(self, by: str) -> torch.Tensor:
         """[n, d] the pool's embeddings: from the engine's cache, else run and cached (one entry, all or nothing)."""
         texts = [d.input for d in self.pool]
-        key = embedding_key(self.engine.model.fingerprint, texts)
+        key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
+               else embedding_key(self.engine.model.fingerprint, texts))
         cached = self.engine.cache.get(key)
         if cached is not None:
             return cached["vectors"]
-        vectors = self._runner.embed_texts(tokenizer, texts)
+        vectors = self._embed(texts, by)
         self.engine.cache.put(key, {"vectors": vectors})
         return vectors
 
@@ -210,17 +229,20 @@ class Strategies:
         chosen = [index[d["id"]] for d in searched["selected"]]
         rows = held_out(self.pool_gold, chosen, self.params.validation, request.seed)
         validation = [request.pool[i] for i in rows]
-        checks = [self._check("set", validation, [request.pool[i] for i in chosen])]
-        for by in AUTO_RETRIEVALS:
-            nearest = self.neighbours.nearest([d.input for d in validation], by, request.k, itself=rows)
-            checks.append(self._check(by, validation, [[request.pool[i] for i in ids] for ids in nearest]))
-            self.progress("validate", len(checks), self._candidates)
-        if self._hybrid_slots:
-            shared = chosen[:request.k - self._hybrid_slots]
-            nearest = self.neighbours.nearest([d.input for d in validation], "topk-embed", self._hybrid_slots,
-                                              itself=rows, exclude=shared)
-            checks.append(self._check(HYBRID, validation, [request.pool[i] for i in shared],
-                                      [[request.pool[i] for i in ids] for ids in nearest]))
+        texts = [d.input for d in validation]
+        checks = []
+        for name in self._auto_candidates:
+            if name == "set":
+                checks.append(self._check("set", validation, [request.pool[i] for i in chosen]))
+            elif name == HYBRID:
+                shared = chosen[:request.k - self._hybrid_slots]
+                nearest = self.neighbours.nearest(texts, "topk-embed", self._hybrid_slots, itself=rows,
+                                                  exclude=shared)
+                checks.append(self._check(HYBRID, validation, [request.pool[i] for i in shared],
+                                          [[request.pool[i] for i in ids] for ids in nearest]))
+            else:
+                nearest = self.neighbours.nearest(texts, name, request.k, itself=rows)
+                checks.append(self._check(name, validation, [[request.pool[i] for i in ids] for ids in nearest]))
             self.progress("validate", len(checks), self._candidates)
         best, report = choose(checks, request.seed)
         self.timings["validate"] = time.perf_counter() - validate_started
@@ -251,9 +273,13 @@ class Strategies:
         return self.request.k // 2
 
     @property
+    def _auto_candidates(self) -> tuple[str, ...]:
+        """The prompts auto checks, in order: params.compare, less the hybrid with k = 1."""
+        return tuple(name for name in self.params.compare if name != HYBRID or self._hybrid_slots)
+
+    @property
     def _candidates(self) -> int:
-        """The prompts auto checks: the set, AUTO_RETRIEVALS and (k > 1) the hybrid."""
-        return 1 + len(AUTO_RETRIEVALS) + (1 if self._hybrid_slots else 0)
+        return len(self._auto_candidates)
 
     def _reserved(self) -> int:
         """The most auto spends besides the search: embeddings of the pool, the queries and the targets, and

@@ -6,6 +6,7 @@ the same loading path as a real model.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -44,4 +45,40 @@ def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 500, h
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
+    return folder
+
+
+
+def build_tiny_sentence_model(folder: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2,
+                              heads: int = 4) -> Path:
+    """A random tiny BERT with a WordPiece tokenizer trained on TINY_CORPUS, saved as a sentence-transformers
+    folder: the model and tokenizer, then mean pooling and unit length (the layout of the default sentence model)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.train_from_iterator(TINY_CORPUS * 4, trainer=trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+    wordpiece.post_processor = processors.TemplateProcessing(  # [CLS] text [SEP], as BERT's tokenizers do
+        single="[CLS] $A [SEP]", special_tokens=[(name, wordpiece.token_to_id(name)) for name in ("[CLS]", "[SEP]")])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id)).save_pretrained(folder)
+    modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": i, "name": name, "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (name, path, kind) in enumerate(modules)]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": hidden,
+                                                                  "pooling_mode_mean_tokens": True}))
+    (folder / "2_Normalize").mkdir(exist_ok=True)
     return folder

@@ -1,6 +1,7 @@
-"""params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval by embedding and
-the hybrid of both on pool demos the search never scored; topk-embed and bm25 return each query's nearest demos
-without a search."""
+"""params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval by the model's
+embedding and the hybrid of both (params.compare: also per-query retrieval by the sentence model, or BM25) on pool
+demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos without a
+search."""
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
+from iclsel.models.loading import SentenceModel
 from iclsel.models import strategy
 from iclsel.models.strategy import Check, choose, held_out
 
@@ -39,20 +41,28 @@ def set_wins(monkeypatch):
     wins(monkeypatch, "set")
 
 
-@pytest.mark.parametrize("seed, winner", [(0, None), (3, None), (0, "set"), (0, "hybrid")])  # None: the model picks
-def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, monkeypatch):
+SENTENCE_TOO = ("set", "topk-embed", "hybrid", "topk-sentence")
+
+
+@pytest.mark.parametrize("seed, winner, compare", [(0, None, None), (3, None, None), (0, "set", None),
+                                                   (0, "hybrid", None), (0, None, SENTENCE_TOO),
+                                                   (0, "topk-sentence", SENTENCE_TOO)])  # None: the model picks
+def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, compare,
+                                                                              monkeypatch):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     if winner:
         wins(monkeypatch, winner)
     result = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS,
-                                            params={"rounds": 1, "validation": 6}))
+                                            params={"rounds": 1, "validation": 6,
+                                                    **({"compare": list(compare)} if compare else {})}))
     SelectionResult.model_validate(result)
     report = result["strategy"]
     assert report["by"] == "validation" and report["search_queries"] == len(queries)
     assert report["validation_queries"] == 6
     checks = {check["strategy"]: check for check in report["checks"]}
-    assert set(checks) == {"set", "topk-embed", "hybrid"} and report["checks"][0]["strategy"] == report["chosen"]
+    assert set(checks) == set(compare or ("set", "topk-embed", "hybrid"))
+    assert report["checks"][0]["strategy"] == report["chosen"]
     assert checks[report["chosen"]]["accuracy"] == max(c["accuracy"] for c in checks.values()) or winner
     assert report["chosen"] == (winner or report["chosen"])
 
@@ -70,7 +80,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     demos = [pool[i] for i in rows]
     scored = engine.evaluate([pool[i] for i in chosen], demos)
     assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
-    for name in strategy.AUTO_RETRIEVALS:  # each held-out demo retrieves from the rest of the pool
+    for name in set(checks) - {"set", "hybrid"}:  # each held-out demo retrieves from the rest of the pool
         others = [[pool[i] for i in ids] for ids in
                   [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
                    zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]
@@ -132,24 +142,27 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         assert auto["strategy"]["searched"] == [d["id"] for d in alone["selected"]]  # whichever prompt won
         assert alone["strategy"]["searched"] == [d["id"] for d in alone["selected"]]
         rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
-        extra = len(queries) + len(TARGETS) if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
+        returned = len(queries) + len(TARGETS)  # the texts a per-query answer embeds
+        extra = returned if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
         assert auto["passes"]["selection_forward_equivalent"] == (  # three candidates: set, topk-embed, hybrid
             alone["passes"]["selection_forward_equivalent"] + len(pool) + 3 * validation * rows + extra)
+        assert auto["passes"]["sentence_texts"] == 0
         if auto["strategy"]["chosen"] == "set":
             assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
     assert chosen == {"set"} or not the_set_wins
 
 
-@pytest.mark.parametrize("strategy", ["topk-embed", "bm25"])
+@pytest.mark.parametrize("strategy", ["topk-embed", "topk-sentence", "bm25"])
 def test_a_per_query_strategy_retrieves_without_a_search(tiny, data, strategy):
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     result = engine.select(SelectionRequest(pool, queries, k=3, targets=TARGETS, params={"strategy": strategy}))
     assert result["strategy"]["chosen"] == strategy and result["strategy"]["by"] == "request"
     assert result["selected"] == [] and result["explored_subsets"] == 0 and result["strategy"]["searched"] == []
-    embeddings = len(pool) + len(queries) + len(TARGETS) if strategy == "topk-embed" else 0
-    assert result["passes"]["selection_forward_equivalent"] == embeddings
+    texts = len(pool) + len(queries) + len(TARGETS)
+    assert result["passes"]["selection_forward_equivalent"] == (texts if strategy == "topk-embed" else 0)
+    assert result["passes"]["sentence_texts"] == (texts if strategy == "topk-sentence" else 0)
     assert result["prompt"]["text"] == ""
     expected = engine.retrieve_per_query(pool, [Example("t", t, "positive") for t in TARGETS], 3, strategy)
     assert result["retrieved"]["targets"] == [[d.id for d in demos] for demos in expected]
@@ -174,23 +187,30 @@ def test_auto_runs_the_set_search_where_it_cannot_validate_and_says_why(tiny, da
 
 
 def test_auto_finds_the_pools_embeddings_in_the_cache_of_an_earlier_request(tiny, data, monkeypatch):
-    """A second request on the same pool texts and model reads the pool's embeddings from the engine's cache: the
-    same result, without embedding the pool again (the passes count what ran, as with cached anchors); a pool
+    """A second request on the same pool texts and models reads the pool's embeddings (the model's and the sentence
+    model's) from the engine's cache: the same result, without embedding the pool again (the passes count what ran, as with cached anchors); a pool
     with one text changed is embedded afresh."""
     pool, queries = data
     cache = MemoryCache()
-    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS)
+    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS, params={"compare": list(SENTENCE_TOO)})
     first = Engine(tiny, cache=cache).select(request)
     key = strategy.embedding_key(tiny.fingerprint, [d.input for d in pool])
     assert cache.get(key)["vectors"].shape[0] == len(pool)
-    embedded = []
-    embed_texts = ModelRunner.embed_texts
+    sentences = Engine(tiny).sentences
+    sentence_key = strategy.embedding_key(sentences.fingerprint, [d.input for d in pool], "sentence")
+    assert cache.get(sentence_key)["vectors"].shape[0] == len(pool)
+    embedded, sentence_embedded = [], []
+    embed_texts, embed_sentences = ModelRunner.embed_texts, SentenceModel.embed
     monkeypatch.setattr(ModelRunner, "embed_texts",
                         lambda self, tokenizer, texts: embedded.append(list(texts)) or embed_texts(self, tokenizer, texts))
+    monkeypatch.setattr(SentenceModel, "embed",
+                        lambda self, texts: sentence_embedded.append(list(texts)) or embed_sentences(self, texts))
     warm = MemoryCache()  # the embeddings alone: the search runs again, so the passes differ by the pool's only
     warm.put(key, cache.get(key))
+    warm.put(sentence_key, cache.get(sentence_key))
     again = Engine(tiny, cache=warm).select(request)
-    assert [d.input for d in pool] not in embedded
+    assert [d.input for d in pool] not in embedded and [d.input for d in pool] not in sentence_embedded
+    assert again["passes"]["sentence_texts"] == first["passes"]["sentence_texts"] - len(pool)
     for part in ("selected", "retrieved", "strategy", "exact", "prompt"):
         assert again.get(part) == first.get(part)
     assert again["passes"]["selection_forward_equivalent"] == first["passes"]["selection_forward_equivalent"] - len(pool)
@@ -216,3 +236,48 @@ def test_choose_ranks_by_accuracy_gives_ties_to_the_earlier_and_bounds_the_margi
     assert best.strategy == "bm25"  # as accurate as topk-embed (whose loss is lower) and earlier
     assert [c["strategy"] for c in report["checks"]] == ["bm25", "topk-embed", "set"]
     assert report["margin_ci95"] == [0.0, 0.0]  # tied with the runner-up on every query
+
+
+def test_topk_sentence_retrieves_by_the_cosine_of_the_sentence_models_embeddings(tiny, data):
+    """Each query's k nearest pool demos by the sentence model's embeddings, best last, whatever the model's own
+    embeddings say."""
+    pool, queries = data
+    engine = Engine(tiny, cache=MemoryCache())
+    pool_vectors = engine.sentences.embed([d.input for d in pool])  # [n, d], unit rows
+    query_vectors = engine.sentences.embed([q.input for q in queries])  # [Q, d]
+    assert torch.allclose(pool_vectors.norm(dim=-1), torch.ones(len(pool)), atol=1e-5)
+    similarity = query_vectors @ pool_vectors.T  # [Q, n]
+    expected = [[pool[i].id for i in row.argsort(descending=True, stable=True)[:3].flip(0).tolist()]
+                for row in similarity]
+    got = engine.retrieve_per_query(pool, queries, 3, "topk-sentence")
+    assert [[d.id for d in demos] for demos in got] == expected
+    assert got != engine.retrieve_per_query(pool, queries, 3, "topk-embed")
+
+
+def test_params_compare_adds_the_sentence_models_retrieval_counted_apart_from_the_models_passes(tiny, data):
+    """With topk-sentence among params.compare auto runs a fourth check; the sentence model's texts (the pool, then
+    the returned queries and targets when it wins) are counted as sentence_texts, not as passes of the model."""
+    pool, queries = data
+    params = {"rounds": 1}
+    three = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
+                                                                      params=params))
+    four = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
+                                                                     params={**params, "compare": list(SENTENCE_TOO)}))
+    assert [c["strategy"] for c in four["strategy"]["checks"]] != [] and len(four["strategy"]["checks"]) == 4
+    validation = four["strategy"]["validation_queries"]
+    embeds = len(queries) + len(TARGETS)
+    model_extra = {c: embeds if c in ("topk-embed", "hybrid") else 0 for c in SENTENCE_TOO}
+    assert four["passes"]["selection_forward_equivalent"] - model_extra[four["strategy"]["chosen"]] == (
+        three["passes"]["selection_forward_equivalent"] - model_extra[three["strategy"]["chosen"]] + validation)
+    assert four["passes"]["sentence_texts"] == len(pool) + (
+        embeds if four["strategy"]["chosen"] == "topk-sentence" else 0)
+
+
+@pytest.mark.parametrize("compare, message", [(["topk-embed", "hybrid"], "must include 'set'"),
+                                              (["set", "set"], "twice"), (["set", "nearest"], "must be one of"),
+                                              ("set", "non-empty list"), ([], "non-empty list")])
+def test_params_compare_is_refused_by_name_when_it_cannot_be_run(tiny, data, compare, message):
+    pool, queries = data
+    with pytest.raises(InputError, match=message) as raised:
+        Engine(tiny).select(SelectionRequest(pool, queries, k=3, params={"compare": compare}))
+    assert raised.value.field == "params.compare"
