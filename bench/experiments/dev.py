@@ -133,6 +133,18 @@ def parse_dev_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> a
     return args
 
 
+def set_check_matches(check, gradient: dict) -> bool:
+    """The searched set's check re-run here equals the journal's run (the same rows, scored the same way); says
+    so when it does not."""
+    recorded = {c["strategy"]: c for c in gradient["strategy"]["checks"]}["set"]
+    loss = float(check.loss.mean())
+    if check.accuracy == recorded["accuracy"] and abs(loss - recorded["loss"]) <= 1e-3:
+        return True
+    print(f"  set check {check.accuracy:.3f}/{loss:.4f} != journal's {recorded['accuracy']:.3f}/"
+          f"{recorded['loss']:.4f}: skipped", flush=True)
+    return False
+
+
 def mean_accuracy(correct: list[np.ndarray]) -> str:
     """The mean over seeds of each seed's accuracy (correct: per seed, 1.0 per right test query)."""
     return f"{np.mean([c.mean() for c in correct]):.3f}"

@@ -36,7 +36,8 @@ from iclsel.models.strategy import AUTO_RETRIEVALS, HYBRID, PER_QUERY, Check, Ne
 from ..protocol import DATASET_SPECS, SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind, strategy_tests)
+                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind, set_check_matches,
+                  strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
 VALIDATION = GradientParams.model_fields["validation"].default  # the journal's records ran with the default
@@ -59,11 +60,7 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
         scores = engine.scores(demos, validation, view.options, spec.template, SEPARATOR, context, counter)
         return Check.of(name, scores, gold)
 
-    set_check = check("set", [pool[i] for i in view.searched])
-    recorded = {c["strategy"]: c for c in gradient["strategy"]["checks"]}["set"]
-    if set_check.accuracy != recorded["accuracy"] or abs(float(set_check.loss.mean()) - recorded["loss"]) > 1e-3:
-        print(f"  set check {set_check.accuracy:.3f}/{float(set_check.loss.mean()):.4f} != journal's "
-              f"{recorded['accuracy']:.3f}/{recorded['loss']:.4f}: skipped", flush=True)
+    if not set_check_matches(check("set", [pool[i] for i in view.searched]), gradient):
         return None
     neighbours = Neighbours(engine, pool, counter)
     hybrid = hybrid_check(engine, view, spec, neighbours, rows, r, counter)

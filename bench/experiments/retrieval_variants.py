@@ -5,6 +5,8 @@ scored like the benchmark's per-query baselines (each test query gets its own k 
                by BM25), the k highest
     bal-topk   label-balanced nearest by embedding: the nearest demo of every label, then the second nearest of
                every label, ... (labels taken in order of their nearest demo's similarity) until k
+    minilm     the k nearest by a sentence-embedding model, all-MiniLM-L6-v2 (strategy "topk-sentence" with the
+               default sentence model), in place of the default model's own hidden states
 
     python -m bench.experiments.retrieval_variants --datasets sms sdg --seeds 10 11 12 13 \
         --journal bench/results/quality_runs.jsonl
@@ -32,7 +34,7 @@ from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from .dev import BASELINES, append_record, dev_splits, journal_records, paired_difference, read_records
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "retrieval_variants.jsonl"
-VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk")
+VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk", "minilm")
 RRF_CONSTANT = 60
 
 
@@ -61,8 +63,12 @@ def label_balanced(similarity: np.ndarray, labels: list[str], k: int) -> list[li
     return chosen
 
 
-def neighbours(variant: str, embedding: np.ndarray, bm25: np.ndarray, labels: list[str], k: int) -> list[list[int]]:
-    """embedding, bm25: [T, n] similarities of the test queries to the pool -> per query its k demos, best last."""
+def neighbours(variant: str, embedding: np.ndarray, bm25: np.ndarray, labels: list[str], k: int,
+               minilm: np.ndarray | None = None) -> list[list[int]]:
+    """embedding, bm25, minilm: [T, n] similarities of the test queries to the pool -> per query its k demos, best
+    last."""
+    if variant == "minilm":
+        return [top_k_ascending(row, k) for row in minilm]
     if variant == "topk-embed":
         return [top_k_ascending(row, k) for row in embedding]
     if variant == "bm25":
@@ -92,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         engine = new_engine()
         index = Neighbours(engine, split.pool, PassCounter())
         texts = [q.input for q in split.test]
-        embedding, bm25 = index.similarity(texts, "topk-embed"), index.similarity(texts, "bm25")  # [T, n]
-        for variant in args.variants:
-            if (dataset, seed, variant) in done:
-                continue
+        todo = [v for v in args.variants if (dataset, seed, v) not in done]
+        if not todo:
+            continue
+        own = {v for v in todo if journal.get((dataset, seed, BASELINES.get(v))) is None}  # not in the journal
+        embedding = index.similarity(texts, "topk-embed") if own & {"topk-embed", "rrf", "bal-topk"} else None
+        bm25 = index.similarity(texts, "bm25")  # [T, n]
+        minilm = index.similarity(texts, "topk-sentence") if "minilm" in todo else None
+        for variant in todo:
             known = journal.get((dataset, seed, BASELINES.get(variant)))
             if known is not None and len(known["correct"]) != len(split.test):  # another split size
                 known = None
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             if known is not None:
                 scored = {"accuracy": known["accuracy"], "correct": known["correct"], "from_journal": True}
             else:
-                ids = neighbours(variant, embedding, bm25, [d.output for d in split.pool], spec.k)
+                ids = neighbours(variant, embedding, bm25, [d.output for d in split.pool], spec.k, minilm)
                 demos = [[split.pool[i] for i in row] for row in ids]
                 scored = _evaluate(engine, demos, split, spec.template, options)
             record = {"dataset": dataset, "seed": seed, "variant": variant, "accuracy": scored["accuracy"],
@@ -111,21 +121,22 @@ def main(argv: list[str] | None = None) -> int:
                       "seconds": round(time.perf_counter() - started, 1)}
             append_record(RESULTS, record)
             print(f"{dataset} {seed} {variant}: {record['accuracy']:.3f}", flush=True)
-    print_table(read_records(RESULTS))
+    print_table(read_records(RESULTS), args.variants)
     return 0
 
 
-def print_table(records: list[dict]) -> None:
+def print_table(records: list[dict], variants_shown: list[str] | None = None) -> None:
     """Per dataset, over the seeds where every variant ran: each variant's mean accuracy and, for the others,
     its difference from topk-embed with a paired 95% bootstrap interval (seeds and test queries resampled)."""
     by = {(r["dataset"], r["seed"], r["variant"]): r for r in records}
-    print("| dataset | seeds | " + " | ".join(VARIANTS) + " |\n|---|---|" + "---|" * len(VARIANTS))
+    variants = [v for v in VARIANTS if variants_shown is None or v in variants_shown]
+    print("| dataset | seeds | " + " | ".join(variants) + " |\n|---|---|" + "---|" * len(variants))
     for dataset in dict.fromkeys(r["dataset"] for r in records):
-        seeds = sorted({s for d, s, _ in by if d == dataset and all((d, s, v) in by for v in VARIANTS)})
+        seeds = sorted({s for d, s, _ in by if d == dataset and all((d, s, v) in by for v in variants)})
         if not seeds:
             continue
         cells = []
-        for variant in VARIANTS:
+        for variant in variants:
             cell = f"{np.mean([by[(dataset, s, variant)]['accuracy'] for s in seeds]):.3f}"
             if variant != "topk-embed":
                 cell += " (" + paired_difference([by[(dataset, s, variant)]["correct"] for s in seeds],
