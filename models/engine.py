@@ -20,7 +20,8 @@ Also (for benchmarks and exact checks):
         (result["retrieved"]). Returns {"accuracy", "macro_f1", "loss",
         "predictions": [option per query], "passes": {...}, "seconds"}.
     engine.retrieve_per_query(pool, queries, k, method)  -> list[list[Example]]
-        method "bm25" or "topk-embed": the k nearest pool demos for each query, as retrieval users do.
+        method "bm25", "topk-embed" or "topk-sentence": the k nearest pool demos for each query, as retrieval
+        users do.
     engine.model.fingerprint -> str (content hash of model id/revision/file hash and dtype)
 """
 

@@ -196,7 +196,7 @@ def strategy_for(request, params: Params) -> tuple[str, str | None]:
 
 
 class Strategies:
-    """A gradient request whose params.strategy is auto, topk-embed or bm25 -> the contract's result dict.
+    """A gradient request whose params.strategy is auto or per-query (PER_QUERY) -> the contract's result dict.
 
     auto: the set search (Engine._select_set, params.strategy "set": the same search, budget and set) runs on every
     query; each strategy's prompts then run exactly on held-out pool demos (module docstring), and the best is
