@@ -195,9 +195,6 @@ class SentenceModel:
                                     show_progress_bar=False)
         return vectors.float().cpu()[:len(texts)]
 
-    def describe(self) -> dict:
-        return {"name": self.name, "fingerprint": self.fingerprint}
-
 
 @functools.lru_cache(maxsize=4)  # one per process and spec: every Engine of a benchmark shares it
 def load_sentence_model(spec: str = "default", device: str = "auto") -> SentenceModel:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import DEFAULT_COMPARE, GradientParams, Params
+from iclsel.contract import GradientParams, Params
 
 from .cache import content_key
 from .context import stratified_rows
@@ -43,13 +43,6 @@ from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
 PER_QUERY = ("topk-embed", "bm25", SENTENCE)  # strategies that retrieve per query instead of searching
 HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each query's nearest by embedding
-# What auto checks by default (params.compare), in this order (an accuracy tie goes to the earlier). Each candidate
-# more is one more chance for a lucky check: on the dev seeds BM25 never beat topk-embed on a dataset's mean, and
-# topk-sentence as a fourth gained 22 points on sdg and 7 on BBC but lost 0.6 on sms, past the rule fixed before
-# the runs (no dataset below by more than 0.5) (bench/experiments/README.md: BM25 among the candidates; a
-# sentence-embedding model for retrieval).
-AUTO_CANDIDATES = DEFAULT_COMPARE
-AUTO_RETRIEVALS = tuple(name for name in AUTO_CANDIDATES if name in PER_QUERY)
 BOOTSTRAP_DRAWS = 2000
 MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
 

@@ -3,7 +3,7 @@
     python -m bench.experiments.bm25_candidate --datasets imdb bbc sms sdg --seeds 10 11 12 13 14 15
 
 Auto checked four candidates (set, topk-embed, bm25, hybrid) on 32 held-out pool demos and returned the most
-accurate, a tie going to the earlier; it now checks three (models/strategy.py AUTO_RETRIEVALS). Every extra
+accurate, a tie going to the earlier; it now checks three (iclsel/contract.py DEFAULT_COMPARE). Every extra
 candidate is one more chance for a lucky check to win a coin toss. Replayed here from the records of the
 four-candidate runs (no model runs): the quality benchmark's journal (the default gradient run's checks and the
 per-query baselines' test records; its dev-seed runs are four-candidate ones) and hybrid_candidate.py's records

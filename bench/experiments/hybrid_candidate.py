@@ -29,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-from iclsel.contract import GradientParams
+from iclsel.contract import DEFAULT_COMPARE, GradientParams
 from iclsel.models.inference import PassCounter
-from iclsel.models.strategy import AUTO_RETRIEVALS, HYBRID, PER_QUERY, Check, Neighbours
+from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 
 from ..protocol import DATASET_SPECS, SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
@@ -43,7 +43,7 @@ RESULTS = BENCH_DIR / "experiments" / "results" / "hybrid_candidate.jsonl"
 VALIDATION = GradientParams.model_fields["validation"].default  # the journal's records ran with the default
 ORDER = ("set", *PER_QUERY, HYBRID)  # auto's candidates in the order it checks them
 # retrievals the journal's dev runs checked and auto no longer does: replay(drop=RETIRED) is auto as it is now
-RETIRED = tuple(name for name in PER_QUERY if name not in AUTO_RETRIEVALS)
+RETIRED = tuple(name for name in PER_QUERY if name not in DEFAULT_COMPARE)
 
 
 def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> dict | None:
