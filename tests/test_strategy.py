@@ -1,12 +1,12 @@
 """params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval by the model's
-embedding and the hybrid of both (params.compare: also per-query retrieval by the sentence model, or BM25) on pool
+embedding, the hybrid of both and per-query retrieval by the sentence model (params.compare: also BM25) on pool
 demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos without a
 search."""
 
 import pytest
 import torch
 
-from iclsel.contract import SelectionResult
+from iclsel.contract import DEFAULT_COMPARE, SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -14,7 +14,7 @@ from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
 from iclsel.models.loading import SentenceModel
 from iclsel.models import strategy
-from iclsel.models.strategy import Check, choose, held_out
+from iclsel.models.strategy import SENTENCE, Check, choose, clear_win, held_out
 
 from test_core import make_examples
 
@@ -41,12 +41,12 @@ def set_wins(monkeypatch):
     wins(monkeypatch, "set")
 
 
-SENTENCE_TOO = ("set", "topk-embed", "hybrid", "topk-sentence")
+THREE = ("set", "topk-embed", "hybrid")
 
 
 @pytest.mark.parametrize("seed, winner, compare", [(0, None, None), (3, None, None), (0, "set", None),
-                                                   (0, "hybrid", None), (0, None, SENTENCE_TOO),
-                                                   (0, "topk-sentence", SENTENCE_TOO)])  # None: the model picks
+                                                   (0, "hybrid", None), (0, None, THREE),
+                                                   (0, "topk-sentence", None)])  # None: the model picks
 def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, compare,
                                                                               monkeypatch):
     pool, queries = data
@@ -61,9 +61,10 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     assert report["by"] == "validation" and report["search_queries"] == len(queries)
     assert report["validation_queries"] == 6
     checks = {check["strategy"]: check for check in report["checks"]}
-    assert set(checks) == set(compare or ("set", "topk-embed", "hybrid"))
+    assert set(checks) == set(compare or DEFAULT_COMPARE)
     assert report["checks"][0]["strategy"] == report["chosen"]
-    assert checks[report["chosen"]]["accuracy"] == max(c["accuracy"] for c in checks.values()) or winner
+    best = max(c["accuracy"] for c in checks.values())
+    assert checks[report["chosen"]]["accuracy"] == best or winner or checks.get(SENTENCE, {}).get("accuracy") == best
     assert report["chosen"] == (winner or report["chosen"])
 
     # the set the search found (on every query, as strategy "set" finds it)
@@ -128,7 +129,8 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
 def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_set(tiny, data, the_set_wins,
                                                                                      monkeypatch):
     """Auto's search is strategy "set"'s own; it adds the pool's embeddings and the validation runs, and a
-    topk-embed win the embeddings of the queries and targets it returns neighbours for."""
+    topk-embed win the embeddings of the queries and targets it returns neighbours for (a topk-sentence win: the
+    sentence model's, counted apart)."""
     pool, queries = data
     if the_set_wins:
         set_wins(monkeypatch)
@@ -145,9 +147,10 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         returned = len(queries) + len(TARGETS)  # the texts a per-query answer embeds
         extra = returned if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
-        assert auto["passes"]["selection_forward_equivalent"] == (  # three candidates: set, topk-embed, hybrid
-            alone["passes"]["selection_forward_equivalent"] + len(pool) + 3 * validation * rows + extra)
-        assert auto["passes"]["sentence_texts"] == 0
+        assert auto["passes"]["selection_forward_equivalent"] == (  # four: set, topk-embed, hybrid, topk-sentence
+            alone["passes"]["selection_forward_equivalent"] + len(pool) + 4 * validation * rows + extra)
+        assert auto["passes"]["sentence_texts"] == len(pool) + (
+            returned if auto["strategy"]["chosen"] == "topk-sentence" else 0)
         if auto["strategy"]["chosen"] == "set":
             assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
     assert chosen == {"set"} or not the_set_wins
@@ -192,7 +195,7 @@ def test_auto_finds_the_pools_embeddings_in_the_cache_of_an_earlier_request(tiny
     with one text changed is embedded afresh."""
     pool, queries = data
     cache = MemoryCache()
-    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS, params={"compare": list(SENTENCE_TOO)})
+    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS)
     first = Engine(tiny, cache=cache).select(request)
     key = strategy.embedding_key(tiny.fingerprint, [d.input for d in pool])
     assert cache.get(key)["vectors"].shape[0] == len(pool)
@@ -238,6 +241,25 @@ def test_choose_ranks_by_accuracy_gives_ties_to_the_earlier_and_bounds_the_margi
     assert report["margin_ci95"] == [0.0, 0.0]  # tied with the runner-up on every query
 
 
+@pytest.mark.parametrize("ahead, chosen", [(0, "topk-embed"), (1, "topk-embed"), (2, SENTENCE), (3, SENTENCE)])
+def test_choose_returns_topk_sentence_only_when_it_wins_by_two_of_32(ahead, chosen):
+    """On 32 validation demos topk-sentence must answer 2 more right than every other check; a narrower win (or a
+    tie, even as the earlier) goes to the best of the others, which is reported first."""
+    gold = torch.zeros(32, dtype=torch.long)
+    def answering(right: int, n: int = 32) -> torch.Tensor:  # [n, 2]: the first `right` demos answered right
+        return torch.tensor([[0.0, -1.0]] * right + [[-1.0, 0.0]] * (n - right))
+    checks = [Check.of(SENTENCE, answering(20 + ahead), gold), Check.of("set", answering(18), gold),
+              Check.of("topk-embed", answering(20), gold)]
+    best, report = choose(checks, seed=0)
+    assert best.strategy == chosen == report["checks"][0]["strategy"]
+    assert [c["strategy"] for c in report["checks"][1:]] == [c for c in (SENTENCE, "topk-embed", "set")
+                                                              if c != chosen]
+    low, high = report["margin_ci95"]
+    assert (low <= high <= 0) if chosen == "topk-embed" and ahead else (0 <= low <= high)
+    assert clear_win(checks[0], checks[2]) == (ahead >= 2)
+    assert clear_win(Check.of(SENTENCE, answering(2, 8), gold[:8]), Check.of("set", answering(1, 8), gold[:8]))
+
+
 def test_topk_sentence_retrieves_by_the_cosine_of_the_sentence_models_embeddings(tiny, data):
     """Each query's k nearest pool demos by the sentence model's embeddings, best last, whatever the model's own
     embeddings say."""
@@ -254,19 +276,19 @@ def test_topk_sentence_retrieves_by_the_cosine_of_the_sentence_models_embeddings
     assert got != engine.retrieve_per_query(pool, queries, 3, "topk-embed")
 
 
-def test_params_compare_adds_the_sentence_models_retrieval_counted_apart_from_the_models_passes(tiny, data):
-    """With topk-sentence among params.compare auto runs a fourth check; the sentence model's texts (the pool, then
+def test_auto_checks_the_sentence_models_retrieval_counted_apart_from_the_models_passes(tiny, data):
+    """By default auto runs topk-sentence as a fourth check (params.compare can leave it out); the sentence model's texts (the pool, then
     the returned queries and targets when it wins) are counted as sentence_texts, not as passes of the model."""
     pool, queries = data
     params = {"rounds": 1}
     three = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
-                                                                      params=params))
+                                                                      params={**params, "compare": list(THREE)}))
     four = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
-                                                                     params={**params, "compare": list(SENTENCE_TOO)}))
+                                                                     params=params))
     assert [c["strategy"] for c in four["strategy"]["checks"]] != [] and len(four["strategy"]["checks"]) == 4
     validation = four["strategy"]["validation_queries"]
     embeds = len(queries) + len(TARGETS)
-    model_extra = {c: embeds if c in ("topk-embed", "hybrid") else 0 for c in SENTENCE_TOO}
+    model_extra = {c: embeds if c in ("topk-embed", "hybrid") else 0 for c in DEFAULT_COMPARE}
     assert four["passes"]["selection_forward_equivalent"] - model_extra[four["strategy"]["chosen"]] == (
         three["passes"]["selection_forward_equivalent"] - model_extra[three["strategy"]["chosen"]] + validation)
     assert four["passes"]["sentence_texts"] == len(pool) + (

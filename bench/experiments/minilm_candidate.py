@@ -15,9 +15,14 @@ records hold, it measures the candidate twice:
     test      on the seed's test queries (retrieval_variants.py's "minilm" record where it exists)
 
 and replays auto's choice (the most accurate check, an accuracy tie to the earlier of set, topk-embed, hybrid,
-topk-minilm) with and without it. A pick's test accuracy is that strategy's on the seed's test queries. Appends
-one record per (dataset, seed) to bench/experiments/results/minilm_candidate.jsonl (a resume skips what is there)
-and prints the table.
+topk-minilm) with and without it, and with it held to a margin: topk-minilm takes the pick only when its check
+is at least --margin answers above the best earlier candidate's. A pick's test accuracy is that strategy's on the
+seed's test queries. Appends one record per (dataset, seed) to bench/experiments/results/minilm_candidate.jsonl
+(a resume skips what is there) and prints the table of --datasets and --seeds.
+
+The hybrid's check is the journal run's own where auto checked it there (runs made since it is a default
+candidate), else hybrid_candidate.py's record; the candidate's test record is the journal's
+topk-sentence-per-query run where there is one (the same neighbours, scored the same way).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, SENTENCE, Check, Neighbours
 
 from ..protocol import SEPARATOR
+from .. import report
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from . import hybrid_candidate, retrieval_variants
 from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
@@ -66,19 +72,43 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, tested: dict 
             "accuracy": tested["accuracy"], "correct": tested["correct"]}
 
 
-def replay(gradient: dict, hybrid: dict, candidate: dict | None) -> str:
+def replay(gradient: dict, hybrid: dict | None, candidate: dict | None, margin: int = 0) -> str:
     """Auto's pick from the journal's checks (BM25 dropped, as auto runs now), the hybrid's and, given its record,
-    topk-minilm's: the best accuracy, a tie to the earlier in ORDER."""
+    topk-minilm's: the best accuracy, a tie to the earlier in ORDER; with a margin, topk-minilm wins only by at
+    least that many of the validation answers."""
     checks = [(c["strategy"], c["accuracy"]) for c in gradient["strategy"]["checks"] if c["strategy"] in ORDER]
-    checks.append((HYBRID, hybrid["check"]["accuracy"]))
-    if candidate is not None:
-        checks.append((MINILM, candidate["check"]["accuracy"]))
-    return min(checks, key=lambda c: (-c[1], ORDER.index(c[0])))[0]
+    if HYBRID not in dict(checks):
+        checks.append((HYBRID, hybrid["check"]["accuracy"]))
+    best = min(checks, key=lambda c: (-c[1], ORDER.index(c[0])))
+    if candidate is None:
+        return best[0]
+    answers = round((candidate["check"]["accuracy"] - best[1]) * hybrid_candidate.VALIDATION)
+    return MINILM if answers >= max(margin, 1) else best[0]
+
+
+def hybrid_known(journal: dict, hybrids: dict, dataset: str, seed: int) -> bool:
+    """The hybrid's check is in the journal's run or in hybrid_candidate.py's records."""
+    gradient = journal[(dataset, seed, "gradient")]
+    return (dataset, seed) in hybrids or HYBRID in {c["strategy"] for c in gradient["strategy"]["checks"]}
+
+
+def hybrid_test(journal: dict, hybrids: dict, dataset: str, seed: int) -> dict | None:
+    """The hybrid's test record: hybrid_candidate.py's, else the journal's run when auto returned the hybrid."""
+    gradient = journal[(dataset, seed, "gradient")]
+    return hybrids.get((dataset, seed), gradient if gradient["strategy"]["chosen"] == HYBRID else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["sdg", "sms", "bbc", "imdb"], [10, 11, 12, 13, 14, 15, 16, 17])
-    return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
+    parser.add_argument("--margin", type=int, default=2, help="answers topk-minilm must win by (third replay)")
+    args = parse_dev_args(parser, argv)
+
+    def tables(records: list[dict], journal: dict) -> None:
+        chosen = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+        print_table(chosen, journal, args.margin)
+        print_against_baselines(chosen, journal, args.margin)
+
+    return replay_main(args, RESULTS, run, tables)
 
 
 def run(args, journal: dict) -> None:
@@ -86,10 +116,12 @@ def run(args, journal: dict) -> None:
     hybrids = hybrid_candidate.by_split()
     minilm_tests = {(r["dataset"], r["seed"]): r for r in read_records(retrieval_variants.RESULTS)
                     if r["variant"] == "minilm"}
+    minilm_tests.update({(dataset, seed): r for (dataset, seed, method), r in journal.items()
+                         if method == "topk-sentence-per-query"})
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
         if ((dataset, seed) in done or not has_default_run(journal, dataset, seed)
-                or (dataset, seed) not in hybrids):
+                or not hybrid_known(journal, hybrids, dataset, seed)):
             continue
         gradient = journal[(dataset, seed, "gradient")]
         started = time.perf_counter()
@@ -103,31 +135,82 @@ def run(args, journal: dict) -> None:
               flush=True)
 
 
-def print_table(records: list[dict], journal: dict) -> None:
-    """Per dataset: auto as it is (replayed), auto with topk-minilm, topk-minilm alone against topk-embed per
-    query; differences paired per test query with 95% bootstrap intervals (seeds and test queries resampled)."""
+def print_table(records: list[dict], journal: dict, margin: int) -> None:
+    """Per dataset: auto as it is (replayed), auto with topk-minilm (plain, then held to the margin), topk-minilm
+    alone against topk-embed per query; differences paired per test query with 95% bootstrap intervals (seeds and
+    test queries resampled)."""
     hybrids = hybrid_candidate.by_split()
-    print(f"| dataset | seeds | auto | auto + {MINILM} (diff) | picks it | {MINILM} alone | alone - topk-embed pq "
-          f"| changed picks |\n|---|---|---|---|---|---|---|---|")
+    print(f"| dataset | seeds | auto | auto + {MINILM} (diff) | picks it | auto + {MINILM}, margin {margin} (diff) "
+          f"| picks it | {MINILM} alone | alone - topk-embed pq | changed picks (margin) |\n"
+          f"|---|---|---|---|---|---|---|---|---|---|")
     for dataset in dict.fromkeys(rec["dataset"] for rec in records):
         rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
-        auto, replayed, alone, topk, changed, picks = [], [], [], [], [], 0
+        auto, plain, held, alone, topk, changed, picks, held_picks = [], [], [], [], [], [], 0, 0
         for rec in rows:
-            gradient, hybrid = journal[(dataset, rec["seed"], "gradient")], hybrids[(dataset, rec["seed"])]
-            tests = {**strategy_tests(journal, dataset, rec["seed"], hybrid), MINILM: rec}
-            before, after = replay(gradient, hybrid, None), replay(gradient, hybrid, rec)
-            picks += after == MINILM
+            seed = rec["seed"]
+            gradient, hybrid = journal[(dataset, seed, "gradient")], hybrids.get((dataset, seed))
+            tests = {**strategy_tests(journal, dataset, seed, hybrid_test(journal, hybrids, dataset, seed)),
+                     MINILM: rec}
+            before = replay(gradient, hybrid, None)
+            after, kept = replay(gradient, hybrid, rec), replay(gradient, hybrid, rec, margin)
+            picks, held_picks = picks + (after == MINILM), held_picks + (kept == MINILM)
             auto.append(np.array(tests[before]["correct"], float))
-            replayed.append(np.array(tests[after]["correct"], float))
+            plain.append(np.array(tests[after]["correct"], float))
+            held.append(np.array(tests[kept]["correct"], float))
             alone.append(np.array(rec["correct"], float))
             topk.append(np.array(tests["topk-embed"]["correct"], float))
-            if before != after:
-                changed.append(f"{rec['seed']}: {before} {auto[-1].mean():.3f} -> {after} {replayed[-1].mean():.3f}")
+            if before != kept:
+                changed.append(f"{seed}: {before} {auto[-1].mean():.3f} -> {kept} {held[-1].mean():.3f}")
         seeds = f"{seed_kind(rows[0]['seed'])} " + " ".join(str(rec["seed"]) for rec in rows)
-        print(f"| {dataset} | {seeds} | {mean_accuracy(auto)} | {mean_accuracy(replayed)} "
-              f"({paired_difference(replayed, auto)}) | {picks}/{len(rows)} | "
+        print(f"| {dataset} | {seeds} | {mean_accuracy(auto)} | {mean_accuracy(plain)} "
+              f"({paired_difference(plain, auto)}) | {picks}/{len(rows)} | {mean_accuracy(held)} "
+              f"({paired_difference(held, auto)}) | {held_picks}/{len(rows)} | "
               f"{mean_accuracy(alone)} | {paired_difference(alone, topk)} | {'; '.join(changed) or 'none'} |")
 
+
+def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> dict:
+    """The journal's default run as auto with topk-minilm held to the margin would have ended: the strategy picked,
+    its test record's accuracy and answers, and the passes: the run's own plus the fourth check's rows, less the
+    model's embeddings of the queries and test queries where topk-minilm takes a topk-embed or hybrid answer's
+    place (its sentence embeddings are not passes of the model)."""
+    dataset, seed = rec["dataset"], rec["seed"]
+    gradient = journal[(dataset, seed, "gradient")]
+    tests = {**strategy_tests(journal, dataset, seed, hybrid_test(journal, hybrids, dataset, seed)), MINILM: rec}
+    picked = replay(gradient, hybrids.get((dataset, seed)), rec, margin)
+    sizes = gradient["sizes"]
+    rows = gradient["notes"]["budget"] // (16 * sizes["select"])  # the search's 16 runs per query, per option row
+    passes = gradient["passes"] + gradient["strategy"]["validation_queries"] * rows
+    if picked == MINILM and gradient["strategy"]["chosen"] in ("topk-embed", HYBRID):
+        passes -= sizes["select"] + sizes["test"]
+    return {"seed": seed, "strategy": picked, "accuracy": tests[picked]["accuracy"],
+            "correct": tests[picked]["correct"], "passes": passes}
+
+
+def print_against_baselines(records: list[dict], journal: dict, margin: int) -> None:
+    """Auto with topk-minilm held to the margin (replayed) against the best baseline of the journal on the same
+    seeds and test queries, as bench.quality compares the default (report.paired_comparison), with its picks and
+    its passes against exact's."""
+    hybrids = hybrid_candidate.by_split()
+    print(f"\n| dataset | seeds | auto + {MINILM}, margin {margin} | best baseline | difference [95% CI] "
+          f"| wins / ties / losses | picks | passes / exact's |\n|---|---|---|---|---|---|---|---|")
+    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
+        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+        mine = [replayed_default(rec, journal, hybrids, margin) for rec in rows]
+        by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in rows
+                                                 if (dataset, rec["seed"], name) in journal]
+                                          for name in report.BASELINES}}
+        c = report.paired_comparison(by_method)
+        baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
+        exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
+        picks = {}
+        for r in mine:
+            picks[r["strategy"]] = picks.get(r["strategy"], 0) + 1
+        ratio = f"{np.mean([r['passes'] for r in mine]):.0f} / {np.mean(exact):.0f}" if exact else "n/a"
+        low, high = c["diff_ci95"]
+        print(f"| {dataset} | {seed_kind(rows[0]['seed'])} {' '.join(str(r['seed']) for r in rows)} "
+              f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
+              f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
+              f"| {', '.join(f'{k} {v}' for k, v in sorted(picks.items(), key=lambda kv: -kv[1]))} | {ratio} |")
 
 if __name__ == "__main__":
     raise SystemExit(main())
