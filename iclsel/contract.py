@@ -443,8 +443,9 @@ class StrategyReport(ResultPart):
         "search ran)"))
     validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on")
     checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
-    margin_ci95: list[Number] | None = Field(description="chosen minus runner-up accuracy on the held-out "
-                                                         "demos: 95% paired bootstrap interval")
+    margin_ci95: list[Number] | None = Field(description=(
+        "chosen minus the next check's accuracy on the held-out demos (the runner-up, or topk-sentence where it led "
+        "without a clear win): 95% paired bootstrap interval"))
 
 
 class Outcome(ResultPart):
