@@ -48,7 +48,6 @@ def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 500, h
     return folder
 
 
-
 def build_tiny_sentence_model(folder: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2,
                               heads: int = 4) -> Path:
     """A random tiny BERT with a WordPiece tokenizer trained on TINY_CORPUS, saved as a sentence-transformers

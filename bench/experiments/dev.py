@@ -145,6 +145,12 @@ def set_check_matches(check, gradient: dict) -> bool:
     return False
 
 
+def by_dataset(records: list[dict]) -> Iterator[tuple[str, list[dict]]]:
+    """(dataset, its records by seed) for each dataset, in the order the records first name them."""
+    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
+        yield dataset, sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+
+
 def mean_accuracy(correct: list[np.ndarray]) -> str:
     """The mean over seeds of each seed's accuracy (correct: per seed, 1.0 per right test query)."""
     return f"{np.mean([c.mean() for c in correct]):.3f}"

@@ -23,7 +23,7 @@ from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.retrieval import cosine_similarity, top_k_ascending
 
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
-from .dev import (BASELINES, append_record, dev_parser, mean_accuracy, paired_difference, pending,
+from .dev import (BASELINES, append_record, by_dataset, dev_parser, mean_accuracy, paired_difference, pending,
                   parse_dev_args, replay_main)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "embedding_layer.jsonl"
@@ -91,8 +91,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     print("| dataset | seeds | " + " | ".join(f"layer {name} ({'%d' % n_layers if name == 'last' else name}/"
                                                f"{n_layers} of a pass)" for name in names)
           + " |\n|---|---|" + "---|" * len(names))
-    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
-        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+    for dataset, rows in by_dataset(records):
         for rec in rows:
             if rec["last_matches_journal"] is False:
                 print(f"  {dataset} {rec['seed']}: the last layer differs from the journal's topk-embed per query")

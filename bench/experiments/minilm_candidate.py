@@ -27,19 +27,21 @@ topk-sentence-per-query run where there is one (the same neighbours, scored the 
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 
 import numpy as np
 import torch
 
 from iclsel.models.inference import PassCounter
-from iclsel.models.strategy import HYBRID, SENTENCE, Check, Neighbours
+from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN, Check, Neighbours
 
 from ..protocol import SEPARATOR
 from .. import report
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from . import hybrid_candidate, retrieval_variants
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
                   paired_difference, parse_dev_args, read_records, replay_main, seed_kind, set_check_matches,
                   strategy_tests)
 
@@ -92,15 +94,19 @@ def hybrid_known(journal: dict, hybrids: dict, dataset: str, seed: int) -> bool:
     return (dataset, seed) in hybrids or HYBRID in {c["strategy"] for c in gradient["strategy"]["checks"]}
 
 
-def hybrid_test(journal: dict, hybrids: dict, dataset: str, seed: int) -> dict | None:
-    """The hybrid's test record: hybrid_candidate.py's, else the journal's run when auto returned the hybrid."""
+def seed_tests(journal: dict, hybrids: dict, rec: dict) -> dict[str, dict]:
+    """The test record of each strategy auto could pick on this record's split, topk-minilm's (the record) among
+    them; the hybrid's is hybrid_candidate.py's, else the journal's run when auto returned the hybrid."""
+    dataset, seed = rec["dataset"], rec["seed"]
     gradient = journal[(dataset, seed, "gradient")]
-    return hybrids.get((dataset, seed), gradient if gradient["strategy"]["chosen"] == HYBRID else None)
+    hybrid = hybrids.get((dataset, seed), gradient if gradient["strategy"]["chosen"] == HYBRID else None)
+    return {**strategy_tests(journal, dataset, seed, hybrid), MINILM: rec}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["sdg", "sms", "bbc", "imdb"], [10, 11, 12, 13, 14, 15, 16, 17])
-    parser.add_argument("--margin", type=int, default=2, help="answers topk-minilm must win by (third replay)")
+    parser.add_argument("--margin", type=int, default=math.ceil(SENTENCE_MARGIN * hybrid_candidate.VALIDATION),
+                        help="answers topk-minilm must win by (third replay; default: auto's margin, 2 of 32)")
     args = parse_dev_args(parser, argv)
 
     def tables(records: list[dict], journal: dict) -> None:
@@ -143,14 +149,12 @@ def print_table(records: list[dict], journal: dict, margin: int) -> None:
     print(f"| dataset | seeds | auto | auto + {MINILM} (diff) | picks it | auto + {MINILM}, margin {margin} (diff) "
           f"| picks it | {MINILM} alone | alone - topk-embed pq | changed picks (margin) |\n"
           f"|---|---|---|---|---|---|---|---|---|---|")
-    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
-        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+    for dataset, rows in by_dataset(records):
         auto, plain, held, alone, topk, changed, picks, held_picks = [], [], [], [], [], [], 0, 0
         for rec in rows:
             seed = rec["seed"]
             gradient, hybrid = journal[(dataset, seed, "gradient")], hybrids.get((dataset, seed))
-            tests = {**strategy_tests(journal, dataset, seed, hybrid_test(journal, hybrids, dataset, seed)),
-                     MINILM: rec}
+            tests = seed_tests(journal, hybrids, rec)
             before = replay(gradient, hybrid, None)
             after, kept = replay(gradient, hybrid, rec), replay(gradient, hybrid, rec, margin)
             picks, held_picks = picks + (after == MINILM), held_picks + (kept == MINILM)
@@ -175,7 +179,7 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> di
     place (its sentence embeddings are not passes of the model)."""
     dataset, seed = rec["dataset"], rec["seed"]
     gradient = journal[(dataset, seed, "gradient")]
-    tests = {**strategy_tests(journal, dataset, seed, hybrid_test(journal, hybrids, dataset, seed)), MINILM: rec}
+    tests = seed_tests(journal, hybrids, rec)
     picked = replay(gradient, hybrids.get((dataset, seed)), rec, margin)
     sizes = gradient["sizes"]
     rows = gradient["notes"]["budget"] // (16 * sizes["select"])  # the search's 16 runs per query, per option row
@@ -193,8 +197,7 @@ def print_against_baselines(records: list[dict], journal: dict, margin: int) -> 
     hybrids = hybrid_candidate.by_split()
     print(f"\n| dataset | seeds | auto + {MINILM}, margin {margin} | best baseline | difference [95% CI] "
           f"| wins / ties / losses | picks | passes / exact's |\n|---|---|---|---|---|---|---|---|")
-    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
-        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+    for dataset, rows in by_dataset(records):
         mine = [replayed_default(rec, journal, hybrids, margin) for rec in rows]
         by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in rows
                                                  if (dataset, rec["seed"], name) in journal]
@@ -202,15 +205,14 @@ def print_against_baselines(records: list[dict], journal: dict, margin: int) -> 
         c = report.paired_comparison(by_method)
         baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
         exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
-        picks = {}
-        for r in mine:
-            picks[r["strategy"]] = picks.get(r["strategy"], 0) + 1
+        picks = Counter(r["strategy"] for r in mine)
         ratio = f"{np.mean([r['passes'] for r in mine]):.0f} / {np.mean(exact):.0f}" if exact else "n/a"
         low, high = c["diff_ci95"]
         print(f"| {dataset} | {seed_kind(rows[0]['seed'])} {' '.join(str(r['seed']) for r in rows)} "
               f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
               f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
-              f"| {', '.join(f'{k} {v}' for k, v in sorted(picks.items(), key=lambda kv: -kv[1]))} | {ratio} |")
+              f"| {', '.join(f'{k} {v}' for k, v in picks.most_common())} | {ratio} |")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

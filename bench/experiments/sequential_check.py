@@ -29,7 +29,7 @@ from iclsel.models.strategy import HYBRID, Check, Neighbours, choose
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, validation_size
-from .dev import (AutoView, append_record, dev_parser, mean_accuracy, pending,
+from .dev import (AutoView, append_record, by_dataset, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sequential_check.jsonl"
@@ -105,8 +105,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     (paired per test query, 95% bootstrap interval) and the mean extra check rows per query row."""
     hybrids = hybrid_candidate.by_split()
     print("| dataset | seeds | rule | picks | auto | minus first 32 | extra checks (demos x candidates) |\n|---|---|---|---|---|---|---|")
-    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
-        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+    for dataset, rows in by_dataset(records):
         tests = [strategy_tests(journal, dataset, rec["seed"], hybrids[(dataset, rec["seed"])])
                  for rec in rows]
         for rec in rows:

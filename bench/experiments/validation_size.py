@@ -25,7 +25,7 @@ from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
 
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, mean_accuracy, pending,
+from .dev import (AutoView, append_record, by_dataset, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
@@ -84,8 +84,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     """Per dataset and size: auto's mean test accuracy when it chooses on that many held-out demos, its
     difference from the size-32 choice (paired per test query, 95% bootstrap interval) and the choices made."""
     print("| dataset | seeds | held-out demos | choices | auto | minus size 32 |\n|---|---|---|---|---|---|")
-    for dataset in dict.fromkeys(rec["dataset"] for rec in records):
-        rows = sorted((rec for rec in records if rec["dataset"] == dataset), key=lambda x: x["seed"])
+    for dataset, rows in by_dataset(records):
         tests = [strategy_tests(journal, dataset, rec["seed"]) for rec in rows]
         for rec in rows:
             ran = journal[(dataset, rec["seed"], "gradient")]["strategy"]["chosen"]
