@@ -509,7 +509,8 @@ class SelectionPlan(ResultPart):
     estimated_passes: int = Field(description="expected forward-equivalents of the whole job")
     passes_low: int = Field(description="the fewest it can spend (an adaptive search may stop early)")
     passes_high: int = Field(description="the most it can spend (at most max_passes)")
-    estimated_seconds: Number = Field(description="the expected passes and model calls at the calibrated rates")
+    estimated_seconds: Number = Field(description="the expected passes and model calls at the calibrated rates, "
+                                      "plus the sentence model's texts at its timed rate")
     seconds_per_pass: Number = Field(description="calibrated on this request's prompts on a worker")
     seconds_per_call: Number = Field(description="calibrated likewise: each model call's fixed cost")
     calibration_passes: int = Field(description="what the calibration run spent")

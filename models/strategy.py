@@ -50,6 +50,7 @@ HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each
 # a coin toss (bench/experiments/README.md: a sentence-embedding model for retrieval)
 SENTENCE_MARGIN = 1 / 16
 BOOTSTRAP_DRAWS = 2000
+SENTENCE_CALIBRATION = 32  # pool inputs a plan times the sentence model on (one of its batches)
 MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
 
 
@@ -298,24 +299,43 @@ class Strategies:
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
-        every embedding), plus the returned prompts' exact run."""
+        every embedding), plus the returned prompts' exact run; its seconds add the sentence model's texts, timed
+        on the pool (_sentence_seconds)."""
         request = self.request
         final = len(request.queries) * self._rows_per_query if self.params.evaluate_selected else 0
+        everything = len(request.pool) + len(request.queries) + len(request.targets)  # texts a retrieval answer embeds
         if strategy in PER_QUERY:
-            embed = len(request.pool) + len(request.queries) + len(request.targets) if strategy == "topk-embed" else 0
+            embed = everything if strategy == "topk-embed" else 0
             calibration = self.engine._plan_set(request.model_copy(update={"params": {
                 **request.params, "strategy": "set", "rounds": 0}}))
-            seconds = (embed + final) * calibration.seconds_per_pass
+            seconds = ((embed + final) * calibration.seconds_per_pass
+                       + self._sentence_seconds(everything if strategy == SENTENCE else 0))
             return replace(calibration, estimated_passes=embed + final, passes_low=embed + final,
                            passes_high=embed + final, estimated_seconds=round(seconds, 3))
         reserved = self._reserved()
         searched = self.engine._plan_set(self._search_request(reserved))
         fewest = len(request.pool) + self._candidates * self._validation_size() * self._rows_per_query + final
         most = reserved + final
+        # the sentence model's check embeds the pool (the held-out demos are pool demos); its answer, the queries and
+        # the targets too: half of them expected, like the passes
+        sentence_texts = (len(request.pool) + everything) / 2 if SENTENCE in self._auto_candidates else 0
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
                        estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
-                                               * searched.seconds_per_pass, 3))
+                                               * searched.seconds_per_pass + self._sentence_seconds(sentence_texts), 3))
+
+    def _sentence_seconds(self, texts: float) -> float:
+        """Seconds the sentence model takes for ``texts`` texts (not passes of the language model), at its rate on up
+        to SENTENCE_CALIBRATION of the pool's inputs (the faster of two runs: the first also warms up)."""
+        if texts == 0:
+            return 0.0
+        sample = [demo.input for demo in self.request.pool[:SENTENCE_CALIBRATION]]
+        best = math.inf
+        for _ in range(2):
+            started = time.perf_counter()
+            self.engine.sentences.embed(sample)
+            best = min(best, time.perf_counter() - started)
+        return texts * best / len(sample)
 
     def _search_request(self, reserved: int):
         """The set search's request, within the passes left (module docstring)."""

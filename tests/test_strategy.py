@@ -3,6 +3,8 @@ embedding, the hybrid of both and per-query retrieval by the sentence model (par
 demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos without a
 search."""
 
+import time
+
 import pytest
 import torch
 
@@ -293,6 +295,44 @@ def test_auto_checks_the_sentence_models_retrieval_counted_apart_from_the_models
         three["passes"]["selection_forward_equivalent"] - model_extra[three["strategy"]["chosen"]] + validation)
     assert four["passes"]["sentence_texts"] == len(pool) + (
         embeds if four["strategy"]["chosen"] == "topk-sentence" else 0)
+
+
+class SlowEncoder:
+    """A sentence-transformers stand-in that takes DELAY seconds per text: a sentence model whose time shows."""
+    DELAY = 0.05
+
+    def __init__(self):
+        self.texts = 0
+
+    def encode(self, texts, **_):
+        self.texts += len(texts)
+        time.sleep(self.DELAY * len(texts))
+        return torch.nn.functional.normalize(torch.randn(len(texts), 8), dim=-1)
+
+
+def test_a_dry_run_prices_the_sentence_models_texts(tiny, data):
+    """The sentence model's texts are not passes of the language model, but they take time: a plan times the model
+    on pool inputs and adds their seconds (topk-sentence: the pool, queries and targets; auto with its check: the
+    pool, and half of the rest, as for the passes)."""
+    pool, queries = data
+    encoder = SlowEncoder()
+    engine = Engine(tiny, cache=MemoryCache(), sentence_model=SentenceModel(encoder, "slow", "slow"))
+
+    def plan(**params):
+        return engine.plan(SelectionRequest(pool, queries, k=3, targets=TARGETS,
+                                            params={"evaluate_selected": False, **params}))
+
+    texts = len(pool) + len(queries) + len(TARGETS)
+    alone = plan(strategy="topk-sentence")
+    assert alone.estimated_passes == 0 and encoder.texts > 0
+    assert alone.estimated_seconds >= texts * SlowEncoder.DELAY
+    encoder.texts = 0
+    three = plan(compare=list(THREE))
+    assert encoder.texts == 0  # without its check auto's plan leaves the sentence model alone
+    four = plan()
+    assert encoder.texts > 0 and four.estimated_passes > three.estimated_passes  # and the check's rows
+    expected = (len(pool) + texts) / 2 * SlowEncoder.DELAY  # 0.85 s: far above the tiny model's own plans' noise
+    assert four.estimated_seconds - three.estimated_seconds >= 0.8 * expected
 
 
 @pytest.mark.parametrize("compare, message", [(["topk-embed", "hybrid"], "must include 'set'"),
