@@ -289,12 +289,15 @@ class Strategies:
     def _candidates(self) -> int:
         return len(self._auto_candidates)
 
+    @property
+    def _retrieval_texts(self) -> int:
+        """The texts a retrieval answer embeds: the pool, the queries and the targets."""
+        return len(self.request.pool) + len(self.request.queries) + len(self.request.targets)
+
     def _reserved(self) -> int:
         """The most auto spends besides the search: embeddings of the pool, the queries and the targets, and
         every strategy's prompts on the held-out demos."""
-        request = self.request
-        embeddings = len(request.pool) + len(request.queries) + len(request.targets)
-        return embeddings + self._candidates * self._validation_size() * self._rows_per_query
+        return self._retrieval_texts + self._candidates * self._validation_size() * self._rows_per_query
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
@@ -303,7 +306,7 @@ class Strategies:
         on the pool (_sentence_seconds)."""
         request = self.request
         final = len(request.queries) * self._rows_per_query if self.params.evaluate_selected else 0
-        everything = len(request.pool) + len(request.queries) + len(request.targets)  # texts a retrieval answer embeds
+        everything = self._retrieval_texts
         if strategy in PER_QUERY:
             embed = everything if strategy == "topk-embed" else 0
             calibration = self.engine._plan_set(request.model_copy(update={"params": {
