@@ -46,9 +46,10 @@ ORDER = ("set", *PER_QUERY, HYBRID)  # auto's candidates in the order it checks 
 RETIRED = tuple(name for name in PER_QUERY if name not in DEFAULT_COMPARE)
 
 
-def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> dict | None:
-    """The hybrid's check on auto's validation rows and its test record; None when the set's re-run check does
-    not match the journal's (the rows or the scoring differ from the run's)."""
+def measure(engine, view: AutoView, spec, options, gradient: dict, r: int, by: str = "topk-embed") -> dict | None:
+    """The hybrid's check on auto's validation rows and its test record (its neighbours by ``by``: "topk-embed", or
+    "topk-sentence" for sentence_hybrid.py); None when the set's re-run check does not match the journal's (the rows
+    or the scoring differ from the run's)."""
     pool, split = view.split.pool, view.split
     shared = view.searched[:spec.k - r]
     rows = view.held_out(VALIDATION)
@@ -63,8 +64,8 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
     if not set_check_matches(check("set", [pool[i] for i in view.searched]), gradient):
         return None
     neighbours = Neighbours(engine, pool, counter)
-    hybrid = hybrid_check(engine, view, spec, neighbours, rows, r, counter)
-    test_nearest = neighbours.nearest([q.input for q in split.test], "topk-embed", r, exclude=shared)
+    hybrid = hybrid_check(engine, view, spec, neighbours, rows, r, counter, by)
+    test_nearest = neighbours.nearest([q.input for q in split.test], by, r, exclude=shared)
     tested = _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
                        [[pool[i] for i in ids] for ids in test_nearest])
     return {"check": {"accuracy": hybrid.accuracy, "loss": float(hybrid.loss.mean())},
@@ -72,13 +73,13 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int) -> di
 
 
 def hybrid_check(engine, view: AutoView, spec, neighbours: Neighbours, rows: list[int], r: int,
-                 counter: PassCounter) -> Check:
+                 counter: PassCounter, by: str = "topk-embed") -> Check:
     """The hybrid's check on the held-out pool rows ``rows``, as auto runs it: the searched set's first k - r
-    demos shared, then each row's r nearest other pool demos by embedding outside them."""
+    demos shared, then each row's r nearest other pool demos by ``by`` outside them."""
     pool = view.split.pool
     shared = view.searched[:spec.k - r]
     validation = [pool[i] for i in rows]
-    nearest = neighbours.nearest([d.input for d in validation], "topk-embed", r, itself=rows, exclude=shared)
+    nearest = neighbours.nearest([d.input for d in validation], by, r, itself=rows, exclude=shared)
     scores = engine.scores([pool[i] for i in shared], validation, view.options, spec.template, SEPARATOR,
                            [[pool[i] for i in ids] for ids in nearest], counter)
     return Check.of(HYBRID, scores, torch.tensor([view.options.index(d.output) for d in validation]))

@@ -1,0 +1,126 @@
+"""Would a hybrid whose neighbours come from the sentence model earn a place among auto's candidates?
+
+    python -m bench.experiments.sentence_hybrid --datasets bbc sms --seeds 10 11 12 13 14 15 16 17 18 19 20 21
+
+The candidate, `hybrid-sentence`: the hybrid (auto's searched set's first k - r demos shared, r = k // 2) with each
+query's r nearest other pool demos by the sentence model (all-MiniLM-L6-v2, as topk-sentence retrieves) in place of
+the language model's embedding. Per dev seed whose default gradient run, hybrid record (hybrid_candidate.py) and
+topk-minilm record (minilm_candidate.py) the records hold, it measures the candidate twice, as hybrid_candidate.py
+measures the hybrid:
+
+    check     on auto's own held-out validation demos (the searched set's check re-run beside it must match the
+              journal's, or the seed is skipped)
+    test      on the seed's test queries
+
+and replays auto's choice as it is now (set, topk-embed, hybrid, topk-sentence held to its margin: minilm_candidate's
+replay) and with the candidate as a fifth, held to the same margin: the best of set, topk-embed and hybrid (accuracy,
+a tie to the earlier) is the pick unless topk-sentence or hybrid-sentence answers at least --margin more of the
+validation demos than it does; then the better of those two that does (a tie to topk-sentence). A pick's test
+accuracy is that strategy's on the seed's test queries. Appends one record per (dataset, seed) to
+bench/experiments/results/sentence_hybrid.jsonl (a resume skips what is there) and prints the table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+
+from ..quality import BENCH_DIR, default_engine_factory
+from . import hybrid_candidate, minilm_candidate
+from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
+                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind)
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_hybrid.jsonl"
+CANDIDATE = "hybrid-sentence"
+UNHELD = ("set", "topk-embed", HYBRID)  # auto's candidates that need no margin, in the order it checks them
+HELD = (minilm_candidate.MINILM, CANDIDATE)  # the sentence model's candidates, held to the margin
+
+
+def replay(gradient: dict, hybrid: dict | None, minilm: dict, candidate: dict | None, margin: int) -> str:
+    """Auto's pick from the checks: the best unheld candidate (accuracy, a tie to the earlier in UNHELD) unless a
+    held one answers at least ``margin`` validation demos more; then the best such (a tie to the earlier in HELD).
+    Without the candidate's record: auto as it is now."""
+    size = hybrid_candidate.VALIDATION
+    answers = {c["strategy"]: round(c["accuracy"] * size) for c in gradient["strategy"]["checks"]
+               if c["strategy"] in UNHELD}
+    if HYBRID not in answers:
+        answers[HYBRID] = round(hybrid["check"]["accuracy"] * size)
+    best = min(UNHELD, key=lambda name: (-answers[name], UNHELD.index(name)))
+    held = {minilm_candidate.MINILM: minilm, CANDIDATE: candidate}
+    winners = [(round(rec["check"]["accuracy"] * size), name) for name, rec in held.items()
+               if rec is not None and round(rec["check"]["accuracy"] * size) - answers[best] >= max(margin, 1)]
+    return min(winners, key=lambda w: (-w[0], HELD.index(w[1])))[1] if winners else best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "sdg", "imdb"], list(range(10, 22)))
+    parser.add_argument("--margin", type=int, default=math.ceil(SENTENCE_MARGIN * hybrid_candidate.VALIDATION),
+                        help="answers a sentence-model candidate must win by (default: auto's margin, 2 of 32)")
+    args = parse_dev_args(parser, argv)
+
+    def table(records: list[dict], journal: dict) -> None:
+        print_table([r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal,
+                    args.margin)
+
+    return replay_main(args, RESULTS, run, table)
+
+
+def run(args, journal: dict) -> None:
+    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
+    hybrids = hybrid_candidate.by_split()
+    minilms = {(r["dataset"], r["seed"]) for r in read_records(minilm_candidate.RESULTS)}
+    new_engine, _ = default_engine_factory("default", args.threads)
+    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
+        if ((dataset, seed) in done or (dataset, seed) not in minilms or not has_default_run(journal, dataset, seed)
+                or not minilm_candidate.hybrid_known(journal, hybrids, dataset, seed)):
+            continue
+        gradient = journal[(dataset, seed, "gradient")]
+        started = time.perf_counter()
+        measured = hybrid_candidate.measure(new_engine(), AutoView.of(split, options, gradient), spec, options,
+                                            gradient, spec.k // 2, by=SENTENCE)
+        if measured is None:
+            continue
+        record = {"dataset": dataset, "seed": seed, **measured, "seconds": round(time.perf_counter() - started, 1)}
+        append_record(RESULTS, record)
+        print(f"{dataset} {seed}: {CANDIDATE} check {record['check']['accuracy']:.3f} test {record['accuracy']:.3f}",
+              flush=True)
+
+
+def print_table(records: list[dict], journal: dict, margin: int) -> None:
+    """Per dataset: auto as it is (replayed), auto with hybrid-sentence, the candidate alone against topk-sentence
+    per query (topk-minilm's test record) and against the hybrid; differences paired per test query with 95%
+    bootstrap intervals (seeds and test queries resampled)."""
+    hybrids = hybrid_candidate.by_split()
+    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    print(f"| dataset | seeds | auto | auto + {CANDIDATE}, margin {margin} (diff) | picks it | {CANDIDATE} alone "
+          f"| alone - topk-sentence pq | alone - hybrid | changed picks |\n|---|---|---|---|---|---|---|---|---|")
+    for dataset, rows in by_dataset(records):
+        auto, replayed, alone, sentence, hybrid_alone, changed, picks = [], [], [], [], [], [], 0
+        for rec in rows:
+            seed = rec["seed"]
+            gradient, hybrid, minilm = (journal[(dataset, seed, "gradient")], hybrids.get((dataset, seed)),
+                                        minilms[(dataset, seed)])
+            tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), CANDIDATE: rec}
+            before, after = replay(gradient, hybrid, minilm, None, margin), replay(gradient, hybrid, minilm, rec, margin)
+            assert before == minilm_candidate.replay(gradient, hybrid, minilm, margin), (dataset, seed)
+            picks += after == CANDIDATE
+            auto.append(np.array(tests[before]["correct"], float))
+            replayed.append(np.array(tests[after]["correct"], float))
+            alone.append(np.array(rec["correct"], float))
+            sentence.append(np.array(minilm["correct"], float))
+            hybrid_alone.append(np.array(tests[HYBRID]["correct"], float))
+            if before != after:
+                changed.append(f"{seed}: {before} {auto[-1].mean():.3f} -> {after} {replayed[-1].mean():.3f}")
+        seeds = f"{seed_kind(rows[0]['seed'])} " + " ".join(str(rec["seed"]) for rec in rows)
+        print(f"| {dataset} | {seeds} | {mean_accuracy(auto)} | {mean_accuracy(replayed)} "
+              f"({paired_difference(replayed, auto)}) | {picks}/{len(rows)} | {mean_accuracy(alone)} | "
+              f"{paired_difference(alone, sentence)} | {paired_difference(alone, hybrid_alone)} | "
+              f"{'; '.join(changed) or 'none'} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
