@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
 import numpy as np
 
 from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
 
+from .. import report
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate
 from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
@@ -63,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_dev_args(parser, argv)
 
     def table(records: list[dict], journal: dict) -> None:
-        print_table([r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal,
-                    args.margin)
+        chosen = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+        print_table(chosen, journal, args.margin)
+        print_against_baselines(chosen, journal, args.margin)
 
     return replay_main(args, RESULTS, run, table)
 
@@ -120,6 +123,53 @@ def print_table(records: list[dict], journal: dict, margin: int) -> None:
               f"({paired_difference(replayed, auto)}) | {picks}/{len(rows)} | {mean_accuracy(alone)} | "
               f"{paired_difference(alone, sentence)} | {paired_difference(alone, hybrid_alone)} | "
               f"{'; '.join(changed) or 'none'} |")
+
+
+def replayed_default(rec: dict, journal: dict, hybrids: dict, minilms: dict, margin: int) -> dict:
+    """The journal's default run as auto with hybrid-sentence would have ended: the strategy picked, its test
+    record's accuracy and answers, and the passes: the run's own plus the rows of the checks it did not run
+    (hybrid-sentence's; topk-sentence's too in runs that checked three prompts) less those it ran that auto does not
+    (BM25's), less the model's embeddings of the
+    queries and test queries where a sentence-model candidate takes a topk-embed or hybrid answer's place."""
+    dataset, seed = rec["dataset"], rec["seed"]
+    gradient, minilm = journal[(dataset, seed, "gradient")], minilms[(dataset, seed)]
+    tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), CANDIDATE: rec}
+    picked = replay(gradient, hybrids.get((dataset, seed)), minilm, rec, margin)
+    sizes = gradient["sizes"]
+    rows = gradient["notes"]["budget"] // (16 * sizes["select"])  # the search's 16 runs per query, per option row
+    checked, candidates = {c["strategy"] for c in gradient["strategy"]["checks"]}, {*UNHELD, SENTENCE, CANDIDATE}
+    more = len(candidates - checked) - len(checked - candidates)  # BM25's check, in older runs, is not run now
+    passes = gradient["passes"] + more * gradient["strategy"]["validation_queries"] * rows
+    if picked in HELD and gradient["strategy"]["chosen"] in ("topk-embed", HYBRID):
+        passes -= sizes["select"] + sizes["test"]
+    name = SENTENCE if picked == minilm_candidate.MINILM else picked
+    return {"seed": seed, "strategy": name, "accuracy": tests[picked]["accuracy"],
+            "correct": tests[picked]["correct"], "passes": passes}
+
+
+def print_against_baselines(records: list[dict], journal: dict, margin: int) -> None:
+    """Auto with hybrid-sentence (replayed) against the best baseline of the journal on the same seeds and test
+    queries, as bench.quality compares the default (report.paired_comparison), with its picks and its passes
+    against exact's."""
+    hybrids = hybrid_candidate.by_split()
+    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    print(f"\n| dataset | seeds | auto + {CANDIDATE} | best baseline | difference [95% CI] | wins / ties / losses "
+          f"| picks | passes / exact's |\n|---|---|---|---|---|---|---|---|")
+    for dataset, rows in by_dataset(records):
+        mine = [replayed_default(rec, journal, hybrids, minilms, margin) for rec in rows]
+        by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in rows
+                                                 if (dataset, rec["seed"], name) in journal]
+                                          for name in report.BASELINES}}
+        c = report.paired_comparison(by_method)
+        baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
+        exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
+        picks = Counter(r["strategy"] for r in mine)
+        ratio = f"{np.mean([r['passes'] for r in mine]) / np.mean(exact):.2f}" if exact else "n/a"
+        low, high = c["diff_ci95"]
+        print(f"| {dataset} | {seed_kind(rows[0]['seed'])} {' '.join(str(r['seed']) for r in rows)} "
+              f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
+              f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
+              f"| {', '.join(f'{k} {v}' for k, v in picks.most_common())} | {ratio} |")
 
 
 if __name__ == "__main__":
