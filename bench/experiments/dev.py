@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -174,3 +175,26 @@ def replay_main(args: argparse.Namespace, results: Path, run, table) -> int:
         run(args, journal)
     table(read_records(results), journal)
     return 0
+
+
+def print_replayed_against_baselines(label: str, replayed: dict[str, list[dict]], journal: dict) -> None:
+    """A replayed default (``replayed``: per dataset, per seed the record of its pick: seed, strategy, accuracy,
+    correct, passes) against the best baseline of the journal on the same seeds and test queries, as bench.quality
+    compares the default (report.paired_comparison), with its picks and its passes against exact's."""
+    print(f"\n| dataset | seeds | {label} | best baseline | difference [95% CI] | wins / ties / losses | picks "
+          f"| passes / exact's |\n|---|---|---|---|---|---|---|---|")
+    for dataset, mine in replayed.items():
+        by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in mine
+                                                 if (dataset, rec["seed"], name) in journal]
+                                          for name in report.BASELINES}}
+        c = report.paired_comparison(by_method)
+        baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
+        exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
+        picks = Counter(r["strategy"] for r in mine)
+        passes = np.mean([r["passes"] for r in mine])
+        ratio = f"{passes:.0f} / {np.mean(exact):.0f} = {passes / np.mean(exact):.2f}" if exact else "n/a"
+        low, high = c["diff_ci95"]
+        print(f"| {dataset} | {seed_kind(mine[0]['seed'])} {' '.join(str(r['seed']) for r in mine)} "
+              f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
+              f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
+              f"| {', '.join(f'{k} {v}' for k, v in picks.most_common())} | {ratio} |")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 
 import numpy as np
 import torch
@@ -38,12 +37,11 @@ from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN, Check, Neighbours
 
 from ..protocol import SEPARATOR
-from .. import report
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from . import hybrid_candidate, retrieval_variants
 from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind, set_check_matches,
-                  strategy_tests)
+                  paired_difference, parse_dev_args, print_replayed_against_baselines, read_records, replay_main,
+                  seed_kind, set_check_matches, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "minilm_candidate.jsonl"
 MINILM = "topk-minilm"
@@ -105,8 +103,13 @@ def seed_tests(journal: dict, hybrids: dict, rec: dict) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["sdg", "sms", "bbc", "imdb"], [10, 11, 12, 13, 14, 15, 16, 17])
+    return margin_main(parser, argv, RESULTS, run, print_table, print_against_baselines)
+
+
+def margin_main(parser, argv: list[str] | None, results, run, print_table, print_against_baselines) -> int:
+    """The main of a replay of auto with a candidate held to --margin: run what is missing, then both tables."""
     parser.add_argument("--margin", type=int, default=math.ceil(SENTENCE_MARGIN * hybrid_candidate.VALIDATION),
-                        help="answers topk-minilm must win by (third replay; default: auto's margin, 2 of 32)")
+                        help="answers a candidate held to the margin must win by (default: auto's, 2 of 32)")
     args = parse_dev_args(parser, argv)
 
     def tables(records: list[dict], journal: dict) -> None:
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(chosen, journal, args.margin)
         print_against_baselines(chosen, journal, args.margin)
 
-    return replay_main(args, RESULTS, run, tables)
+    return replay_main(args, results, run, tables)
 
 
 def run(args, journal: dict) -> None:
@@ -174,8 +177,8 @@ def print_table(records: list[dict], journal: dict, margin: int) -> None:
 
 def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> dict:
     """The journal's default run as auto with topk-minilm held to the margin would have ended: the strategy picked,
-    its test record's accuracy and answers, and the passes: the run's own plus the fourth check's rows, less the
-    model's embeddings of the queries and test queries where topk-minilm takes a topk-embed or hybrid answer's
+    its test record's accuracy and answers, and the passes: the run's own plus the fourth check's rows (unless it
+    ran it; less BM25's where it ran that), less the model's embeddings of the queries and test queries where topk-minilm takes a topk-embed or hybrid answer's
     place (its sentence embeddings are not passes of the model)."""
     dataset, seed = rec["dataset"], rec["seed"]
     gradient = journal[(dataset, seed, "gradient")]
@@ -183,7 +186,9 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> di
     picked = replay(gradient, hybrids.get((dataset, seed)), rec, margin)
     sizes = gradient["sizes"]
     rows = gradient["notes"]["budget"] // (16 * sizes["select"])  # the search's 16 runs per query, per option row
-    passes = gradient["passes"] + gradient["strategy"]["validation_queries"] * rows
+    checked, candidates = {c["strategy"] for c in gradient["strategy"]["checks"]}, {*ORDER[:3], SENTENCE}
+    more = len(candidates - checked) - len(checked - candidates)  # runs that checked it already, or checked BM25
+    passes = gradient["passes"] + more * gradient["strategy"]["validation_queries"] * rows
     if picked == MINILM and gradient["strategy"]["chosen"] in ("topk-embed", HYBRID):
         passes -= sizes["select"] + sizes["test"]
     return {"seed": seed, "strategy": picked, "accuracy": tests[picked]["accuracy"],
@@ -191,27 +196,11 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> di
 
 
 def print_against_baselines(records: list[dict], journal: dict, margin: int) -> None:
-    """Auto with topk-minilm held to the margin (replayed) against the best baseline of the journal on the same
-    seeds and test queries, as bench.quality compares the default (report.paired_comparison), with its picks and
-    its passes against exact's."""
+    """Auto with topk-minilm held to the margin (replayed) against the best baseline (dev.print_replayed_against_baselines)."""
     hybrids = hybrid_candidate.by_split()
-    print(f"\n| dataset | seeds | auto + {MINILM}, margin {margin} | best baseline | difference [95% CI] "
-          f"| wins / ties / losses | picks | passes / exact's |\n|---|---|---|---|---|---|---|---|")
-    for dataset, rows in by_dataset(records):
-        mine = [replayed_default(rec, journal, hybrids, margin) for rec in rows]
-        by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in rows
-                                                 if (dataset, rec["seed"], name) in journal]
-                                          for name in report.BASELINES}}
-        c = report.paired_comparison(by_method)
-        baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
-        exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
-        picks = Counter(r["strategy"] for r in mine)
-        ratio = f"{np.mean([r['passes'] for r in mine]):.0f} / {np.mean(exact):.0f}" if exact else "n/a"
-        low, high = c["diff_ci95"]
-        print(f"| {dataset} | {seed_kind(rows[0]['seed'])} {' '.join(str(r['seed']) for r in rows)} "
-              f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
-              f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
-              f"| {', '.join(f'{k} {v}' for k, v in picks.most_common())} | {ratio} |")
+    print_replayed_against_baselines(f"auto + {MINILM}, margin {margin}", {
+        dataset: [replayed_default(rec, journal, hybrids, margin) for rec in rows]
+        for dataset, rows in by_dataset(records)}, journal)
 
 
 if __name__ == "__main__":

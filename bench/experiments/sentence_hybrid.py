@@ -22,19 +22,16 @@ bench/experiments/results/sentence_hybrid.jsonl (a resume skips what is there) a
 
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter
 
 import numpy as np
 
-from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+from iclsel.models.strategy import HYBRID, SENTENCE
 
-from .. import report
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate
 from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, parse_dev_args, read_records, replay_main, seed_kind)
+                  paired_difference, print_replayed_against_baselines, read_records, seed_kind)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_hybrid.jsonl"
 CANDIDATE = "hybrid-sentence"
@@ -60,16 +57,7 @@ def replay(gradient: dict, hybrid: dict | None, minilm: dict, candidate: dict | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "sdg", "imdb"], list(range(10, 22)))
-    parser.add_argument("--margin", type=int, default=math.ceil(SENTENCE_MARGIN * hybrid_candidate.VALIDATION),
-                        help="answers a sentence-model candidate must win by (default: auto's margin, 2 of 32)")
-    args = parse_dev_args(parser, argv)
-
-    def table(records: list[dict], journal: dict) -> None:
-        chosen = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
-        print_table(chosen, journal, args.margin)
-        print_against_baselines(chosen, journal, args.margin)
-
-    return replay_main(args, RESULTS, run, table)
+    return minilm_candidate.margin_main(parser, argv, RESULTS, run, print_table, print_against_baselines)
 
 
 def run(args, journal: dict) -> None:
@@ -148,28 +136,12 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, minilms: dict, mar
 
 
 def print_against_baselines(records: list[dict], journal: dict, margin: int) -> None:
-    """Auto with hybrid-sentence (replayed) against the best baseline of the journal on the same seeds and test
-    queries, as bench.quality compares the default (report.paired_comparison), with its picks and its passes
-    against exact's."""
+    """Auto with hybrid-sentence (replayed) against the best baseline (dev.print_replayed_against_baselines)."""
     hybrids = hybrid_candidate.by_split()
     minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
-    print(f"\n| dataset | seeds | auto + {CANDIDATE} | best baseline | difference [95% CI] | wins / ties / losses "
-          f"| picks | passes / exact's |\n|---|---|---|---|---|---|---|---|")
-    for dataset, rows in by_dataset(records):
-        mine = [replayed_default(rec, journal, hybrids, minilms, margin) for rec in rows]
-        by_method = {"gradient": mine, **{name: [journal[(dataset, rec["seed"], name)] for rec in rows
-                                                 if (dataset, rec["seed"], name) in journal]
-                                          for name in report.BASELINES}}
-        c = report.paired_comparison(by_method)
-        baseline = np.mean([r["accuracy"] for r in by_method[c["best_baseline"]] if r["seed"] in c["seeds"]])
-        exact = [r["passes"] for (d, _, name), r in journal.items() if d == dataset and name == "exact"]
-        picks = Counter(r["strategy"] for r in mine)
-        ratio = f"{np.mean([r['passes'] for r in mine]) / np.mean(exact):.2f}" if exact else "n/a"
-        low, high = c["diff_ci95"]
-        print(f"| {dataset} | {seed_kind(rows[0]['seed'])} {' '.join(str(r['seed']) for r in rows)} "
-              f"| {np.mean([r['accuracy'] for r in mine]):.3f} | {c['best_baseline']} {baseline:.3f} "
-              f"| {c['diff_mean']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['wins']} / {c['ties']} / {c['losses']} "
-              f"| {', '.join(f'{k} {v}' for k, v in picks.most_common())} | {ratio} |")
+    print_replayed_against_baselines(f"auto + {CANDIDATE}", {
+        dataset: [replayed_default(rec, journal, hybrids, minilms, margin) for rec in rows]
+        for dataset, rows in by_dataset(records)}, journal)
 
 
 if __name__ == "__main__":
