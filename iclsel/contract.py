@@ -32,14 +32,17 @@ EVALUATORS = ("subsample", "exact", "first-order")  # what decides the gradient 
 # (by the model's own hidden states, by the sentence-embedding model, by words); "auto" = the one that does best
 # on pool demos held out from the search
 STRATEGIES = ("auto", "set", "topk-embed", "topk-sentence", "bm25")
-# the prompts auto can check (params.compare; "hybrid": the searched set's first k - k//2 demos, then each query's
-# k//2 nearest by the model's embedding) and those it checks by default, in order (a tie goes to the earlier;
-# topk-sentence must win by a margin, models/strategy.py). Each candidate more is one more chance for a lucky
-# check: on the dev seeds BM25 never beat topk-embed on a dataset's mean; topk-sentence, held to its margin, gained
-# 21 points on sdg and 5 on BBC and changed nothing on sms on dev seeds that did not shape the margin
-# (bench/experiments/README.md: BM25 among the candidates; a sentence-embedding model for retrieval).
-COMPARABLE = ("set", "topk-embed", "hybrid", "topk-sentence", "bm25")
-DEFAULT_COMPARE = ("set", "topk-embed", "hybrid", "topk-sentence")
+# the hybrids auto can check, each with the retrieval of its per-query demos: the searched set's first k - k//2
+# demos, then each query's k//2 nearest by the model's embedding ("hybrid") or by the sentence model
+HYBRIDS = {"hybrid": "topk-embed", "hybrid-sentence": "topk-sentence"}
+# the prompts auto can check (params.compare) and those it checks by default, in order (a tie goes to the earlier;
+# the sentence model's candidates must win by a margin, models/strategy.py). Each candidate more is one more chance
+# for a lucky check: on the dev seeds BM25 never beat topk-embed on a dataset's mean; topk-sentence, held to its
+# margin, gained 21 points on sdg and 5 on BBC and changed nothing on sms on dev seeds that did not shape the margin
+# (bench/experiments/README.md: BM25 among the candidates; a sentence-embedding model for retrieval; a hybrid whose
+# neighbours come from the sentence model).
+COMPARABLE = ("set", "topk-embed", "hybrid", "topk-sentence", "hybrid-sentence", "bm25")
+DEFAULT_COMPARE = ("set", "topk-embed", "hybrid", "topk-sentence", "hybrid-sentence")
 PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator runs
 # params.budget of the subsample search, when not given: 16 exact runs on every selection query (16 rows per
 # query, times the rows a query takes: one per option when an option has several tokens), a quarter of what
@@ -198,9 +201,10 @@ class GradientParams(Params):
         "scored), set (the searched demos), topk-embed, topk-sentence or bm25 (each query's k nearest pool demos by "
         "the model's mean-pooled hidden states, by the sentence-embedding model, by words)"))
     compare: tuple[str, ...] = Field(DEFAULT_COMPARE, description=(
-        "auto: the prompts it checks, in order (an accuracy tie goes to the earlier), 'set' among them: set, "
-        "topk-embed, hybrid (the set's first k - k//2 demos, then each query's k//2 nearest by the model's "
-        "embedding), topk-sentence, bm25"))
+        "auto: the prompts it checks, in order (an accuracy tie goes to the earlier; topk-sentence and "
+        "hybrid-sentence only by a margin), 'set' among them: set, topk-embed, hybrid (the set's first k - k//2 "
+        "demos, then each query's k//2 nearest by the model's embedding), topk-sentence, hybrid-sentence (the "
+        "hybrid with the neighbours by the sentence model), bm25"))
     validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
@@ -420,7 +424,7 @@ class Prompt(ResultPart):
 
 
 class Retrieved(ResultPart):
-    slots: int = Field(description="demos per prompt chosen per query (params.retrieve, the hybrid's k//2, or k)")
+    slots: int = Field(description="demos per prompt chosen per query (params.retrieve, a hybrid's k//2, or k)")
     by: str = Field(description="topk-embed, topk-sentence or bm25")
     queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
     targets: list[list[str]] = Field(description="each target's own demo ids")
@@ -434,7 +438,8 @@ class StrategyCheck(ResultPart):
 
 
 class StrategyReport(ResultPart):
-    chosen: str = Field(description="the prompt returned: set, topk-embed, topk-sentence, bm25 or hybrid")
+    chosen: str = Field(description="the prompt returned: set, topk-embed, topk-sentence, bm25, hybrid or "
+                                    "hybrid-sentence")
     by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
                                 "auto could not validate")
     search_queries: int = Field(description="queries the set was searched on")

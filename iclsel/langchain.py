@@ -34,6 +34,7 @@ from langchain_core.example_selectors import BaseExampleSelector
 from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
 
 from .client import ApiError, Client, SelectionResult
+from .contract import HYBRIDS
 from .models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 
 
@@ -96,10 +97,10 @@ class IclselExampleSelector(BaseExampleSelector):
         if shared.retrieved is None:
             ids = [demo.id for demo in shared.selected]
         else:
-            hybrid = shared.strategy is not None and shared.strategy.chosen == "hybrid"
+            hybrid = shared.strategy is not None and shared.strategy.chosen in HYBRIDS
             params = dict(self.fields.get("params") or {})
-            if shared.strategy is not None:  # the hybrid's neighbours are topk-embed's
-                params["strategy"] = "topk-embed" if hybrid else shared.strategy.chosen
+            if shared.strategy is not None:  # a hybrid's neighbours are its retrieval's
+                params["strategy"] = HYBRIDS[shared.strategy.chosen] if hybrid else shared.strategy.chosen
             result = self._select([str(input_variables[self.input_key])], params)
             ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
             if hybrid:  # the shared head, then this input's nearest outside it: k nearest always hold enough

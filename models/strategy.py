@@ -3,15 +3,16 @@
 A request can be answered with a searched set of demos (strategy "set"), with each query's k nearest pool demos
 (per-query retrieval, no search: "topk-embed" by the model's own mean-pooled hidden states, "topk-sentence" by a
 sentence-embedding model, "bm25" by words) or with both: the set's first k - k//2 demos shared, then each query's
-k//2 nearest other pool demos by the model's embedding ("hybrid", auto's candidate only: it reuses the searched
-set, no search of its own). Which is best depends on the task and the model (bench/FINDINGS.md), so "auto"
-measures it, among the prompts of params.compare (by default set, topk-embed, the hybrid and topk-sentence):
+k//2 nearest other pool demos by the model's embedding ("hybrid") or by the sentence model ("hybrid-sentence");
+the hybrids are auto's candidates only: they reuse the searched set, no search of their own. Which is best depends
+on the task and the model (bench/FINDINGS.md), so "auto" measures it, among the prompts of params.compare (by
+default set, topk-embed, hybrid, topk-sentence and hybrid-sentence):
 
     set = search(queries)                                  # the usual gradient search, on every query
     held_out = balanced sample of the pool demos outside the set (params.validation of them)
     checks = [check(name, scores of each strategy's prompts on held_out) for each strategy]
     chosen = best(checks)                                  # accuracy; a tie goes to the earlier strategy,
-                                                           # topk-sentence only by a clear win
+                                                           # the sentence model's only by a clear win
 
 The held-out demos were candidates of the search but never its queries, so the set's figure on them is not fitted;
 retrieval never looks at labels, and a held-out demo never retrieves itself. Every strategy runs on the same
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import GradientParams, Params
+from iclsel.contract import HYBRIDS, GradientParams, Params
 
 from .cache import content_key
 from .context import stratified_rows
@@ -45,9 +46,11 @@ from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
 PER_QUERY = ("topk-embed", "bm25", SENTENCE)  # strategies that retrieve per query instead of searching
 HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each query's nearest by embedding
-# topk-sentence is returned only when its check beats every other by this share of the validation queries (2 of
-# the default 32): its retrieval is 6 points under topk-embed on sms (dev seeds) and a one-answer win on 32 demos is
-# a coin toss (bench/experiments/README.md: a sentence-embedding model for retrieval)
+# the candidates whose retrieval is the sentence model's: returned only when the check beats every other candidate
+# by this share of the validation queries (2 of the default 32): its retrieval is 6 points under topk-embed on sms
+# (dev seeds) and a one-answer win on 32 demos is a coin toss (bench/experiments/README.md: a sentence-embedding
+# model for retrieval; a hybrid whose neighbours come from the sentence model)
+BY_SENTENCE = (SENTENCE, "hybrid-sentence")
 SENTENCE_MARGIN = 1 / 16
 BOOTSTRAP_DRAWS = 2000
 SENTENCE_CALIBRATION = 32  # pool inputs a plan times the sentence model on (one of its batches)
@@ -87,13 +90,16 @@ class Check:
 
 def choose(checks: list[Check], seed: int) -> tuple[Check, dict]:
     """The best check (highest accuracy; the earlier on a tie: on the dev seeds breaking ties by the held-out
-    loss changed two picks, one 6.5 points worse on the test queries, one 1 point better; bench/experiments;
-    topk-sentence only by a clear win, SENTENCE_MARGIN) and the report: each check's accuracy with a 95% bootstrap
-    interval over the validation queries, the chosen first, and the chosen minus the next as a paired one (the
-    same resampled queries for both)."""
+    loss changed two picks, one 6.5 points worse on the test queries, one 1 point better; bench/experiments; the
+    sentence model's candidates, BY_SENTENCE, only by a clear win over the best of the others, SENTENCE_MARGIN) and
+    the report: each check's accuracy with a 95% bootstrap interval over the validation queries, the chosen first,
+    and the chosen minus the next as a paired one (the same resampled queries for both)."""
     ranked = sorted(checks, key=Check.rank_key)  # stable: the earlier of equals stays first
-    if ranked[0].strategy == SENTENCE and len(ranked) > 1 and not clear_win(ranked[0], ranked[1]):
-        ranked = [ranked[1], ranked[0], *ranked[2:]]
+    others = [c for c in ranked if c.strategy not in BY_SENTENCE]
+    if others:
+        clear = [c for c in ranked if c.strategy in BY_SENTENCE and clear_win(c, others[0])]
+        best = clear[0] if clear else others[0]
+        ranked = [best, *(c for c in ranked if c is not best)]
     best = ranked[0]
     rng = np.random.default_rng([seed, 0xB007])
     n = len(best.correct)
@@ -242,11 +248,11 @@ class Strategies:
         for name in self._auto_candidates:
             if name == "set":
                 checks.append(self._check("set", validation, [request.pool[i] for i in chosen]))
-            elif name == HYBRID:
+            elif name in HYBRIDS:
                 shared = chosen[:request.k - self._hybrid_slots]
-                nearest = self.neighbours.nearest(texts, "topk-embed", self._hybrid_slots, itself=rows,
+                nearest = self.neighbours.nearest(texts, HYBRIDS[name], self._hybrid_slots, itself=rows,
                                                   exclude=shared)
-                checks.append(self._check(HYBRID, validation, [request.pool[i] for i in shared],
+                checks.append(self._check(name, validation, [request.pool[i] for i in shared],
                                           [[request.pool[i] for i in ids] for ids in nearest]))
             else:
                 nearest = self.neighbours.nearest(texts, name, request.k, itself=rows)
@@ -277,13 +283,13 @@ class Strategies:
 
     @property
     def _hybrid_slots(self) -> int:
-        """The hybrid's per-query slots: k // 2 (none with k = 1: the hybrid would be topk-embed or the set)."""
+        """A hybrid's per-query slots: k // 2 (none with k = 1: a hybrid would be the set or per-query retrieval)."""
         return self.request.k // 2
 
     @property
     def _auto_candidates(self) -> tuple[str, ...]:
-        """The prompts auto checks, in order: params.compare, less the hybrid with k = 1."""
-        return tuple(name for name in self.params.compare if name != HYBRID or self._hybrid_slots)
+        """The prompts auto checks, in order: params.compare, less the hybrids with k = 1."""
+        return tuple(name for name in self.params.compare if name not in HYBRIDS or self._hybrid_slots)
 
     @property
     def _candidates(self) -> int:
@@ -321,7 +327,8 @@ class Strategies:
         most = reserved + final
         # the sentence model's check embeds the pool (the held-out demos are pool demos); its answer, the queries and
         # the targets too: half of them expected, like the passes
-        sentence_texts = (len(request.pool) + everything) / 2 if SENTENCE in self._auto_candidates else 0
+        uses_sentences = any(name in BY_SENTENCE for name in self._auto_candidates)
+        sentence_texts = (len(request.pool) + everything) / 2 if uses_sentences else 0
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
                        estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
@@ -370,11 +377,11 @@ class Strategies:
             retrieved = {"slots": k, "by": chosen, **self._split_rows(self.neighbours.nearest(texts, chosen, k))}
         else:
             selected = [self._by_id[d["id"]] for d in searched["selected"]]
-        if chosen == HYBRID:  # the set's head shared, then each query's and target's nearest other demos
+        if chosen in HYBRIDS:  # the set's head shared, then each query's and target's nearest other demos
             selected = selected[:k - self._hybrid_slots]
-            per_query = self.neighbours.nearest(texts, "topk-embed", self._hybrid_slots,
+            per_query = self.neighbours.nearest(texts, HYBRIDS[chosen], self._hybrid_slots,
                                                 exclude=[index[d.id] for d in selected])
-            retrieved = {"slots": self._hybrid_slots, "by": "topk-embed", **self._split_rows(per_query)}
+            retrieved = {"slots": self._hybrid_slots, "by": HYBRIDS[chosen], **self._split_rows(per_query)}
         self.timings["retrieve"] = time.perf_counter() - retrieve_started
         exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
         layout = self.engine.layout(request.pool, request.queries[:1], k, self.options, request.template,

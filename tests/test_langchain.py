@@ -139,23 +139,24 @@ def test_the_prompt_langchain_formats_is_the_prompt_iclsel_scored(client, tiny):
     assert result.exact.loss == pytest.approx(loss, abs=1e-4)
 
 
-def test_a_hybrid_selection_gives_each_input_the_shared_head_and_its_own_nearest(client):
-    """When auto returns the hybrid (the searched set's first k - k//2 demos, then each query's k//2 nearest other
-    demos by embedding), an input gets the shared demos, then its own nearest demos outside them. The tiny model
+@pytest.mark.parametrize("hybrid_name, by", [("hybrid", "topk-embed"), ("hybrid-sentence", "topk-sentence")])
+def test_a_hybrid_selection_gives_each_input_the_shared_head_and_its_own_nearest(client, hybrid_name, by):
+    """When auto returns a hybrid (the searched set's first k - k//2 demos, then each query's k//2 nearest other
+    demos by its retrieval), an input gets the shared demos, then its own nearest demos outside them. The tiny model
     picks its strategy by chance: the selection here is auto's, relabelled as a hybrid answer."""
     selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=3, input_key="text", output_key="label",
                                      params={"strategy": "set"})
     searched = selector.selection()
     hybrid = searched.model_dump()
     hybrid["selected"] = hybrid["selected"][:2]
-    hybrid["strategy"]["chosen"] = "hybrid"
-    hybrid["retrieved"] = {"slots": 1, "by": "topk-embed", "queries": [[] for _ in LABELLED], "targets": []}
+    hybrid["strategy"]["chosen"] = hybrid_name
+    hybrid["retrieved"] = {"slots": 1, "by": by, "queries": [[] for _ in LABELLED], "targets": []}
     selector._shared = type(searched).model_validate(hybrid)
     head = selector._shared.selected
     records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
     prompt = few_shot(selector)
     for text in ("awful and dull", "brilliant and funny"):
-        ranked = client.select(pool=records, queries=QUERIES, k=len(records), params={"strategy": "topk-embed"},
+        ranked = client.select(pool=records, queries=QUERIES, k=len(records), params={"strategy": by},
                                targets=[text], timeout=60).retrieved.targets[0]  # every demo, nearest last
         own = [i for i in ranked if i not in {d.id for d in head}][-1]
         assert prompt.format(text=text) == expected_prompt([EXAMPLES[int(d.id)] for d in head]

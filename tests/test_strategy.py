@@ -1,14 +1,14 @@
 """params.strategy (models/strategy.py): auto decides between the searched set, per-query retrieval by the model's
-embedding, the hybrid of both and per-query retrieval by the sentence model (params.compare: also BM25) on pool
-demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos without a
-search."""
+embedding, the hybrid of both, and per-query retrieval by the sentence model and its hybrid (params.compare: also
+BM25) on pool demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos
+without a search."""
 
 import time
 
 import pytest
 import torch
 
-from iclsel.contract import DEFAULT_COMPARE, SelectionResult
+from iclsel.contract import DEFAULT_COMPARE, HYBRIDS, SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -16,7 +16,7 @@ from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
 from iclsel.models.loading import SentenceModel
 from iclsel.models import strategy
-from iclsel.models.strategy import SENTENCE, Check, choose, clear_win, held_out
+from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, held_out
 
 from test_core import make_examples
 
@@ -48,7 +48,8 @@ THREE = ("set", "topk-embed", "hybrid")
 
 @pytest.mark.parametrize("seed, winner, compare", [(0, None, None), (3, None, None), (0, "set", None),
                                                    (0, "hybrid", None), (0, None, THREE),
-                                                   (0, "topk-sentence", None)])  # None: the model picks
+                                                   (0, "topk-sentence", None), (0, "hybrid-sentence", None)])
+# None: the model picks
 def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tiny, data, seed, winner, compare,
                                                                               monkeypatch):
     pool, queries = data
@@ -66,7 +67,8 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     assert set(checks) == set(compare or DEFAULT_COMPARE)
     assert report["checks"][0]["strategy"] == report["chosen"]
     best = max(c["accuracy"] for c in checks.values())
-    assert checks[report["chosen"]]["accuracy"] == best or winner or checks.get(SENTENCE, {}).get("accuracy") == best
+    assert (checks[report["chosen"]]["accuracy"] == best or winner
+            or any(checks.get(name, {}).get("accuracy") == best for name in BY_SENTENCE))
     assert report["chosen"] == (winner or report["chosen"])
 
     # the set the search found (on every query, as strategy "set" finds it)
@@ -83,7 +85,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     demos = [pool[i] for i in rows]
     scored = engine.evaluate([pool[i] for i in chosen], demos)
     assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
-    for name in set(checks) - {"set", "hybrid"}:  # each held-out demo retrieves from the rest of the pool
+    for name in set(checks) - {"set", *HYBRIDS}:  # each held-out demo retrieves from the rest of the pool
         others = [[pool[i] for i in ids] for ids in
                   [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
                    zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]
@@ -92,24 +94,26 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
         assert checks[name]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
         low, high = checks[name]["accuracy_ci95"]
         assert low <= checks[name]["accuracy"] <= high
-    # the hybrid: the set's first k - k//2 = 2 demos shared, then each held-out demo's nearest other pool demo by
-    # embedding that is not shared
+    # the hybrids: the set's first k - k//2 = 2 demos shared, then each held-out demo's nearest other pool demo by
+    # the hybrid's retrieval that is not shared
     shared = chosen[:2]
-    own = [[j for j in [index[d.id] for d in near] if j != i and j not in shared][-1:] for i, near in
-           zip(rows, engine.retrieve_per_query(pool, demos, 4, "topk-embed"))]
-    scored = engine.evaluate([pool[i] for i in shared], demos, context=[[pool[i] for i in ids] for ids in own])
-    assert checks["hybrid"]["accuracy"] == pytest.approx(scored["accuracy"])
-    assert checks["hybrid"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
+    for name in set(checks) & set(HYBRIDS):
+        own = [[j for j in [index[d.id] for d in near] if j != i and j not in shared][-1:] for i, near in
+               zip(rows, engine.retrieve_per_query(pool, demos, 4, HYBRIDS[name]))]
+        scored = engine.evaluate([pool[i] for i in shared], demos, context=[[pool[i] for i in ids] for ids in own])
+        assert checks[name]["accuracy"] == pytest.approx(scored["accuracy"])
+        assert checks[name]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
 
     by_id = {d.id: d for d in pool}
     if report["chosen"] == "set":
         assert len(result["selected"]) == 3 and result["retrieved"] is None
-    elif report["chosen"] == "hybrid":  # the shared head, then each query's and target's own nearest demo
+    elif report["chosen"] in HYBRIDS:  # the shared head, then each query's and target's own nearest demo
+        by = HYBRIDS[report["chosen"]]
         assert [d["id"] for d in result["selected"]] == [pool[i].id for i in shared]
-        assert result["retrieved"]["slots"] == 1 and result["retrieved"]["by"] == "topk-embed"
+        assert result["retrieved"]["slots"] == 1 and result["retrieved"]["by"] == by
         everyone = list(queries) + [Example("t", t, "positive") for t in TARGETS]
         expected = [[j for j in [index[d.id] for d in near] if j not in shared][-1:]
-                    for near in engine.retrieve_per_query(pool, everyone, 3, "topk-embed")]
+                    for near in engine.retrieve_per_query(pool, everyone, 3, by)]
         assert result["retrieved"]["queries"] + result["retrieved"]["targets"] == [[pool[i].id for i in ids]
                                                                                     for ids in expected]
         own = [[by_id[i] for i in ids] for ids in result["retrieved"]["queries"]]
@@ -131,8 +135,8 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
 def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_set(tiny, data, the_set_wins,
                                                                                      monkeypatch):
     """Auto's search is strategy "set"'s own; it adds the pool's embeddings and the validation runs, and a
-    topk-embed win the embeddings of the queries and targets it returns neighbours for (a topk-sentence win: the
-    sentence model's, counted apart)."""
+    topk-embed or hybrid win the embeddings of the queries and targets it returns neighbours for (a win of the
+    sentence model's candidates: the sentence model's, counted apart)."""
     pool, queries = data
     if the_set_wins:
         set_wins(monkeypatch)
@@ -149,10 +153,11 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
         returned = len(queries) + len(TARGETS)  # the texts a per-query answer embeds
         extra = returned if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
-        assert auto["passes"]["selection_forward_equivalent"] == (  # four: set, topk-embed, hybrid, topk-sentence
-            alone["passes"]["selection_forward_equivalent"] + len(pool) + 4 * validation * rows + extra)
+        assert auto["passes"]["selection_forward_equivalent"] == (  # a check per candidate of params.compare
+            alone["passes"]["selection_forward_equivalent"] + len(pool) + len(DEFAULT_COMPARE) * validation * rows
+            + extra)
         assert auto["passes"]["sentence_texts"] == len(pool) + (
-            returned if auto["strategy"]["chosen"] == "topk-sentence" else 0)
+            returned if auto["strategy"]["chosen"] in BY_SENTENCE else 0)
         if auto["strategy"]["chosen"] == "set":
             assert auto["selected"] == alone["selected"] and auto["exact"] == alone["exact"]
     assert chosen == {"set"} or not the_set_wins
@@ -262,6 +267,26 @@ def test_choose_returns_topk_sentence_only_when_it_wins_by_two_of_32(ahead, chos
     assert clear_win(Check.of(SENTENCE, answering(2, 8), gold[:8]), Check.of("set", answering(1, 8), gold[:8]))
 
 
+@pytest.mark.parametrize("sentence, hybrid_sentence, chosen", [
+    (21, 23, "hybrid-sentence"),  # only the hybrid clears the margin over topk-embed's 20
+    (23, 23, SENTENCE),  # both clear it: a tie goes to the earlier
+    (24, 25, "hybrid-sentence"),  # both clear it: the more accurate
+    (21, 21, "topk-embed"),  # neither clears it, though both lead
+    (22, 19, SENTENCE)])
+def test_choose_holds_both_sentence_model_candidates_to_the_margin_over_the_others(sentence, hybrid_sentence, chosen):
+    """topk-sentence and hybrid-sentence take the pick only by answering 2 of 32 more than the best of the other
+    candidates; where both do, the better (a tie to the earlier in params.compare)."""
+    gold = torch.zeros(32, dtype=torch.long)
+    def answering(right: int) -> torch.Tensor:  # [32, 2]: the first `right` demos answered right
+        return torch.tensor([[0.0, -1.0]] * right + [[-1.0, 0.0]] * (32 - right))
+    checks = [Check.of("set", answering(18), gold), Check.of("topk-embed", answering(20), gold),
+              Check.of("hybrid", answering(19), gold), Check.of(SENTENCE, answering(sentence), gold),
+              Check.of("hybrid-sentence", answering(hybrid_sentence), gold)]
+    best, report = choose(checks, seed=0)
+    assert best.strategy == chosen == report["checks"][0]["strategy"]
+    assert sorted(c["strategy"] for c in report["checks"]) == sorted(c.strategy for c in checks)
+
+
 def test_topk_sentence_retrieves_by_the_cosine_of_the_sentence_models_embeddings(tiny, data):
     """Each query's k nearest pool demos by the sentence model's embeddings, best last, whatever the model's own
     embeddings say."""
@@ -279,22 +304,23 @@ def test_topk_sentence_retrieves_by_the_cosine_of_the_sentence_models_embeddings
 
 
 def test_auto_checks_the_sentence_models_retrieval_counted_apart_from_the_models_passes(tiny, data):
-    """By default auto runs topk-sentence as a fourth check (params.compare can leave it out); the sentence model's texts (the pool, then
-    the returned queries and targets when it wins) are counted as sentence_texts, not as passes of the model."""
+    """By default auto runs topk-sentence and hybrid-sentence as its fourth and fifth checks (params.compare can
+    leave them out); the sentence model's texts (the pool, then the returned queries and targets when one of them
+    wins) are counted as sentence_texts, not as passes of the model."""
     pool, queries = data
     params = {"rounds": 1}
     three = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
                                                                       params={**params, "compare": list(THREE)}))
-    four = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
+    five = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, targets=TARGETS,
                                                                      params=params))
-    assert [c["strategy"] for c in four["strategy"]["checks"]] != [] and len(four["strategy"]["checks"]) == 4
-    validation = four["strategy"]["validation_queries"]
+    assert [c["strategy"] for c in five["strategy"]["checks"]] != [] and len(five["strategy"]["checks"]) == 5
+    validation = five["strategy"]["validation_queries"]
     embeds = len(queries) + len(TARGETS)
     model_extra = {c: embeds if c in ("topk-embed", "hybrid") else 0 for c in DEFAULT_COMPARE}
-    assert four["passes"]["selection_forward_equivalent"] - model_extra[four["strategy"]["chosen"]] == (
-        three["passes"]["selection_forward_equivalent"] - model_extra[three["strategy"]["chosen"]] + validation)
-    assert four["passes"]["sentence_texts"] == len(pool) + (
-        embeds if four["strategy"]["chosen"] == "topk-sentence" else 0)
+    assert five["passes"]["selection_forward_equivalent"] - model_extra[five["strategy"]["chosen"]] == (
+        three["passes"]["selection_forward_equivalent"] - model_extra[three["strategy"]["chosen"]] + 2 * validation)
+    assert five["passes"]["sentence_texts"] == len(pool) + (
+        embeds if five["strategy"]["chosen"] in BY_SENTENCE else 0)
 
 
 class SlowEncoder:
@@ -329,10 +355,10 @@ def test_a_dry_run_prices_the_sentence_models_texts(tiny, data):
     encoder.texts = 0
     three = plan(compare=list(THREE))
     assert encoder.texts == 0  # without its check auto's plan leaves the sentence model alone
-    four = plan()
-    assert encoder.texts > 0 and four.estimated_passes > three.estimated_passes  # and the check's rows
+    five = plan()
+    assert encoder.texts > 0 and five.estimated_passes > three.estimated_passes  # and the checks' rows
     expected = (len(pool) + texts) / 2 * SlowEncoder.DELAY  # 0.85 s: far above the tiny model's own plans' noise
-    assert four.estimated_seconds - three.estimated_seconds >= 0.8 * expected
+    assert five.estimated_seconds - three.estimated_seconds >= 0.8 * expected
 
 
 @pytest.mark.parametrize("compare, message", [(["topk-embed", "hybrid"], "must include 'set'"),
