@@ -103,13 +103,15 @@ def print_table(records: list[dict], journal: dict, margin: int) -> None:
             replayed.append(np.array(tests[after]["correct"], float))
             alone.append(np.array(rec["correct"], float))
             sentence.append(np.array(minilm["correct"], float))
-            hybrid_alone.append(np.array(tests[HYBRID]["correct"], float))
+            if HYBRID in tests:  # the hybrid's test record: hybrid_candidate.py's, or the run's where it won
+                hybrid_alone.append(np.array(tests[HYBRID]["correct"], float))
             if before != after:
                 changed.append(f"{seed}: {before} {auto[-1].mean():.3f} -> {after} {replayed[-1].mean():.3f}")
         seeds = f"{seed_kind(rows[0]['seed'])} " + " ".join(str(rec["seed"]) for rec in rows)
         print(f"| {dataset} | {seeds} | {mean_accuracy(auto)} | {mean_accuracy(replayed)} "
               f"({paired_difference(replayed, auto)}) | {picks}/{len(rows)} | {mean_accuracy(alone)} | "
-              f"{paired_difference(alone, sentence)} | {paired_difference(alone, hybrid_alone)} | "
+              f"{paired_difference(alone, sentence)} | "
+              f"{paired_difference(alone, hybrid_alone) if len(hybrid_alone) == len(alone) else 'n/a'} | "
               f"{'; '.join(changed) or 'none'} |")
 
 
