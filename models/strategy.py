@@ -50,7 +50,7 @@ HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each
 # by this share of the validation queries (2 of the default 32): its retrieval is 6 points under topk-embed on sms
 # (dev seeds) and a one-answer win on 32 demos is a coin toss (bench/experiments/README.md: a sentence-embedding
 # model for retrieval; a hybrid whose neighbours come from the sentence model)
-BY_SENTENCE = (SENTENCE, "hybrid-sentence")
+BY_SENTENCE = (SENTENCE, *(name for name, by in HYBRIDS.items() if by == SENTENCE))
 SENTENCE_MARGIN = 1 / 16
 BOOTSTRAP_DRAWS = 2000
 SENTENCE_CALIBRATION = 32  # pool inputs a plan times the sentence model on (one of its batches)
