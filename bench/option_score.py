@@ -12,7 +12,6 @@ Writes results/option_score.json and prints a markdown table. Runs no model: the
 from __future__ import annotations
 
 import argparse
-import json
 from statistics import mean
 
 import numpy as np

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -49,6 +50,19 @@ def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, Dat
         options = label_options(examples)
         for seed in seeds:
             yield dataset, spec, options, seed, make_split(examples, seed, spec.sizes or FULL_SIZES)
+
+
+def append_measured(results: Path, key: dict, measure: Callable[[], dict | None], label: str) -> None:
+    """Run one split's ``measure`` and append its record (``key``, what it measured, the seconds it took) to
+    ``results``; print the candidate's check and test accuracy. A split it cannot measure (None) leaves no record."""
+    started = time.perf_counter()
+    measured = measure()
+    if measured is None:
+        return
+    record = {**key, **measured, "seconds": round(time.perf_counter() - started, 1)}
+    append_record(results, record)
+    print(f"{' '.join(f'{v}' for v in key.values())}: {label} check {record['check']['accuracy']:.3f} "
+          f"test {record['accuracy']:.3f}", flush=True)
 
 
 def pending(args: argparse.Namespace, journal: dict, results: Path, needs_default_run: bool = True

@@ -24,8 +24,6 @@ resampled).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -35,7 +33,7 @@ from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 
 from ..protocol import DATASET_SPECS, SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
-from .dev import (AutoView, append_record, dev_parser, dev_splits, has_default_run, mean_accuracy,
+from .dev import (AutoView, append_measured, dev_parser, dev_splits, has_default_run, mean_accuracy,
                   paired_difference, parse_dev_args, read_records, replay_main, seed_kind, set_check_matches,
                   strategy_tests)
 
@@ -117,15 +115,8 @@ def run(args, journal: dict) -> None:
         if (dataset, seed, r) in done or not has_default_run(journal, dataset, seed):
             continue
         gradient = journal[(dataset, seed, "gradient")]
-        started = time.perf_counter()
-        measured = measure(new_engine(), AutoView.of(split, options, gradient), spec, options, gradient, r)
-        if measured is None:
-            continue
-        record = {"dataset": dataset, "seed": seed, "r": r, **measured,
-                  "seconds": round(time.perf_counter() - started, 1)}
-        append_record(RESULTS, record)
-        print(f"{dataset} {seed} r={r}: hybrid check {record['check']['accuracy']:.3f} "
-              f"test {record['accuracy']:.3f}", flush=True)
+        append_measured(RESULTS, {"dataset": dataset, "seed": seed, "r": r}, lambda: measure(
+            new_engine(), AutoView.of(split, options, gradient), spec, options, gradient, r), "hybrid")
 
 
 def print_table(records: list[dict], journal: dict) -> None:

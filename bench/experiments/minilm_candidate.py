@@ -28,7 +28,6 @@ topk-sentence-per-query run where there is one (the same neighbours, scored the 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -39,9 +38,9 @@ from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN, Check, Nei
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from . import hybrid_candidate, retrieval_variants
-from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, parse_dev_args, print_replayed_against_baselines, read_records, replay_main,
-                  seed_kind, set_check_matches, strategy_tests)
+from .dev import (AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference,
+                  parse_dev_args, pending, print_replayed_against_baselines, read_records, replay_main, seed_kind,
+                  set_check_matches, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "minilm_candidate.jsonl"
 MINILM = "topk-minilm"
@@ -121,27 +120,19 @@ def margin_main(parser, argv: list[str] | None, results, run, print_table, print
 
 
 def run(args, journal: dict) -> None:
-    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
     hybrids = hybrid_candidate.by_split()
     minilm_tests = {(r["dataset"], r["seed"]): r for r in read_records(retrieval_variants.RESULTS)
                     if r["variant"] == "minilm"}
     minilm_tests.update({(dataset, seed): r for (dataset, seed, method), r in journal.items()
                          if method == "topk-sentence-per-query"})
     new_engine, _ = default_engine_factory("default", args.threads)
-    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
-        if ((dataset, seed) in done or not has_default_run(journal, dataset, seed)
-                or not hybrid_known(journal, hybrids, dataset, seed)):
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
+        if not hybrid_known(journal, hybrids, dataset, seed):
             continue
         gradient = journal[(dataset, seed, "gradient")]
-        started = time.perf_counter()
-        measured = measure(new_engine(), AutoView.of(split, options, gradient), spec, options, gradient,
-                           minilm_tests.get((dataset, seed)))
-        if measured is None:
-            continue
-        record = {"dataset": dataset, "seed": seed, **measured, "seconds": round(time.perf_counter() - started, 1)}
-        append_record(RESULTS, record)
-        print(f"{dataset} {seed}: {MINILM} check {record['check']['accuracy']:.3f} test {record['accuracy']:.3f}",
-              flush=True)
+        append_measured(RESULTS, {"dataset": dataset, "seed": seed}, lambda: measure(
+            new_engine(), AutoView.of(split, options, gradient), spec, options, gradient,
+            minilm_tests.get((dataset, seed))), MINILM)
 
 
 def print_table(records: list[dict], journal: dict, margin: int) -> None:

@@ -22,16 +22,14 @@ bench/experiments/results/sentence_hybrid.jsonl (a resume skips what is there) a
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from iclsel.models.strategy import HYBRID, SENTENCE
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate
-from .dev import (AutoView, append_record, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
-                  paired_difference, print_replayed_against_baselines, read_records, seed_kind)
+from .dev import (AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, pending,
+                  print_replayed_against_baselines, read_records, seed_kind)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_hybrid.jsonl"
 CANDIDATE = "hybrid-sentence"
@@ -61,24 +59,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, journal: dict) -> None:
-    done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS)}
     hybrids = hybrid_candidate.by_split()
     minilms = {(r["dataset"], r["seed"]) for r in read_records(minilm_candidate.RESULTS)}
     new_engine, _ = default_engine_factory("default", args.threads)
-    for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
-        if ((dataset, seed) in done or (dataset, seed) not in minilms or not has_default_run(journal, dataset, seed)
-                or not minilm_candidate.hybrid_known(journal, hybrids, dataset, seed)):
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
+        if (dataset, seed) not in minilms or not minilm_candidate.hybrid_known(journal, hybrids, dataset, seed):
             continue
         gradient = journal[(dataset, seed, "gradient")]
-        started = time.perf_counter()
-        measured = hybrid_candidate.measure(new_engine(), AutoView.of(split, options, gradient), spec, options,
-                                            gradient, spec.k // 2, by=SENTENCE)
-        if measured is None:
-            continue
-        record = {"dataset": dataset, "seed": seed, **measured, "seconds": round(time.perf_counter() - started, 1)}
-        append_record(RESULTS, record)
-        print(f"{dataset} {seed}: {CANDIDATE} check {record['check']['accuracy']:.3f} test {record['accuracy']:.3f}",
-              flush=True)
+        append_measured(RESULTS, {"dataset": dataset, "seed": seed}, lambda: hybrid_candidate.measure(
+            new_engine(), AutoView.of(split, options, gradient), spec, options, gradient, spec.k // 2,
+            by=SENTENCE), CANDIDATE)
 
 
 def print_table(records: list[dict], journal: dict, margin: int) -> None:
