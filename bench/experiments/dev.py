@@ -52,17 +52,21 @@ def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, Dat
             yield dataset, spec, options, seed, make_split(examples, seed, spec.sizes or FULL_SIZES)
 
 
-def append_measured(results: Path, key: dict, measure: Callable[[], dict | None], label: str) -> None:
+def append_measured(results: Path, key: dict, measure: Callable[[], dict | None], label: str | None = None
+                    ) -> dict | None:
     """Run one split's ``measure`` and append its record (``key``, what it measured, the seconds it took) to
-    ``results``; print the candidate's check and test accuracy. A split it cannot measure (None) leaves no record."""
+    ``results``; given a ``label``, print the candidate's check and test accuracy. A split it cannot measure (None)
+    leaves no record. Returns the record."""
     started = time.perf_counter()
     measured = measure()
     if measured is None:
-        return
+        return None
     record = {**key, **measured, "seconds": round(time.perf_counter() - started, 1)}
     append_record(results, record)
-    print(f"{' '.join(f'{v}' for v in key.values())}: {label} check {record['check']['accuracy']:.3f} "
-          f"test {record['accuracy']:.3f}", flush=True)
+    if label is not None:
+        print(f"{' '.join(f'{v}' for v in key.values())}: {label} check {record['check']['accuracy']:.3f} "
+              f"test {record['accuracy']:.3f}", flush=True)
+    return record
 
 
 def pending(args: argparse.Namespace, journal: dict, results: Path, needs_default_run: bool = True

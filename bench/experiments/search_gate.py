@@ -19,8 +19,6 @@ rule's pick (four candidates, an accuracy tie to the earlier; the hybrid's test 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -31,7 +29,7 @@ from iclsel.models.strategy import HYBRID, PER_QUERY, Check, Neighbours
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate
-from .dev import (BASELINES, append_record, dev_parser, mean_accuracy, pending,
+from .dev import (BASELINES, append_measured, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_gate.jsonl"
@@ -70,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, journal: dict) -> None:
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
-        gradient = journal[(dataset, seed, "gradient")]
-        started = time.perf_counter()
-        measured = measure(new_engine(), split, spec, options, seed)
-        anchor = gradient["notes"].get("anchor")
-        record = {"dataset": dataset, "seed": seed, **measured, "same_start": anchor == measured["start"],
-                  "seconds": round(time.perf_counter() - started, 1)}
-        append_record(RESULTS, record)
+        anchor = journal[(dataset, seed, "gradient")]["notes"].get("anchor")
+
+        def measured() -> dict:
+            start = measure(new_engine(), split, spec, options, seed)
+            return {**start, "same_start": anchor == start["start"]}
+
+        record = append_measured(RESULTS, {"dataset": dataset, "seed": seed}, measured)
         accuracy = {name: np.mean(c) for name, c in record["correct"].items()}
         print(f"{dataset} {seed}: " + ", ".join(f"{name} {a:.3f}" for name, a in accuracy.items())
               + f" (same start as the run: {record['same_start']})", flush=True)

@@ -15,8 +15,6 @@ bench/experiments/results/validation_size.jsonl (a resume skips what is there) a
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -25,7 +23,7 @@ from iclsel.models.strategy import PER_QUERY, Check, Neighbours, choose
 
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, default_engine_factory
-from .dev import (AutoView, append_record, by_dataset, dev_parser, mean_accuracy, pending,
+from .dev import (AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, pending,
                   paired_difference, parse_dev_args, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "validation_size.jsonl"
@@ -72,10 +70,8 @@ def run(args, journal: dict) -> None:
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
         gradient = journal[(dataset, seed, "gradient")]
-        started = time.perf_counter()
-        measured = measure(new_engine(), AutoView.of(split, options, gradient), spec)
-        record = {"dataset": dataset, "seed": seed, **measured, "seconds": round(time.perf_counter() - started, 1)}
-        append_record(RESULTS, record)
+        record = append_measured(RESULTS, {"dataset": dataset, "seed": seed},
+                                 lambda: measure(new_engine(), AutoView.of(split, options, gradient), spec))
         print(f"{dataset} {seed}: " + ", ".join(f"{size or 'all'} -> {choice(record, size)}" for size in SIZES)
               + f" (the run chose {gradient['strategy']['chosen']})", flush=True)
 
