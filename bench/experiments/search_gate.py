@@ -71,8 +71,8 @@ def run(args, journal: dict) -> None:
         anchor = journal[(dataset, seed, "gradient")]["notes"].get("anchor")
 
         def measured() -> dict:
-            start = measure(new_engine(), split, spec, options, seed)
-            return {**start, "same_start": anchor == start["start"]}
+            found = measure(new_engine(), split, spec, options, seed)
+            return {**found, "same_start": anchor == found["start"]}
 
         record = append_measured(RESULTS, {"dataset": dataset, "seed": seed}, measured)
         accuracy = {name: np.mean(c) for name, c in record["correct"].items()}
