@@ -35,9 +35,10 @@ from .dev import (BASELINES, append_measured, dev_parser, mean_accuracy, pending
 RESULTS = BENCH_DIR / "experiments" / "results" / "search_gate.jsonl"
 GATES = (0.125, 0.1875, 0.25, 0.3125)  # the pre-registered G is 0.25; the others for reference
 DECIDING = 0.25
+RETRIEVALS = ("topk-embed", "bm25")  # the per-query retrievals the gate compared (its records hold these)
 
 
-def measure(engine, split, spec, options, seed: int) -> dict:
+def measure(engine, split, spec, options, seed: int, retrievals: tuple[str, ...] = RETRIEVALS) -> dict:
     """The start's and each retrieval's correct [Q] on the selection queries, and the rows they cost."""
     request = SelectionRequest(pool=split.pool, queries=split.select, k=spec.k, method="gradient", options=options,
                                template=spec.template, separator=SEPARATOR, seed=seed,
@@ -51,13 +52,22 @@ def measure(engine, split, spec, options, seed: int) -> dict:
     checks = {"start": Check.of("start", engine.scores([by_id[i] for i in start_ids], split.select, resolved,
                                                        spec.template, SEPARATOR, None, counter), gold)}
     start_rows = counter.forward  # [Q x rows per query]: one row per query, or one per (query, option)
+    checks.update(retrieval_checks(engine, split, spec, resolved, retrievals, counter))
+    return {"start": start_ids, "correct": {name: c.correct.tolist() for name, c in checks.items()},
+            "rows_per_query": int(start_rows) // len(split.select), "embedded": len(split.pool) + len(split.select)}
+
+
+def retrieval_checks(engine, split, spec, resolved: list[str], retrievals: tuple[str, ...],
+                     counter: PassCounter) -> dict[str, Check]:
+    """Each per-query retrieval's prompts (every selection query's k nearest pool demos) on the selection queries."""
+    gold = torch.tensor([resolved.index(q.output) for q in split.select])
     neighbours = Neighbours(engine, split.pool, counter)
-    for by in PER_QUERY:
+    checks = {}
+    for by in retrievals:
         nearest = neighbours.nearest([q.input for q in split.select], by, spec.k)
         checks[by] = Check.of(by, engine.scores([[split.pool[i] for i in ids] for ids in nearest], split.select,
                                                 resolved, spec.template, SEPARATOR, None, counter), gold)
-    return {"start": start_ids, "correct": {name: c.correct.tolist() for name, c in checks.items()},
-            "rows_per_query": int(start_rows) // len(split.select), "embedded": len(split.pool) + len(split.select)}
+    return checks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +93,7 @@ def run(args, journal: dict) -> None:
 def gate(record: dict, g: float) -> str | None:
     """The retrieval the gate returns without searching (None: it searches)."""
     accuracy = {name: float(np.mean(c)) for name, c in record["correct"].items()}
-    best = max(PER_QUERY, key=lambda by: accuracy[by])  # max keeps the first of equals: topk-embed
+    best = max(RETRIEVALS, key=lambda by: accuracy[by])  # max keeps the first of equals: topk-embed
     return best if accuracy[best] - accuracy["start"] >= g else None
 
 
@@ -120,7 +130,7 @@ def print_table(records: list[dict], journal: dict) -> None:
             if not rec["same_start"]:
                 print(f"  {dataset} {rec['seed']}: the start differs from the run's anchor")
         print(f"  {dataset} retrieval - start on the selection queries: " + " ".join(
-            f"{rec['seed']}:{max(np.mean(rec['correct'][by]) for by in PER_QUERY) - np.mean(rec['correct']['start']):+.2f}"
+            f"{rec['seed']}:{max(np.mean(rec['correct'][by]) for by in RETRIEVALS) - np.mean(rec['correct']['start']):+.2f}"
             for rec in rows))
         gradients = [journal[(dataset, rec["seed"], "gradient")] for rec in rows]
         tests = [strategy_tests(journal, dataset, rec["seed"], hybrids[(dataset, rec["seed"])])

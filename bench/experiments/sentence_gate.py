@@ -1,0 +1,129 @@
+"""Can a gate before the search return the sentence model's retrieval?
+
+    python -m bench.experiments.sentence_gate --datasets bbc sms imdb sdg --seeds 10 11 12 13 14 15
+
+search_gate.py's gate with the sentence model among the retrievals. Before the search: the search's
+label-balanced start and two per-query retrievals (topk-embed; topk-sentence) run on the selection queries. The
+better retrieval is topk-embed unless topk-sentence answers at least auto's margin (SENTENCE_MARGIN of the queries,
+rounded up) more; if its accuracy beats the start's by at least G, the gate skips the search and the held-out check
+and returns it. Otherwise auto runs as it ships (sentence_hybrid.py's five-candidate replay).
+
+Dev seeds only. Per split with a sentence_hybrid.py record it appends one record to
+bench/experiments/results/sentence_gate.jsonl: the start's and both retrievals' correct [Q] on the selection
+queries (the start and topk-embed from search_gate.py's record where it has one, checked to name the journal
+run's anchor; topk-sentence measured here). The table replays the gate at several G (the pre-registered one
+marked): a skip returns the per-query baseline's test record; passes as the experiments README says.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from iclsel.models.inference import PassCounter
+from iclsel.models.layout import resolve_options
+from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+
+from ..quality import BENCH_DIR, default_engine_factory
+from . import hybrid_candidate, minilm_candidate, search_gate, sentence_hybrid
+from .dev import (append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
+                  pending, read_records, replay_main)
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_gate.jsonl"
+RETRIEVALS = ("topk-embed", SENTENCE)  # the gate's retrievals: the first unless the second wins by the margin
+GATES = (0.25, 0.3125, 0.375, 0.5)
+DECIDING = 0.375  # pre-registered (experiments README)
+MARGIN = 2  # auto's margin on 32 held-out demos (sentence_hybrid.replay)
+
+
+def measure(engine, split, spec, options, seed: int, earlier: dict | None) -> dict:
+    """The start's and both retrievals' correct [Q] on the selection queries (the start's and topk-embed's from
+    search_gate's ``earlier`` record when there is one)."""
+    if earlier is None:
+        return search_gate.measure(engine, split, spec, options, seed, RETRIEVALS)
+    resolved = resolve_options(split.pool, split.select, options)
+    sentence = search_gate.retrieval_checks(engine, split, spec, resolved, (SENTENCE,), PassCounter())[SENTENCE]
+    kept = {name: earlier["correct"][name] for name in ("start", "topk-embed")}
+    return {**{key: earlier[key] for key in ("start", "rows_per_query", "embedded")},
+            "correct": {**kept, SENTENCE: sentence.correct.tolist()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "imdb", "sdg"], list(range(10, 22)))
+    return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
+
+
+def run(args, journal: dict) -> None:
+    earlier = {(r["dataset"], r["seed"]): r for r in read_records(search_gate.RESULTS)}
+    replayable = {(r["dataset"], r["seed"]) for r in read_records(sentence_hybrid.RESULTS)}
+    new_engine, _ = default_engine_factory("default", args.threads)
+    for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
+        if (dataset, seed) not in replayable:
+            continue
+        anchor = journal[(dataset, seed, "gradient")]["notes"].get("anchor")
+
+        def measured() -> dict:
+            found = measure(new_engine(), split, spec, options, seed, earlier.get((dataset, seed)))
+            return {**found, "same_start": anchor == found["start"]}
+
+        record = append_measured(RESULTS, {"dataset": dataset, "seed": seed}, measured)
+        print(f"{dataset} {seed}: " + ", ".join(f"{name} {np.mean(c):.3f}" for name, c in record["correct"].items())
+              + f" (same start as the run: {record['same_start']})", flush=True)
+
+
+def gate(record: dict, g: float) -> str | None:
+    """The retrieval the gate returns without searching (None: it searches)."""
+    answers = {name: sum(c) for name, c in record["correct"].items()}
+    queries = len(record["correct"]["start"])
+    best = SENTENCE if answers[SENTENCE] - answers["topk-embed"] >= math.ceil(SENTENCE_MARGIN * queries) else "topk-embed"
+    return best if (answers[best] - answers["start"]) / queries >= g - 1e-9 else None
+
+
+def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int) -> dict:
+    """Auto with the gate on this split: the pick, its test record's answers and the selection passes."""
+    rows = record["rows_per_query"] * len(record["correct"]["start"])  # one run of a prompt per selection query
+    skipped = gate(record, g)
+    if skipped is not None:  # the start's and both retrievals' runs, the pool's and queries' embeddings, the targets'
+        passes = 3 * rows + record["embedded"] + (targets if skipped == "topk-embed" else 0)
+        return {"strategy": skipped, "correct": tests[skipped]["correct"], "passes": passes}
+    embedded = shipped["strategy"] in ("topk-embed", HYBRID)  # the answer embedded the queries already
+    passes = shipped["passes"] + 2 * rows + (0 if embedded else len(record["correct"]["start"]))
+    return {"strategy": None, "correct": shipped["correct"], "passes": passes}
+
+
+def print_table(records: list[dict], journal: dict) -> None:
+    """Per dataset and G: the seeds skipped, auto's mean test accuracy with the gate, its difference from auto as it
+    ships (paired per test query, 95% bootstrap interval) and the mean selection passes as a share of exact's."""
+    hybrids = hybrid_candidate.by_split()
+    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    shipped_records = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
+    print("| dataset | seeds | G | skips (seed: retrieval) | auto with the gate | minus auto | "
+          "passes / exact's (auto) |\n|---|---|---|---|---|---|---|")
+    for dataset, rows in by_dataset(records):
+        for rec in rows:
+            if not rec["same_start"]:
+                print(f"  {dataset} {rec['seed']}: the start differs from the run's anchor")
+        print(f"  {dataset}, per seed: start / topk-embed / topk-sentence on the selection queries: " + "; ".join(
+            f"{rec['seed']} " + "/".join(f"{np.mean(rec['correct'][n]):.2f}" for n in ("start", *RETRIEVALS))
+            for rec in rows))
+        shipped = [sentence_hybrid.replayed_default(shipped_records[(dataset, rec["seed"])], journal, hybrids,
+                                                    minilms, MARGIN) for rec in rows]
+        tests = [{"topk-embed": journal[(dataset, rec["seed"], "topk-embed-per-query")],
+                  SENTENCE: minilms[(dataset, rec["seed"])]} for rec in rows]
+        targets = [len(t["topk-embed"]["correct"]) for t in tests]
+        exact = [64 * rec["rows_per_query"] * len(rec["correct"]["start"]) for rec in rows]
+        base = [np.array(s["correct"], float) for s in shipped]
+        before = np.mean([s["passes"] / e for s, e in zip(shipped, exact)])
+        for g in GATES:
+            mine = [gated(rec, s, g, t, n) for rec, s, t, n in zip(rows, shipped, tests, targets)]
+            got = [np.array(m["correct"], float) for m in mine]
+            skips = " ".join(f"{rec['seed']}:{m['strategy']}" for rec, m in zip(rows, mine) if m["strategy"]) or "none"
+            spent = np.mean([m["passes"] / e for m, e in zip(mine, exact)])
+            mark = " (pre-registered)" if g == DECIDING else ""
+            print(f"| {dataset} | {rows[0]['seed']}-{rows[-1]['seed']} ({len(rows)}) | {g:.3f}{mark} | {skips} | "
+                  f"{mean_accuracy(got)} | {paired_difference(got, base)} | {spent:.2f} ({before:.2f}) |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
