@@ -104,7 +104,8 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
         "sizes": sizes,
         "seeds": records,
     }
-    chosen = {r["seed"]: r["strategy"]["chosen"] for r in records if r.get("strategy")}
+    chosen = {r["seed"]: r["strategy"]["chosen"] + (" (gate)" if r["strategy"].get("by") == "gate" else "")
+              for r in records if r.get("strategy")}
     if chosen:  # gradient's params.strategy: which prompt it returned on each seed
         entry["strategy_per_seed"] = chosen
         lost = {r["seed"]: r["searched_set"]["accuracy"] for r in records if r.get("searched_set")}
@@ -366,7 +367,8 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                     return f"{seed}: {name}"
                 return f"{seed}: {name} {returned[str(seed)]:.3f}, the set {lost[str(seed)]:.3f}"
 
-            out += [f"Prompts the default returned (`params.strategy` auto, decided on held-out pool demos): "
+            out += [f"Prompts the default returned (`params.strategy` auto, decided on held-out pool demos; "
+                       f"(gate): by the gate before the search, on the selection queries): "
                     + ", ".join(f"{name} on {n} seed{'s' * (n > 1)}" for name, n in counts.most_common())
                     + " (" + "; ".join(shown(seed, name) for seed, name in sorted(chosen.items(), key=lambda x: int(x[0])))
                     + "). Where retrieval was returned, the accuracy after it is the searched set's on the same test "

@@ -48,6 +48,12 @@ PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator 
 # query, times the rows a query takes: one per option when an option has several tokens), a quarter of what
 # `exact` spends with its default 64 subsets.
 DEFAULT_BUDGET_RUNS = 16
+# auto's gate before the search (models/strategy.py gate): the share of the queries by which per-query retrieval must
+# beat the search's start, and the fewest queries it decides on; 0.375 is above every IMDB dev seed's lead (0.31 at
+# most, where the searched set then won) and took the search out of 5 of 12 BBC and 9 of 12 sms dev seeds at no loss
+# (bench/experiments/README.md: a gate before the search with the sentence model's retrieval)
+DEFAULT_GATE = 0.375
+MIN_GATE_QUERIES = 16
 
 
 class InputError(ValueError):
@@ -206,6 +212,10 @@ class GradientParams(Params):
         "demos, then each query's k//2 nearest by the model's embedding), topk-sentence, hybrid-sentence (the "
         "hybrid with the neighbours by the sentence model), bm25"))
     validation: int = Int(32, 1, "auto: pool demos outside the searched set that every strategy runs on")
+    gate: float | None = Field(DEFAULT_GATE, description=(
+        f"auto, with at least {MIN_GATE_QUERIES} queries: before the search, run its start and per-query retrieval "
+        "on the queries; when the better retrieval (topk-embed, or topk-sentence by a clear win) answers this share "
+        "of them more than the start, return it with no search and no held-out check (null: always search)"))
     evaluator: str = Field("subsample", description="what decides a move: subsample, exact or first-order")
     anchor_mode: str | None = Field(None, validate_default=True, description=(
         "label-groups, mean-loss or per-query; default mean-loss with subsample, else label-groups"))
@@ -239,6 +249,16 @@ class GradientParams(Params):
     @classmethod
     def _count(cls, value, info: ValidationInfo):
         return _converted(int, low=_LOWS[info.field_name])(value)
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _share(cls, value):
+        if value is None:
+            return None
+        share = _converted(float)(value)
+        if isinstance(value, bool) or not 0 <= share <= 1:
+            raise _fail(f"must be a share from 0 to 1, or null, got {value!r}")
+        return share
 
     @field_validator("compare", mode="before")
     @classmethod
@@ -440,14 +460,18 @@ class StrategyCheck(ResultPart):
 class StrategyReport(ResultPart):
     chosen: str = Field(description="the prompt returned: set, topk-embed, topk-sentence, bm25, hybrid or "
                                     "hybrid-sentence")
-    by: str = Field(description="validation (params.strategy auto), request (named in params.strategy) or why "
-                                "auto could not validate")
+    by: str = Field(description="validation (params.strategy auto), gate (auto returned per-query retrieval "
+                                "without a search: params.gate), request (named in params.strategy) or why auto "
+                                "could not validate")
     search_queries: int = Field(description="queries the set was searched on")
     searched: list[str] = Field(default_factory=list, description=(
         "ids of the searched set, in prompt order (what `selected` holds when the set is chosen; empty when no "
         "search ran)"))
-    validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on")
-    checks: list[StrategyCheck] = Field(description="each strategy on the held-out queries, the chosen first")
+    validation_queries: int = Field(description="held-out pool demos (outside the set) every strategy ran on; by "
+                                                "gate, the queries")
+    checks: list[StrategyCheck] = Field(description=(
+        "each strategy on the held-out queries, the chosen first (by gate: the retrievals and the search's start, "
+        "named start, on the queries)"))
     margin_ci95: list[Number] | None = Field(description=(
         "chosen minus the next check's accuracy on the held-out demos (the runner-up, or topk-sentence where it led "
         "without a clear win): 95% paired bootstrap interval"))

@@ -50,6 +50,7 @@ from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import top_k_ascending
 from .methods import METHODS
+from .selectors import search_params
 from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
 from .tasks import AnchorTask
 from .warm import WarmStart, resume
@@ -258,6 +259,16 @@ class Engine:
                                      "max_prompt_tokens": request.max_prompt_tokens,
                                      "min_per_label": request.min_per_label}
         return result
+
+    def start(self, request: SelectionRequest, counter: PassCounter, checkpoint) -> tuple[list[Example], torch.Tensor]:
+        """The set search's first start on ``request`` (its label-balanced draw, from the job's generator as the search
+        draws it) and that set's option scores [Q, O] on the queries, run on ``counter`` through the search's exact
+        runs (cached by content: a search that follows finds the run)."""
+        prepared = self._prepare(request, checkpoint)
+        runner = self._runner(prepared.layout, checkpoint, counter=counter)
+        ctx = self._context(prepared, prepared.layout, runner, _no_progress)
+        start = search_params(ctx, prepared.params).starts[0]
+        return [prepared.request.pool[i] for i in start], ctx.exact(start)
 
     def plan(self, request: SelectionRequest) -> Plan:
         """What ``select(request)`` will cost (passes and seconds on this model and machine), without running it:

@@ -8,6 +8,7 @@ the hybrids are auto's candidates only: they reuse the searched set, no search o
 on the task and the model (bench/FINDINGS.md), so "auto" measures it, among the prompts of params.compare (by
 default set, topk-embed, hybrid, topk-sentence and hybrid-sentence):
 
+    if gate(start, retrievals on the queries): return it   # params.gate: no search, no held-out check
     set = search(queries)                                  # the usual gradient search, on every query
     held_out = balanced sample of the pool demos outside the set (params.validation of them)
     checks = [check(name, scores of each strategy's prompts on held_out) for each strategy]
@@ -18,6 +19,11 @@ The held-out demos were candidates of the search but never its queries, so the s
 retrieval never looks at labels, and a held-out demo never retrieves itself. Every strategy runs on the same
 held-out demos, so the report gives each one's interval and the chosen minus the runner-up as a paired interval.
 They stand for the queries as far as the pool resembles them.
+
+The gate (params.gate, with at least MIN_GATE_QUERIES queries) comes first: the search's start (its label-balanced
+first set, run through the search's own cached exact runs) and the per-query retrievals run on the queries themselves,
+which neither is fitted to; when the better retrieval answers a params.gate share of the queries more than the start,
+the search could not close the gap often enough to pay for itself (bench/experiments/README.md), and auto returns it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import HYBRIDS, GradientParams, Params
+from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, GradientParams, Params
 
 from .cache import content_key
 from .context import stratified_rows
@@ -100,6 +106,12 @@ def choose(checks: list[Check], seed: int) -> tuple[Check, dict]:
         clear = [c for c in ranked if c.strategy in BY_SENTENCE and clear_win(c, others[0])]
         best = clear[0] if clear else others[0]
         ranked = [best, *(c for c in ranked if c is not best)]
+    return ranked[0], report_of(ranked, seed)
+
+
+def report_of(ranked: list[Check], seed: int) -> dict:
+    """Each check's accuracy with a 95% bootstrap interval over its queries, in this order, and the first minus the
+    second as a paired interval (the same resampled queries for both)."""
     best = ranked[0]
     rng = np.random.default_rng([seed, 0xB007])
     n = len(best.correct)
@@ -110,7 +122,19 @@ def choose(checks: list[Check], seed: int) -> tuple[Check, dict]:
               "margin_ci95": None}
     if len(ranked) > 1:
         report["margin_ci95"] = _interval((best.correct - ranked[1].correct)[draws].mean(1))
-    return best, report
+    return report
+
+
+def gate(start: Check, retrievals: list[Check], share: float) -> Check | None:
+    """The retrieval auto returns without a search, or None: the better of ``retrievals`` (the first, unless a
+    sentence-model one wins clearly: clear_win) when it answers at least ``share`` of the queries more than the
+    search's ``start``."""
+    best = retrievals[0]
+    for check in retrievals[1:]:
+        if check.strategy in BY_SENTENCE and clear_win(check, best):
+            best = check
+    lead = best.correct.sum() - start.correct.sum()
+    return best if lead >= share * len(start.correct) - 1e-9 else None
 
 
 def clear_win(check: Check, other: Check) -> bool:
@@ -141,6 +165,7 @@ class Neighbours:
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
         self._runner: ModelRunner | None = None
         self._pool_vectors: dict[str, torch.Tensor] = {}  # by -> [n, d]
+        self._text_vectors: dict[str, dict[str, torch.Tensor]] = {}  # by -> text -> [d]: each text embedded once
 
     def similarity(self, texts: list[str], by: str, itself: list[int] | None = None) -> np.ndarray:
         """[T, n] similarity of each text to each pool demo (``itself``: the texts are these pool demos, whose
@@ -154,7 +179,15 @@ class Neighbours:
         return cosine_similarity(pool_vectors, vectors)
 
     def _embed(self, texts: list[str], by: str) -> torch.Tensor:
-        """[T, d] the texts' embeddings by the language model ("topk-embed") or the sentence model."""
+        """[T, d] the texts' embeddings by the language model ("topk-embed") or the sentence model; a text this
+        request embedded already (the gate's queries, then the answer's) is not run again."""
+        known = self._text_vectors.setdefault(by, {})
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
+        if missing:
+            known.update(zip(missing, self._run(missing, by)))
+        return torch.stack([known[text] for text in texts])
+
+    def _run(self, texts: list[str], by: str) -> torch.Tensor:
         if by == SENTENCE:
             self.checkpoint()
             self.counter.sentence_texts += len(texts)
@@ -172,7 +205,7 @@ class Neighbours:
         cached = self.engine.cache.get(key)
         if cached is not None:
             return cached["vectors"]
-        vectors = self._embed(texts, by)
+        vectors = self._run(texts, by)
         self.engine.cache.put(key, {"vectors": vectors})
         return vectors
 
@@ -236,6 +269,10 @@ class Strategies:
         request = self.request
         reserved = self._reserved()
         self.selecting.limit = reserved if request.max_passes is not None else None
+        if self._gate_retrievals:
+            returned, report = self._gate(reserved)
+            if returned is not None:
+                return self._result(returned, "gate", None, report)
         searched = self.engine._select_set(self._search_request(reserved), self.progress, self.checkpoint)
         self.progress("validate", 0, self._candidates)
         validate_started = time.perf_counter()
@@ -262,6 +299,34 @@ class Strategies:
         self.timings["validate"] = time.perf_counter() - validate_started
         report.update(validation_queries=len(validation))
         return self._result(best.strategy, "validation", searched, report)
+
+    def _gate(self, reserved: int) -> tuple[str | None, dict]:
+        """params.gate: the search's start and each of _gate_retrievals on the queries -> (the retrieval to return
+        without a search, or None; its report: each prompt's accuracy on the queries, the returned first)."""
+        started = time.perf_counter()
+        self.progress("gate", 0, 1)
+        request = self.request
+        demos, scores = self.engine.start(self._search_request(reserved), self.selecting, self.checkpoint)
+        gold = torch.tensor(self.gold)
+        checks = [Check.of("start", scores, gold)]
+        for name in self._gate_retrievals:
+            nearest = self.neighbours.nearest([q.input for q in request.queries], name, request.k)
+            checks.append(self._check(name, request.queries, [[request.pool[i] for i in ids] for ids in nearest]))
+        returned = gate(checks[0], checks[1:], self.params.gate)
+        self.timings["gate"] = time.perf_counter() - started
+        self.progress("gate", 1, 1)
+        if returned is None:
+            return None, {}
+        report = report_of([returned, *(c for c in checks if c is not returned)], request.seed)
+        return returned.strategy, {**report, "validation_queries": len(request.queries)}
+
+    @property
+    def _gate_retrievals(self) -> tuple[str, ...]:
+        """The per-query retrievals the gate runs (those of params.compare, the language model's first), or none:
+        params.gate null, or fewer than MIN_GATE_QUERIES queries."""
+        if self.params.gate is None or len(self.request.queries) < MIN_GATE_QUERIES:
+            return ()
+        return tuple(name for name in ("topk-embed", SENTENCE) if name in self.params.compare)
 
     @property
     def _by_id(self) -> dict[str, Example]:
@@ -297,19 +362,28 @@ class Strategies:
 
     @property
     def _retrieval_texts(self) -> int:
-        """The texts a retrieval answer embeds: the pool, the queries and the targets."""
-        return len(self.request.pool) + len(self.request.queries) + len(self.request.targets)
+        """The texts a retrieval answer embeds: the pool, and the queries and targets (each text once)."""
+        asked = [q.input for q in self.request.queries] + list(self.request.targets)
+        return len(self.request.pool) + len(set(asked))
 
     def _reserved(self) -> int:
-        """The most auto spends besides the search: embeddings of the pool, the queries and the targets, and
-        every strategy's prompts on the held-out demos."""
-        return self._retrieval_texts + self._candidates * self._validation_size() * self._rows_per_query
+        """The most auto spends besides the search: embeddings of the pool, the queries and the targets, every
+        strategy's prompts on the held-out demos and the gate's prompts on the queries."""
+        return (self._retrieval_texts + self._candidates * self._validation_size() * self._rows_per_query
+                + self._gate_rows)
+
+    @property
+    def _gate_rows(self) -> int:
+        """The gate's runs on the queries: the start's and each retrieval's (none without a gate)."""
+        retrievals = len(self._gate_retrievals)
+        return (1 + retrievals) * len(self.request.queries) * self._rows_per_query if retrievals else 0
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
-        every embedding), plus the returned prompts' exact run; its seconds add the sentence model's texts, timed
-        on the pool (_sentence_seconds)."""
+        every embedding), plus the gate's runs and the returned prompts' exact run (with a gate, the fewest are a
+        retrieval it returns: no search); its seconds add the sentence model's texts, timed on the pool
+        (_sentence_seconds)."""
         request = self.request
         final = len(request.queries) * self._rows_per_query if self.params.evaluate_selected else 0
         everything = self._retrieval_texts
@@ -323,14 +397,19 @@ class Strategies:
                            passes_high=embed + final, estimated_seconds=round(seconds, 3))
         reserved = self._reserved()
         searched = self.engine._plan_set(self._search_request(reserved))
-        fewest = len(request.pool) + self._candidates * self._validation_size() * self._rows_per_query + final
+        fewest = (len(request.pool) + self._candidates * self._validation_size() * self._rows_per_query + final
+                  + self._gate_rows)
         most = reserved + final
         # the sentence model's check embeds the pool (the held-out demos are pool demos); its answer, the queries and
         # the targets too: half of them expected, like the passes
         uses_sentences = any(name in BY_SENTENCE for name in self._auto_candidates)
         sentence_texts = (len(request.pool) + everything) / 2 if uses_sentences else 0
+        low = searched.passes_low + fewest
+        if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
+            embedded = len(request.pool) + len(request.queries) if "topk-embed" in self._gate_retrievals else 0
+            low = min(low, self._gate_rows + embedded + final)
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
-                       passes_low=searched.passes_low + fewest, passes_high=searched.passes_high + most,
+                       passes_low=low, passes_high=searched.passes_high + most,
                        estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
                                                * searched.seconds_per_pass + self._sentence_seconds(sentence_texts), 3))
 

@@ -16,7 +16,8 @@ from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
 from iclsel.models.loading import SentenceModel
 from iclsel.models import strategy
-from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, held_out
+from iclsel.contract import MIN_GATE_QUERIES
+from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, gate, held_out
 
 from test_core import make_examples
 
@@ -369,3 +370,90 @@ def test_params_compare_is_refused_by_name_when_it_cannot_be_run(tiny, data, com
     with pytest.raises(InputError, match=message) as raised:
         Engine(tiny).select(SelectionRequest(pool, queries, k=3, params={"compare": compare}))
     assert raised.value.field == "params.compare"
+
+
+def _check(name: str, right: int, rows: int = 16) -> Check:
+    correct = torch.tensor([1.0] * right + [0.0] * (rows - right))
+    return Check(name, correct.numpy(), (1 - correct).numpy())
+
+
+@pytest.mark.parametrize("start, embed, sentence, share, returned", [
+    (4, 10, 10, 0.375, "topk-embed"),  # a lead of 6 of 16 = 0.375: returned; a tie stays with the model's own
+    (4, 9, 10, 0.375, "topk-sentence"),  # the sentence model's retrieval by a clear win (1 of 16) over topk-embed
+    (4, 9, 9, 0.375, None),  # a lead of 5 of 16: search
+    (4, 10, 11, 0.5, None),
+    (12, 16, 16, 0.25, "topk-embed"),
+    (12, 16, 16, 0.3, None),
+])
+def test_the_gate_returns_the_better_retrieval_only_by_its_lead_over_the_start(start, embed, sentence, share,
+                                                                                returned):
+    picked = gate(_check("start", start), [_check("topk-embed", embed), _check(SENTENCE, sentence)], share)
+    assert (picked and picked.strategy) == returned
+
+
+def gated_request(pool, queries, **params):
+    return SelectionRequest(pool, queries, k=3, seed=1, targets=TARGETS, params={"rounds": 1, **params})
+
+
+@pytest.mark.parametrize("skips", [True, False])
+def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, monkeypatch, skips):
+    """With MIN_GATE_QUERIES queries the gate runs the search's start and both retrievals on them; a retrieval it
+    returns comes with no search and no held-out check, and the report holds the three on the queries; otherwise
+    auto goes on as without the gate, its passes those runs more."""
+    pool, queries = make_examples(20, "d", 0), make_examples(MIN_GATE_QUERIES, "q", 1)
+    seen = []
+
+    def decide(start, retrievals, share):
+        seen.append((start, retrievals, share))
+        return retrievals[0] if skips else None
+    monkeypatch.setattr(strategy, "gate", decide)
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(gated_request(pool, queries))
+    SelectionResult.model_validate(result)
+    (start, retrievals, share), = seen
+    assert [c.strategy for c in retrievals] == ["topk-embed", SENTENCE] and share == 0.375
+    assert len(start.correct) == len(queries)
+    # the start is the search's own first set, run on the queries as evaluate() runs it
+    alone = Engine(tiny, cache=MemoryCache()).select(gated_request(pool, queries, strategy="set", rounds=0))
+    by_id = {d.id: d for d in pool}
+    scored = engine.evaluate([by_id[d["id"]] for d in alone["selected"]], queries)
+    assert start.accuracy == pytest.approx(scored["accuracy"])
+    rows = len(queries)  # one row per query: single-token options
+    ungated = Engine(tiny, cache=MemoryCache()).select(gated_request(pool, queries, gate=None))
+    plan = Engine(tiny, cache=MemoryCache()).plan(gated_request(pool, queries))
+    spent = result["passes"]["selection_forward_equivalent"] + result["passes"]["diagnostics_forward_equivalent"]
+    assert plan.passes_low <= spent <= plan.passes_high
+    if skips:
+        report = result["strategy"]
+        assert report["by"] == "gate" and report["chosen"] == "topk-embed" and report["searched"] == []
+        assert report["search_queries"] == 0 and report["validation_queries"] == len(queries)
+        assert [c["strategy"] for c in report["checks"]] == ["topk-embed", "start", SENTENCE]
+        assert result["selected"] == [] and result["explored_subsets"] == 0
+        expected = engine.retrieve_per_query(pool, list(queries) + [Example("t", t, "positive") for t in TARGETS],
+                                             3, "topk-embed")
+        assert result["retrieved"]["queries"] + result["retrieved"]["targets"] == [[d.id for d in e]
+                                                                                    for e in expected]
+        # the start's and both retrievals' runs, and each text embedded once: pool, queries, targets
+        assert result["passes"]["selection_forward_equivalent"] == 3 * rows + len(pool) + len(queries) + len(TARGETS)
+    else:
+        assert result["strategy"]["by"] == "validation"
+        assert {k: v for k, v in result["strategy"].items() if k != "checks"} == \
+            {k: v for k, v in ungated["strategy"].items() if k != "checks"}
+        assert result["selected"] == ungated["selected"]
+        # the start's run (the search runs it again in its anchor pass), the retrievals' runs and the queries'
+        # embeddings, unless the answer embeds them anyway (once: the gate's are kept)
+        embedded = 0 if result["strategy"]["chosen"] in ("topk-embed", "hybrid") else len(queries)
+        assert (result["passes"]["selection_forward_equivalent"]
+                == ungated["passes"]["selection_forward_equivalent"] + 3 * rows + embedded)
+
+
+def test_the_gate_waits_for_enough_queries_and_is_refused_by_name_out_of_range(tiny, data):
+    pool, queries = data
+    assert len(queries) < MIN_GATE_QUERIES
+    engine = Engine(tiny, cache=MemoryCache())
+    few = engine.select(gated_request(pool, queries, gate=0))
+    assert few["strategy"]["by"] == "validation"  # even a gate that always returns retrieval needs the queries
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(InputError) as refused:
+            engine.select(gated_request(pool, queries, gate=bad))
+        assert refused.value.field == "params.gate"
