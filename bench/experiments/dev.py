@@ -37,9 +37,11 @@ def append_record(path: Path, record: dict) -> None:
 
 def journal_records(path: Path = JOURNAL) -> dict[tuple[str, int, str], dict]:
     """(dataset, seed, method) -> the journal's record of the default configuration (sum option scores, no
-    params, full sizes)."""
+    params, full sizes) whose choice the replays can read: a run the gate answered (strategy.by "gate") checked no
+    candidate, so the split's earlier run stands for it."""
     return {(r["dataset"], r["seed"], r["method"]): r for r in read_records(path)
-            if r.get("option_score", "sum") == "sum" and not r.get("params") and not r.get("quick")}
+            if r.get("option_score", "sum") == "sum" and not r.get("params") and not r.get("quick")
+            and (r.get("strategy") or {}).get("by") != "gate"}
 
 
 def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, DatasetSpec, list[str], int, Split]]:

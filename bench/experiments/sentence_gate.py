@@ -28,7 +28,7 @@ from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate, search_gate, sentence_hybrid
 from .dev import (append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
-                  pending, read_records, replay_main)
+                  pending, print_replayed_against_baselines, read_records, replay_main)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_gate.jsonl"
 RETRIEVALS = ("topk-embed", SENTENCE)  # the gate's retrievals: the first unless the second wins by the margin
@@ -51,7 +51,9 @@ def measure(engine, split, spec, options, seed: int, earlier: dict | None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "imdb", "sdg"], list(range(10, 22)))
-    return replay_main(parse_dev_args(parser, argv), RESULTS, run, print_table)
+    args = parse_dev_args(parser, argv)
+    return replay_main(args, RESULTS, run, lambda records, journal: print_table(
+        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal))
 
 
 def run(args, journal: dict) -> None:
@@ -80,15 +82,17 @@ def gate(record: dict, g: float) -> str | None:
     return best if (answers[best] - answers["start"]) / queries >= g - 1e-9 else None
 
 
-def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int) -> dict:
-    """Auto with the gate on this split: the pick, its test record's answers and the selection passes."""
+def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_gate: bool = False) -> dict:
+    """Auto with the gate on this split: the pick, its test record's answers and the selection passes (``ran_gate``:
+    the journal's run let through by the gate, its passes the gate's already)."""
     rows = record["rows_per_query"] * len(record["correct"]["start"])  # one run of a prompt per selection query
     skipped = gate(record, g)
     if skipped is not None:  # the start's and both retrievals' runs, the pool's and queries' embeddings, the targets'
         passes = 3 * rows + record["embedded"] + (targets if skipped == "topk-embed" else 0)
         return {"strategy": skipped, "correct": tests[skipped]["correct"], "passes": passes}
     embedded = shipped["strategy"] in ("topk-embed", HYBRID)  # the answer embedded the queries already
-    passes = shipped["passes"] + 2 * rows + (0 if embedded else len(record["correct"]["start"]))
+    # the start's run (the search runs it again in its anchor pass) and both retrievals', and the queries' embeddings
+    passes = shipped["passes"] + (0 if ran_gate else 3 * rows + (0 if embedded else len(record["correct"]["start"])))
     return {"strategy": None, "correct": shipped["correct"], "passes": passes}
 
 
@@ -100,6 +104,7 @@ def print_table(records: list[dict], journal: dict) -> None:
     shipped_records = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
     print("| dataset | seeds | G | skips (seed: retrieval) | auto with the gate | minus auto | "
           "passes / exact's (auto) |\n|---|---|---|---|---|---|---|")
+    replayed = {}
     for dataset, rows in by_dataset(records):
         for rec in rows:
             if not rec["same_start"]:
@@ -116,13 +121,20 @@ def print_table(records: list[dict], journal: dict) -> None:
         base = [np.array(s["correct"], float) for s in shipped]
         before = np.mean([s["passes"] / e for s, e in zip(shipped, exact)])
         for g in GATES:
-            mine = [gated(rec, s, g, t, n) for rec, s, t, n in zip(rows, shipped, tests, targets)]
+            mine = [gated(rec, s, g, t, n, "gate" in journal[(dataset, rec["seed"], "gradient")].get("timings", {}))
+                    for rec, s, t, n in zip(rows, shipped, tests, targets)]
             got = [np.array(m["correct"], float) for m in mine]
             skips = " ".join(f"{rec['seed']}:{m['strategy']}" for rec, m in zip(rows, mine) if m["strategy"]) or "none"
             spent = np.mean([m["passes"] / e for m, e in zip(mine, exact)])
+            if g == DECIDING:
+                replayed[dataset] = [{"seed": rec["seed"], "accuracy": float(np.mean(m["correct"])),
+                                      "correct": m["correct"], "passes": m["passes"],
+                                      "strategy": (m["strategy"] + " (gate)") if m["strategy"] else s["strategy"]}
+                                     for rec, m, s in zip(rows, mine, shipped)]
             mark = " (pre-registered)" if g == DECIDING else ""
             print(f"| {dataset} | {rows[0]['seed']}-{rows[-1]['seed']} ({len(rows)}) | {g:.3f}{mark} | {skips} | "
                   f"{mean_accuracy(got)} | {paired_difference(got, base)} | {spent:.2f} ({before:.2f}) |")
+    print_replayed_against_baselines(f"auto with the gate at {DECIDING}", replayed, journal)
 
 
 if __name__ == "__main__":
