@@ -50,9 +50,8 @@ PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator 
 DEFAULT_BUDGET_RUNS = 16
 # auto's gate before the search (models/strategy.py gate): the share of the queries by which per-query retrieval must
 # beat the search's start, and the fewest queries it decides on; 0.375 is above every IMDB dev seed's lead (0.31 at
-# most, where the searched set then won) and took the search out of 5 of 12 BBC, 9 of 12 sms and 6 of 6 sdg dev seeds at
-# no loss
-# (bench/experiments/README.md: a gate before the search with the sentence model's retrieval)
+# most, where the searched set then won) and took the search out of 5 of 12 BBC, 9 of 12 sms and 6 of 6 sdg dev seeds
+# at no loss (bench/experiments/README.md: a gate before the search with the sentence model's retrieval)
 DEFAULT_GATE = 0.375
 MIN_GATE_QUERIES = 16
 

@@ -260,15 +260,14 @@ class Engine:
                                      "min_per_label": request.min_per_label}
         return result
 
-    def start(self, request: SelectionRequest, counter: PassCounter, checkpoint) -> tuple[list[Example], torch.Tensor]:
-        """The set search's first start on ``request`` (its label-balanced draw, from the job's generator as the search
-        draws it) and that set's option scores [Q, O] on the queries, run on ``counter`` through the search's exact
-        runs (cached by content: a search that follows finds the run)."""
+    def start_scores(self, request: SelectionRequest, counter: PassCounter, checkpoint) -> torch.Tensor:
+        """[Q, O] option scores on the queries of the set search's first start on ``request`` (its label-balanced
+        draw, from the job's generator as the search draws it), run on ``counter`` through the search's exact runs
+        (cached by content: a search that follows finds the run)."""
         prepared = self._prepare(request, checkpoint)
         runner = self._runner(prepared.layout, checkpoint, counter=counter)
         ctx = self._context(prepared, prepared.layout, runner, _no_progress)
-        start = search_params(ctx, prepared.params).starts[0]
-        return [prepared.request.pool[i] for i in start], ctx.exact(start)
+        return ctx.exact(search_params(ctx, prepared.params).starts[0])
 
     def plan(self, request: SelectionRequest) -> Plan:
         """What ``select(request)`` will cost (passes and seconds on this model and machine), without running it:

@@ -306,9 +306,8 @@ class Strategies:
         started = time.perf_counter()
         self.progress("gate", 0, 1)
         request = self.request
-        demos, scores = self.engine.start(self._search_request(reserved), self.selecting, self.checkpoint)
-        gold = torch.tensor(self.gold)
-        checks = [Check.of("start", scores, gold)]
+        scores = self.engine.start_scores(self._search_request(reserved), self.selecting, self.checkpoint)
+        checks = [Check.of("start", scores, torch.tensor(self.gold))]
         for name in self._gate_retrievals:
             nearest = self.neighbours.nearest([q.input for q in request.queries], name, request.k)
             checks.append(self._check(name, request.queries, [[request.pool[i] for i in ids] for ids in nearest]))

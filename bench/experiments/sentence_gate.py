@@ -4,8 +4,8 @@
 
 search_gate.py's gate with the sentence model among the retrievals. Before the search: the search's
 label-balanced start and two per-query retrievals (topk-embed; topk-sentence) run on the selection queries. The
-better retrieval is topk-embed unless topk-sentence answers at least auto's margin (SENTENCE_MARGIN of the queries,
-rounded up) more; if its accuracy beats the start's by at least G, the gate skips the search and the held-out check
+better retrieval is topk-embed unless topk-sentence answers at least auto's margin (strategy.SENTENCE_MARGIN of the
+queries, rounded up) more; if its accuracy beats the start's by at least G, the gate skips the search and the held-out check
 and returns it. Otherwise auto runs as it ships (sentence_hybrid.py's five-candidate replay).
 
 Dev seeds only. Per split with a sentence_hybrid.py record it appends one record to
@@ -17,13 +17,12 @@ marked): a skip returns the per-query baseline's test record; passes as the expe
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from iclsel.models.inference import PassCounter
 from iclsel.models.layout import resolve_options
-from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+from iclsel.models.strategy import HYBRID, SENTENCE, Check
+from iclsel.models.strategy import gate as strategy_gate
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate, search_gate, sentence_hybrid
@@ -75,11 +74,11 @@ def run(args, journal: dict) -> None:
 
 
 def gate(record: dict, g: float) -> str | None:
-    """The retrieval the gate returns without searching (None: it searches)."""
-    answers = {name: sum(c) for name, c in record["correct"].items()}
-    queries = len(record["correct"]["start"])
-    best = SENTENCE if answers[SENTENCE] - answers["topk-embed"] >= math.ceil(SENTENCE_MARGIN * queries) else "topk-embed"
-    return best if (answers[best] - answers["start"]) / queries >= g - 1e-9 else None
+    """The retrieval the gate returns without searching (None: it searches): the engine's rule (strategy.gate) on
+    the recorded answers (losses are not recorded; the rule does not read them)."""
+    checks = {name: Check(name, np.array(c, float), np.zeros(len(c))) for name, c in record["correct"].items()}
+    returned = strategy_gate(checks["start"], [checks[name] for name in RETRIEVALS], g)
+    return returned and returned.strategy
 
 
 def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_gate: bool = False) -> dict:

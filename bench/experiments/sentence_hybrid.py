@@ -42,15 +42,23 @@ def replay(gradient: dict, hybrid: dict | None, minilm: dict, candidate: dict | 
     held one answers at least ``margin`` validation demos more; then the best such (a tie to the earlier in HELD).
     Without the candidate's record: auto as it is now."""
     size = hybrid_candidate.VALIDATION
-    answers = {c["strategy"]: round(c["accuracy"] * size) for c in gradient["strategy"]["checks"]
-               if c["strategy"] in UNHELD}
-    if HYBRID not in answers:
-        answers[HYBRID] = round(hybrid["check"]["accuracy"] * size)
+    answers = unheld_answers(gradient, hybrid)
     best = min(UNHELD, key=lambda name: (-answers[name], UNHELD.index(name)))
     held = {minilm_candidate.MINILM: minilm, CANDIDATE: candidate}
     winners = [(round(rec["check"]["accuracy"] * size), name) for name, rec in held.items()
                if rec is not None and round(rec["check"]["accuracy"] * size) - answers[best] >= max(margin, 1)]
     return min(winners, key=lambda w: (-w[0], HELD.index(w[1])))[1] if winners else best
+
+
+def unheld_answers(gradient: dict, hybrid: dict | None) -> dict[str, int]:
+    """Held-out demos answered right by each of UNHELD: the journal run's checks, the hybrid's record where the run
+    predates its check."""
+    size = hybrid_candidate.VALIDATION
+    answers = {c["strategy"]: round(c["accuracy"] * size) for c in gradient["strategy"]["checks"]
+               if c["strategy"] in UNHELD}
+    if HYBRID not in answers:
+        answers[HYBRID] = round(hybrid["check"]["accuracy"] * size)
+    return answers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,7 @@ def replay(gradient: dict, hybrid: dict | None, minilm: dict, candidate: dict, m
     """Auto's pick when a sentence-model candidate needs ``margin`` answers over topk-embed and hybrid and
     ``set_margin`` over the set; otherwise sentence_hybrid.replay's pick."""
     size = hybrid_candidate.VALIDATION
-    answers = {c["strategy"]: round(c["accuracy"] * size) for c in gradient["strategy"]["checks"]}
-    if HYBRID not in answers:
-        answers[HYBRID] = round(hybrid["check"]["accuracy"] * size)
+    answers = sentence_hybrid.unheld_answers(gradient, hybrid)
     held = {minilm_candidate.MINILM: minilm, sentence_hybrid.CANDIDATE: candidate}
     winners = [(round(rec["check"]["accuracy"] * size), name) for name, rec in held.items()]
     winners = [(got, name) for got, name in winners
