@@ -50,9 +50,12 @@ def measure(engine, split, spec, options, seed: int, earlier: dict | None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "imdb", "sdg"], list(range(10, 22)))
+    parser.add_argument("--margin", type=int, default=None, help=(
+        "answers by which topk-sentence must lead topk-embed to be the gate's retrieval (default: the engine's, "
+        "strategy.SENTENCE_MARGIN of the queries rounded up; a large one: the gate on topk-embed alone)"))
     args = parse_dev_args(parser, argv)
     return replay_main(args, RESULTS, run, lambda records, journal: print_table(
-        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal))
+        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal, args.margin))
 
 
 def run(args, journal: dict) -> None:
@@ -73,19 +76,25 @@ def run(args, journal: dict) -> None:
               + f" (same start as the run: {record['same_start']})", flush=True)
 
 
-def gate(record: dict, g: float) -> str | None:
+def gate(record: dict, g: float, margin: int | None = None) -> str | None:
     """The retrieval the gate returns without searching (None: it searches): the engine's rule (strategy.gate) on
-    the recorded answers (losses are not recorded; the rule does not read them)."""
+    the recorded answers (losses are not recorded; the rule does not read them); with ``margin``, topk-sentence is
+    the better retrieval only when it answers that many queries more than topk-embed."""
     checks = {name: Check(name, np.array(c, float), np.zeros(len(c))) for name, c in record["correct"].items()}
-    returned = strategy_gate(checks["start"], [checks[name] for name in RETRIEVALS], g)
+    retrievals = [checks[name] for name in RETRIEVALS]
+    if margin is not None:
+        embed, sentence = retrievals
+        retrievals = [sentence if sentence.correct.sum() - embed.correct.sum() >= margin else embed]
+    returned = strategy_gate(checks["start"], retrievals, g)
     return returned and returned.strategy
 
 
-def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_gate: bool = False) -> dict:
+def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_gate: bool = False,
+          margin: int | None = None) -> dict:
     """Auto with the gate on this split: the pick, its test record's answers and the selection passes (``ran_gate``:
     the journal's run let through by the gate, its passes the gate's already)."""
     rows = record["rows_per_query"] * len(record["correct"]["start"])  # one run of a prompt per selection query
-    skipped = gate(record, g)
+    skipped = gate(record, g, margin)
     if skipped is not None:  # the start's and both retrievals' runs, the pool's and queries' embeddings, the targets'
         passes = 3 * rows + record["embedded"] + (targets if skipped == "topk-embed" else 0)
         return {"strategy": skipped, "correct": tests[skipped]["correct"], "passes": passes}
@@ -95,9 +104,10 @@ def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_
     return {"strategy": None, "correct": shipped["correct"], "passes": passes}
 
 
-def print_table(records: list[dict], journal: dict) -> None:
-    """Per dataset and G: the seeds skipped, auto's mean test accuracy with the gate, its difference from auto as it
-    ships (paired per test query, 95% bootstrap interval) and the mean selection passes as a share of exact's."""
+def print_table(records: list[dict], journal: dict, margin: int | None = None) -> None:
+    """Per dataset and G: the seeds skipped, auto's mean test accuracy with the gate (topk-sentence held to
+    ``margin`` answers over topk-embed, when given), its difference from auto as it ships (paired per test query,
+    95% bootstrap interval) and the mean selection passes as a share of exact's."""
     hybrids = hybrid_candidate.by_split()
     minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
     shipped_records = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
@@ -120,7 +130,8 @@ def print_table(records: list[dict], journal: dict) -> None:
         base = [np.array(s["correct"], float) for s in shipped]
         before = np.mean([s["passes"] / e for s, e in zip(shipped, exact)])
         for g in GATES:
-            mine = [gated(rec, s, g, t, n, "gate" in journal[(dataset, rec["seed"], "gradient")].get("timings", {}))
+            mine = [gated(rec, s, g, t, n, "gate" in journal[(dataset, rec["seed"], "gradient")].get("timings", {}),
+                          margin)
                     for rec, s, t, n in zip(rows, shipped, tests, targets)]
             got = [np.array(m["correct"], float) for m in mine]
             skips = " ".join(f"{rec['seed']}:{m['strategy']}" for rec, m in zip(rows, mine) if m["strategy"]) or "none"
