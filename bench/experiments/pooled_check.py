@@ -1,0 +1,103 @@
+"""Should the check count the retrievals' answers on the selection queries too?
+
+    python -m bench.experiments.pooled_check --seeds 10 11 12 13 14 15 16 17 18 19 20 21
+
+Replays auto with its gate (sentence_gate.py at G = 0.375) where the gate lets the search through, with the check
+"pooled": topk-embed and topk-sentence scored by their share of right answers on the selection queries (the gate's
+runs: sentence_gate.jsonl) and the held-out demos together, the set and both hybrids by their share on the held-out
+demos; auto's rule on those shares (the best of strategy.UNHELD order, a tie to the earlier, unless a sentence-model
+candidate leads it by strategy.SENTENCE_MARGIN; then the better of those, a tie to topk-sentence). Runs nothing:
+the records of sentence_gate.py, sentence_hybrid.py, hybrid_candidate.py and minilm_candidate.py and the journal
+hold every figure. Prints the pooled check against the gate as it ships, paired per test query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+
+from . import hybrid_candidate, minilm_candidate, sentence_gate, sentence_hybrid
+from .dev import (by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
+                  print_replayed_against_baselines, read_records, replay_main)
+
+UNHELD = sentence_hybrid.UNHELD  # set, topk-embed, hybrid: no margin, a tie to the earlier
+HELD = (SENTENCE, sentence_hybrid.CANDIDATE)  # held to the margin, a tie to topk-sentence
+RETRIEVALS = sentence_gate.RETRIEVALS  # unfitted to the selection queries: their answers there count
+
+
+def shares(gate: dict, gradient: dict, hybrid: dict | None, minilm: dict, candidate: dict, pooled: bool
+           ) -> dict[str, float]:
+    """Each candidate's share of right answers: on the held-out demos, and (pooled) the retrievals' on the selection
+    queries as well."""
+    size = hybrid_candidate.VALIDATION
+    right = {**sentence_hybrid.unheld_answers(gradient, hybrid),
+             SENTENCE: round(minilm["check"]["accuracy"] * size),
+             sentence_hybrid.CANDIDATE: round(candidate["check"]["accuracy"] * size)}
+    seen = dict.fromkeys(right, size)
+    if pooled:
+        for name in RETRIEVALS:
+            right[name] += int(np.sum(gate["correct"][name]))
+            seen[name] += len(gate["correct"][name])
+    return {name: right[name] / seen[name] for name in right}
+
+
+def pick(share: dict[str, float]) -> str:
+    """auto's rule on shares: the best unheld candidate unless a held one leads it by the margin."""
+    best = min(UNHELD, key=lambda name: (-share[name], UNHELD.index(name)))
+    winners = [name for name in HELD if share[name] - share[best] >= SENTENCE_MARGIN - 1e-9]
+    return min(winners, key=lambda name: (-share[name], HELD.index(name))) if winners else best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "imdb", "sdg"], list(range(10, 22)))
+    args = parse_dev_args(parser, argv)
+    return replay_main(args, sentence_gate.RESULTS, lambda args, journal: None, lambda records, journal: print_table(
+        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal))
+
+
+def print_table(records: list[dict], journal: dict) -> None:
+    hybrids = hybrid_candidate.by_split()
+    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    candidates = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
+    print("| dataset | seeds | let through | auto with the gate | pooled check | minus the gate as it ships | "
+          "changed picks |\n|---|---|---|---|---|---|---|")
+    replayed = {}
+    for dataset, rows in by_dataset(records):
+        ships, mine, changed, through, out = [], [], [], 0, []
+        for rec in rows:
+            seed = rec["seed"]
+            gradient, minilm, candidate = (journal[(dataset, seed, "gradient")], minilms[(dataset, seed)],
+                                           candidates[(dataset, seed)])
+            hybrid = hybrids.get((dataset, seed))
+            shipped = sentence_hybrid.replayed_default(candidate, journal, hybrids, minilms, sentence_gate.MARGIN)
+            tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), sentence_hybrid.CANDIDATE: candidate}
+            tests[SENTENCE] = tests.pop(minilm_candidate.MINILM)
+            targets = len(tests["topk-embed"]["correct"])
+            gated = sentence_gate.gated(rec, shipped, sentence_gate.DECIDING, tests, targets,
+                                        "gate" in gradient.get("timings", {}))
+            ships.append(np.array(gated["correct"], float))
+            if gated["strategy"] is not None:  # the gate skipped: no check to pool
+                mine.append(ships[-1])
+                out.append({"seed": seed, "strategy": gated["strategy"] + " (gate)", "correct": gated["correct"],
+                            "accuracy": float(np.mean(gated["correct"])), "passes": gated["passes"]})
+                continue
+            through += 1
+            before = pick(shares(rec, gradient, hybrid, minilm, candidate, pooled=False))
+            assert before == shipped["strategy"], (dataset, seed, before, shipped["strategy"])
+            after = pick(shares(rec, gradient, hybrid, minilm, candidate, pooled=True))
+            mine.append(np.array(tests[after]["correct"], float))
+            embeds = {"topk-embed", HYBRID}  # answers that embed the targets with the language model
+            passes = gated["passes"] + targets * ((after in embeds) - (before in embeds))
+            out.append({"seed": seed, "strategy": after, "correct": tests[after]["correct"],
+                        "accuracy": float(np.mean(tests[after]["correct"])), "passes": passes})
+            if after != before:
+                changed.append(f"{seed}: {before} {ships[-1].mean():.3f} -> {after} {mine[-1].mean():.3f}")
+        replayed[dataset] = out
+        print(f"| {dataset} | {rows[0]['seed']}-{rows[-1]['seed']} ({len(rows)}) | {through} | {mean_accuracy(ships)} "
+              f"| {mean_accuracy(mine)} | {paired_difference(mine, ships)} | {'; '.join(changed) or 'none'} |")
+    print_replayed_against_baselines("auto with the gate and the pooled check", replayed, journal)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
