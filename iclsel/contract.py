@@ -475,6 +475,9 @@ class StrategyReport(ResultPart):
     margin_ci95: list[Number] | None = Field(description=(
         "chosen minus the next check's accuracy on the held-out demos (the runner-up, or topk-sentence where it led "
         "without a clear win): 95% paired bootstrap interval"))
+    gate: list[StrategyCheck] | None = Field(None, description=(
+        "the gate's prompts on the queries (the search's start, named start, and each retrieval; the returned one "
+        "first where it returned one), also where it let the search through; null where no gate ran"))
 
 
 class Outcome(ResultPart):

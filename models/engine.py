@@ -205,7 +205,8 @@ class Engine:
             if by is not None:
                 result["strategy"] = {"chosen": "set", "by": by, "search_queries": len(checked.queries),
                                       "searched": [d["id"] for d in result["selected"]],
-                                      "validation_queries": 0, "checks": [], "margin_ci95": None}
+                                      "validation_queries": 0, "checks": [], "margin_ci95": None,
+                                      "gate": None}
             return result
         return Strategies(self, _candidates(checked), params, progress, checkpoint).select(strategy)
 

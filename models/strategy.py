@@ -269,10 +269,11 @@ class Strategies:
         request = self.request
         reserved = self._reserved()
         self.selecting.limit = reserved if request.max_passes is not None else None
+        gated = {}
         if self._gate_retrievals:
-            returned, report = self._gate(reserved)
+            returned, gated = self._gate(reserved)
             if returned is not None:
-                return self._result(returned, "gate", None, report)
+                return self._result(returned, "gate", None, gated)
         searched = self.engine._select_set(self._search_request(reserved), self.progress, self.checkpoint)
         self.progress("validate", 0, self._candidates)
         validate_started = time.perf_counter()
@@ -297,7 +298,7 @@ class Strategies:
             self.progress("validate", len(checks), self._candidates)
         best, report = choose(checks, request.seed)
         self.timings["validate"] = time.perf_counter() - validate_started
-        report.update(validation_queries=len(validation))
+        report.update(validation_queries=len(validation), **gated)
         return self._result(best.strategy, "validation", searched, report)
 
     def _gate(self, reserved: int) -> tuple[str | None, dict]:
@@ -314,10 +315,11 @@ class Strategies:
         returned = gate(checks[0], checks[1:], self.params.gate)
         self.timings["gate"] = time.perf_counter() - started
         self.progress("gate", 1, 1)
-        if returned is None:
-            return None, {}
-        report = report_of([returned, *(c for c in checks if c is not returned)], request.seed)
-        return returned.strategy, {**report, "validation_queries": len(request.queries)}
+        ranked = [returned, *(c for c in checks if c is not returned)] if returned is not None else checks
+        report = report_of(ranked, request.seed)
+        if returned is None:  # the search follows: the gate's figures say why (strategy.gate)
+            return None, {"gate": report["checks"]}
+        return returned.strategy, {**report, "gate": report["checks"], "validation_queries": len(request.queries)}
 
     @property
     def _gate_retrievals(self) -> tuple[str, ...]:
@@ -476,7 +478,7 @@ class Strategies:
                          "search_queries": len(request.queries) if searched else 0,
                          "searched": [d["id"] for d in searched["selected"]] if searched else [],
                          "validation_queries": 0,
-                         "checks": [], "margin_ci95": None, **(report or {})},
+                         "checks": [], "margin_ci95": None, "gate": None, **(report or {})},
             "scores": searched["scores"] if searched else {d.id: 0.0 for d in request.pool},
             "estimate": searched["estimate"] if searched and chosen == "set" else None,
             "exact": exact,

@@ -399,7 +399,7 @@ def gated_request(pool, queries, **params):
 def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, monkeypatch, skips):
     """With MIN_GATE_QUERIES queries the gate runs the search's start and both retrievals on them; a retrieval it
     returns comes with no search and no held-out check, and the report holds the three on the queries; otherwise
-    auto goes on as without the gate, its passes those runs more."""
+    auto goes on as without the gate, its passes those runs more and its report the gate's figures."""
     pool, queries = make_examples(20, "d", 0), make_examples(MIN_GATE_QUERIES, "q", 1)
     seen = []
 
@@ -428,6 +428,7 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
         assert report["by"] == "gate" and report["chosen"] == "topk-embed" and report["searched"] == []
         assert report["search_queries"] == 0 and report["validation_queries"] == len(queries)
         assert [c["strategy"] for c in report["checks"]] == ["topk-embed", "start", SENTENCE]
+        assert report["gate"] == report["checks"]
         assert result["selected"] == [] and result["explored_subsets"] == 0
         expected = engine.retrieve_per_query(pool, list(queries) + [Example("t", t, "positive") for t in TARGETS],
                                              3, "topk-embed")
@@ -437,8 +438,14 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
         assert result["passes"]["selection_forward_equivalent"] == 3 * rows + len(pool) + len(queries) + len(TARGETS)
     else:
         assert result["strategy"]["by"] == "validation"
-        assert {k: v for k, v in result["strategy"].items() if k != "checks"} == \
-            {k: v for k, v in ungated["strategy"].items() if k != "checks"}
+        assert ungated["strategy"]["gate"] is None
+        assert {k: v for k, v in result["strategy"].items() if k not in ("checks", "gate")} == \
+            {k: v for k, v in ungated["strategy"].items() if k not in ("checks", "gate")}
+        # the gate's figures, in the order it ran them, are the accuracies it decided on
+        gate_report = result["strategy"]["gate"]
+        assert [c["strategy"] for c in gate_report] == ["start", "topk-embed", SENTENCE]
+        assert [c["accuracy"] for c in gate_report] == pytest.approx([start.accuracy,
+                                                                      *(c.accuracy for c in retrievals)])
         assert result["selected"] == ungated["selected"]
         # the start's run (the search runs it again in its anchor pass), the retrievals' runs and the queries'
         # embeddings, unless the answer embeds them anyway (once: the gate's are kept)
