@@ -337,13 +337,20 @@ class SlowEncoder:
         return torch.nn.functional.normalize(torch.randn(len(texts), 8), dim=-1)
 
 
-def test_a_dry_run_prices_the_sentence_models_texts(tiny, data):
+def test_a_dry_run_prices_the_sentence_models_texts(tiny, data, monkeypatch):
     """The sentence model's texts are not passes of the language model, but they take time: a plan times the model
     on pool inputs and adds their seconds (topk-sentence: the pool, queries and targets; auto with its check: the
     pool, and half of the rest, as for the passes)."""
     pool, queries = data
     encoder = SlowEncoder()
     engine = Engine(tiny, cache=MemoryCache(), sentence_model=SentenceModel(encoder, "slow", "slow"))
+    priced = []  # (texts, seconds) of each plan's sentence-model price; the language model's own seconds are timed
+    real = strategy.Strategies._sentence_seconds  # per plan and, under load, vary several-fold between two plans
+
+    def price(self, texts):
+        priced.append((texts, real(self, texts)))
+        return priced[-1][1]
+    monkeypatch.setattr(strategy.Strategies, "_sentence_seconds", price)
 
     def plan(**params):
         return engine.plan(SelectionRequest(pool, queries, k=3, targets=TARGETS,
@@ -352,14 +359,15 @@ def test_a_dry_run_prices_the_sentence_models_texts(tiny, data):
     texts = len(pool) + len(queries) + len(TARGETS)
     alone = plan(strategy="topk-sentence")
     assert alone.estimated_passes == 0 and encoder.texts > 0
-    assert alone.estimated_seconds >= texts * SlowEncoder.DELAY
+    assert priced[-1][0] == texts and priced[-1][1] >= texts * SlowEncoder.DELAY  # sleeps: a floor under any load
+    assert alone.estimated_seconds >= round(priced[-1][1], 3)  # plans round to the millisecond
     encoder.texts = 0
     three = plan(compare=list(THREE))
-    assert encoder.texts == 0  # without its check auto's plan leaves the sentence model alone
+    assert encoder.texts == 0 and priced[-1] == (0, 0.0)  # without its check auto's plan leaves the sentence model alone
     five = plan()
     assert encoder.texts > 0 and five.estimated_passes > three.estimated_passes  # and the checks' rows
-    expected = (len(pool) + texts) / 2 * SlowEncoder.DELAY  # 0.85 s: far above the tiny model's own plans' noise
-    assert five.estimated_seconds - three.estimated_seconds >= 0.8 * expected
+    assert priced[-1][0] == (len(pool) + texts) / 2 and priced[-1][1] >= priced[-1][0] * SlowEncoder.DELAY
+    assert five.estimated_seconds >= round(priced[-1][1], 3)  # added to the language model's seconds
 
 
 @pytest.mark.parametrize("compare, message", [(["topk-embed", "hybrid"], "must include 'set'"),
