@@ -137,10 +137,12 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
         MethodSpec("topk-embed-set", "select", "topk-embed", note="one set for the selection query set (embeddings)"),
         MethodSpec("exact", "select", "exact", note="random k-subsets scored by exact inference (the reference the estimates save)"),
         MethodSpec("gradre", "select", "gradre", note="the paper's random ensemble: random subsets estimated from a few anchors"),
-        MethodSpec("gradient", "select", "gradient", note="the default: the gradient search (single swaps ranked by the "
-                   "start's gradient, confirmed exactly on query samples), then the searched set, topk-embed "
-                   "per-query retrieval and the hybrid (the set's head, then per-query neighbours) run on held-out "
-                   "pool demos and the best returned (params.strategy auto)"),
+        MethodSpec("gradient", "select", "gradient", note="the default (params.strategy auto): the gate (per-query "
+                   "retrieval returned without a search when it beats the search's start on the selection queries "
+                   "by params.gate), else the gradient search (single swaps ranked by the start's gradient, "
+                   "confirmed exactly on query samples), then the searched set, per-query retrieval by topk-embed "
+                   "and topk-sentence and the two hybrids (the set's head, then per-query neighbours) run on "
+                   "held-out pool demos and the best returned"),
     ]
     return {spec.name: spec for spec in specs}
 
