@@ -23,10 +23,17 @@ from ..quality import BENCH_DIR, FULL_SIZES
 
 JOURNAL = BENCH_DIR / "results" / "quality_runs.jsonl"
 BASELINES = {"topk-embed": "topk-embed-per-query", "bm25": "bm25-per-query"}  # auto's strategy -> baseline
+EMBEDS_TARGETS = ("topk-embed", HYBRID)  # answers whose neighbours the language model's embeddings find: they embed
+# the queries and targets (the sentence model's answers do not count as passes)
 
 
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def records_by_split(path: Path) -> dict[tuple[str, int], dict]:
+    """(dataset, seed) -> the last of ``path``'s records for that split."""
+    return {(r["dataset"], r["seed"]): r for r in read_records(path)}
 
 
 def append_record(path: Path, record: dict) -> None:

@@ -38,7 +38,7 @@ from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN, Check, Nei
 from ..protocol import SEPARATOR
 from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from . import hybrid_candidate, retrieval_variants
-from .dev import (AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference,
+from .dev import (EMBEDS_TARGETS, AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference,
                   parse_dev_args, pending, print_replayed_against_baselines, read_records, replay_main, seed_kind,
                   set_check_matches, strategy_tests)
 
@@ -180,7 +180,7 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, margin: int) -> di
     checked, candidates = {c["strategy"] for c in gradient["strategy"]["checks"]}, {*ORDER[:3], SENTENCE}
     more = len(candidates - checked) - len(checked - candidates)  # runs that checked it already, or checked BM25
     passes = gradient["passes"] + more * gradient["strategy"]["validation_queries"] * rows
-    if picked == MINILM and gradient["strategy"]["chosen"] in ("topk-embed", HYBRID):
+    if picked == MINILM and gradient["strategy"]["chosen"] in EMBEDS_TARGETS:
         passes -= sizes["select"] + sizes["test"]
     return {"seed": seed, "strategy": picked, "accuracy": tests[picked]["accuracy"],
             "correct": tests[picked]["correct"], "passes": passes}

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclsel.models.strategy import HYBRID, SENTENCE, SENTENCE_MARGIN
+from iclsel.models.strategy import SENTENCE, SENTENCE_MARGIN
 
 from . import hybrid_candidate, minilm_candidate, sentence_gate, sentence_hybrid
-from .dev import (by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
-                  print_replayed_against_baselines, read_records, replay_main)
+from .dev import (EMBEDS_TARGETS, by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
+                  print_replayed_against_baselines, records_by_split, replay_main)
 
 UNHELD = sentence_hybrid.UNHELD  # set, topk-embed, hybrid: no margin, a tie to the earlier
 HELD = (SENTENCE, sentence_hybrid.CANDIDATE)  # held to the margin, a tie to topk-sentence
@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(records: list[dict], journal: dict) -> None:
+    """Per dataset: auto with the gate as it ships and with the pooled check, their paired difference and the
+    picks that change; then the pooled default against the best baseline."""
     hybrids = hybrid_candidate.by_split()
-    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
-    candidates = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
+    minilms = records_by_split(minilm_candidate.RESULTS)
+    candidates = records_by_split(sentence_hybrid.RESULTS)
     print("| dataset | seeds | let through | auto with the gate | pooled check | minus the gate as it ships | "
           "changed picks |\n|---|---|---|---|---|---|---|")
     replayed = {}
@@ -87,8 +89,7 @@ def print_table(records: list[dict], journal: dict) -> None:
             assert before == shipped["strategy"], (dataset, seed, before, shipped["strategy"])
             after = pick(shares(rec, gradient, hybrid, minilm, candidate, pooled=True))
             mine.append(np.array(tests[after]["correct"], float))
-            embeds = {"topk-embed", HYBRID}  # answers that embed the targets with the language model
-            passes = gated["passes"] + targets * ((after in embeds) - (before in embeds))
+            passes = gated["passes"] + targets * ((after in EMBEDS_TARGETS) - (before in EMBEDS_TARGETS))
             out.append({"seed": seed, "strategy": after, "correct": tests[after]["correct"],
                         "accuracy": float(np.mean(tests[after]["correct"])), "passes": passes})
             if after != before:

@@ -21,13 +21,14 @@ import numpy as np
 
 from iclsel.models.inference import PassCounter
 from iclsel.models.layout import resolve_options
-from iclsel.models.strategy import HYBRID, SENTENCE, Check
+from iclsel.models.strategy import SENTENCE, Check
 from iclsel.models.strategy import gate as strategy_gate
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate, search_gate, sentence_hybrid
-from .dev import (append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
-                  pending, print_replayed_against_baselines, read_records, replay_main)
+from .dev import (EMBEDS_TARGETS, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, parse_dev_args,
+                  pending, print_replayed_against_baselines, read_records, records_by_split,
+                  replay_main)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_gate.jsonl"
 RETRIEVALS = ("topk-embed", SENTENCE)  # the gate's retrievals: the first unless the second wins by the margin
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, journal: dict) -> None:
-    earlier = {(r["dataset"], r["seed"]): r for r in read_records(search_gate.RESULTS)}
+    earlier = records_by_split(search_gate.RESULTS)
     replayable = {(r["dataset"], r["seed"]) for r in read_records(sentence_hybrid.RESULTS)}
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in pending(args, journal, RESULTS):
@@ -98,7 +99,7 @@ def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_
     if skipped is not None:  # the start's and both retrievals' runs, the pool's and queries' embeddings, the targets'
         passes = 3 * rows + record["embedded"] + (targets if skipped == "topk-embed" else 0)
         return {"strategy": skipped, "correct": tests[skipped]["correct"], "passes": passes}
-    embedded = shipped["strategy"] in ("topk-embed", HYBRID)  # the answer embedded the queries already
+    embedded = shipped["strategy"] in EMBEDS_TARGETS  # the answer embedded the queries already
     # the start's run (the search runs it again in its anchor pass) and both retrievals', and the queries' embeddings
     passes = shipped["passes"] + (0 if ran_gate else 3 * rows + (0 if embedded else len(record["correct"]["start"])))
     return {"strategy": None, "correct": shipped["correct"], "passes": passes}
@@ -109,8 +110,8 @@ def print_table(records: list[dict], journal: dict, margin: int | None = None) -
     ``margin`` answers over topk-embed, when given), its difference from auto as it ships (paired per test query,
     95% bootstrap interval) and the mean selection passes as a share of exact's."""
     hybrids = hybrid_candidate.by_split()
-    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
-    shipped_records = {(r["dataset"], r["seed"]): r for r in read_records(sentence_hybrid.RESULTS)}
+    minilms = records_by_split(minilm_candidate.RESULTS)
+    shipped_records = records_by_split(sentence_hybrid.RESULTS)
     print("| dataset | seeds | G | skips (seed: retrieval) | auto with the gate | minus auto | "
           "passes / exact's (auto) |\n|---|---|---|---|---|---|---|")
     replayed = {}

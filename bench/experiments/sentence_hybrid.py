@@ -28,8 +28,8 @@ from iclsel.models.strategy import HYBRID, SENTENCE
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, minilm_candidate
-from .dev import (AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, pending,
-                  print_replayed_against_baselines, read_records, seed_kind)
+from .dev import (EMBEDS_TARGETS, AutoView, append_measured, by_dataset, dev_parser, mean_accuracy, paired_difference, pending,
+                  print_replayed_against_baselines, read_records, records_by_split, seed_kind)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sentence_hybrid.jsonl"
 CANDIDATE = "hybrid-sentence"
@@ -84,7 +84,7 @@ def print_table(records: list[dict], journal: dict, margin: int) -> None:
     per query (topk-minilm's test record) and against the hybrid; differences paired per test query with 95%
     bootstrap intervals (seeds and test queries resampled)."""
     hybrids = hybrid_candidate.by_split()
-    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    minilms = records_by_split(minilm_candidate.RESULTS)
     print(f"| dataset | seeds | auto | auto + {CANDIDATE}, margin {margin} (diff) | picks it | {CANDIDATE} alone "
           f"| alone - topk-sentence pq | alone - hybrid | changed picks |\n|---|---|---|---|---|---|---|---|---|")
     for dataset, rows in by_dataset(records):
@@ -128,7 +128,7 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, minilms: dict, mar
     checked, candidates = {c["strategy"] for c in gradient["strategy"]["checks"]}, {*UNHELD, SENTENCE, CANDIDATE}
     more = len(candidates - checked) - len(checked - candidates)  # BM25's check, in older runs, is not run now
     passes = gradient["passes"] + more * gradient["strategy"]["validation_queries"] * rows
-    if picked in HELD and gradient["strategy"]["chosen"] in ("topk-embed", HYBRID):
+    if picked in HELD and gradient["strategy"]["chosen"] in EMBEDS_TARGETS:
         passes -= sizes["select"] + sizes["test"]
     name = SENTENCE if picked == minilm_candidate.MINILM else picked
     return {"seed": seed, "strategy": name, "accuracy": tests[picked]["accuracy"],
@@ -138,7 +138,7 @@ def replayed_default(rec: dict, journal: dict, hybrids: dict, minilms: dict, mar
 def print_against_baselines(records: list[dict], journal: dict, margin: int) -> None:
     """Auto with hybrid-sentence (replayed) against the best baseline (dev.print_replayed_against_baselines)."""
     hybrids = hybrid_candidate.by_split()
-    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    minilms = records_by_split(minilm_candidate.RESULTS)
     print_replayed_against_baselines(f"auto + {CANDIDATE}", {
         dataset: [replayed_default(rec, journal, hybrids, minilms, margin) for rec in rows]
         for dataset, rows in by_dataset(records)}, journal)

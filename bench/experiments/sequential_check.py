@@ -30,7 +30,7 @@ from iclsel.models.strategy import HYBRID, Check, Neighbours, choose
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, validation_size
 from .dev import (AutoView, append_record, by_dataset, dev_parser, mean_accuracy, pending,
-                  paired_difference, parse_dev_args, read_records, replay_main, strategy_tests)
+                  paired_difference, parse_dev_args, records_by_split, replay_main, strategy_tests)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "sequential_check.jsonl"
 FIRST = 32  # the rows auto checks every candidate on (params.validation's default)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, journal: dict) -> None:
-    known = {(r["dataset"], r["seed"]): r for r in read_records(validation_size.RESULTS)}
+    known = records_by_split(validation_size.RESULTS)
     hybrids = hybrid_candidate.by_split()
     new_engine, _ = default_engine_factory("default", args.threads)
     for dataset, spec, options, seed, split in pending(args, journal, RESULTS):

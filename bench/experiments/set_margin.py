@@ -18,7 +18,7 @@ from iclsel.models.strategy import HYBRID, SENTENCE
 
 from . import hybrid_candidate, minilm_candidate, sentence_hybrid
 from .dev import (by_dataset, dev_parser, journal_records, mean_accuracy, paired_difference, parse_dev_args,
-                  print_replayed_against_baselines, read_records, seed_kind)
+                  print_replayed_against_baselines, read_records, records_by_split, seed_kind)
 
 RETRIEVALS = ("topk-embed", HYBRID)  # the unheld candidates the margin still protects against
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in read_records(sentence_hybrid.RESULTS)
                if r["dataset"] in args.datasets and r["seed"] in args.seeds]
     hybrids = hybrid_candidate.by_split()
-    minilms = {(r["dataset"], r["seed"]): r for r in read_records(minilm_candidate.RESULTS)}
+    minilms = records_by_split(minilm_candidate.RESULTS)
     label = f"set margin {args.set_margin}"
     print(f"| dataset | seeds | auto | auto, {label} (difference) | changed picks |\n|---|---|---|---|---|")
     replayed = {}
