@@ -21,9 +21,10 @@ held-out demos, so the report gives each one's interval and the chosen minus the
 They stand for the queries as far as the pool resembles them.
 
 The gate (params.gate, with at least MIN_GATE_QUERIES queries) comes first: the search's start (its label-balanced
-first set, run through the search's own cached exact runs) and the per-query retrievals run on the queries themselves,
-which neither is fitted to; when the better retrieval answers a params.gate share of the queries more than the start,
-the search could not close the gap often enough to pay for itself (bench/experiments/README.md), and auto returns it.
+first set, run through the search's own cached exact runs) and the per-query retrievals run on the queries themselves
+(params.gate_queries of them at most, drawn at random), which neither is fitted to; when the better retrieval answers
+a params.gate share of those queries more than the start, the search could not close the gap often enough to pay for
+itself (bench/experiments/README.md), and auto returns it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ SENTENCE_MARGIN = 1 / 16
 BOOTSTRAP_DRAWS = 2000
 SENTENCE_CALIBRATION = 32  # pool inputs a plan times the sentence model on (one of its batches)
 MIN_HELD_OUT = 4  # auto needs at least this many pool demos outside the set to validate on
+
+
+def gate_rows(queries: int, size: int | None, seed: int) -> list[int]:
+    """The rows of the queries the gate runs on: all of them (``size`` None or at least their number), or a random
+    ``size`` of them (uniform, so that the gate's figures keep the queries' label mix), in query order."""
+    if size is None or queries <= size:
+        return list(range(queries))
+    rng = np.random.default_rng([seed, 0x6A7E])
+    return sorted(rng.choice(queries, size=size, replace=False).tolist())
 
 
 def held_out(pool_gold: np.ndarray, chosen: list[int], size: int, seed: int) -> list[int]:
@@ -307,11 +317,14 @@ class Strategies:
         started = time.perf_counter()
         self.progress("gate", 0, 1)
         request = self.request
-        scores = self.engine.start_scores(self._search_request(reserved), self.selecting, self.checkpoint)
-        checks = [Check.of("start", scores, torch.tensor(self.gold))]
+        rows = gate_rows(len(request.queries), self.params.gate_queries, request.seed)
+        queries = [request.queries[i] for i in rows]
+        start = self._search_request(reserved).model_copy(update={"queries": queries})
+        scores = self.engine.start_scores(start, self.selecting, self.checkpoint)
+        checks = [Check.of("start", scores, torch.tensor(self.gold[rows]))]
         for name in self._gate_retrievals:
-            nearest = self.neighbours.nearest([q.input for q in request.queries], name, request.k)
-            checks.append(self._check(name, request.queries, [[request.pool[i] for i in ids] for ids in nearest]))
+            nearest = self.neighbours.nearest([q.input for q in queries], name, request.k)
+            checks.append(self._check(name, queries, [[request.pool[i] for i in ids] for ids in nearest]))
         returned = gate(checks[0], checks[1:], self.params.gate)
         self.timings["gate"] = time.perf_counter() - started
         self.progress("gate", 1, 1)
@@ -319,7 +332,7 @@ class Strategies:
         report = report_of(ranked, request.seed)
         if returned is None:  # the search follows: the gate's figures say why (strategy.gate)
             return None, {"gate": report["checks"]}
-        return returned.strategy, {**report, "gate": report["checks"], "validation_queries": len(request.queries)}
+        return returned.strategy, {**report, "gate": report["checks"], "validation_queries": len(queries)}
 
     @property
     def _gate_retrievals(self) -> tuple[str, ...]:
@@ -375,9 +388,13 @@ class Strategies:
 
     @property
     def _gate_rows(self) -> int:
-        """The gate's runs on the queries: the start's and each retrieval's (none without a gate)."""
+        """The gate's runs on its queries: the start's and each retrieval's (none without a gate)."""
         retrievals = len(self._gate_retrievals)
-        return (1 + retrievals) * len(self.request.queries) * self._rows_per_query if retrievals else 0
+        return (1 + retrievals) * self._gate_queries * self._rows_per_query if retrievals else 0
+
+    @property
+    def _gate_queries(self) -> int:
+        return len(gate_rows(len(self.request.queries), self.params.gate_queries, self.request.seed))
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
@@ -407,7 +424,7 @@ class Strategies:
         sentence_texts = (len(request.pool) + everything) / 2 if uses_sentences else 0
         low = searched.passes_low + fewest
         if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
-            embedded = len(request.pool) + len(request.queries) if "topk-embed" in self._gate_retrievals else 0
+            embedded = len(request.pool) + self._gate_queries if "topk-embed" in self._gate_retrievals else 0
             low = min(low, self._gate_rows + embedded + final)
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=low, passes_high=searched.passes_high + most,

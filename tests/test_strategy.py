@@ -462,6 +462,38 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
                 == ungated["passes"]["selection_forward_equivalent"] + 3 * rows + embedded)
 
 
+def test_gate_queries_decides_on_a_random_draw_of_them_and_counts_only_its_runs(tiny, monkeypatch):
+    """params.gate_queries: the start and both retrievals run on that many of the queries (strategy.gate_rows, in
+    query order), the start is still the search's, and the gate's runs are three per drawn query."""
+    pool, queries = make_examples(20, "d", 0), make_examples(MIN_GATE_QUERIES + 4, "q", 1)
+    seen = []
+
+    def decide(start, retrievals, share):
+        seen.append((start, retrievals))
+        return retrievals[0]
+    monkeypatch.setattr(strategy, "gate", decide)
+    rows = strategy.gate_rows(len(queries), MIN_GATE_QUERIES, 1)
+    assert len(rows) == MIN_GATE_QUERIES and rows == sorted(set(rows))
+    assert strategy.gate_rows(len(queries), None, 1) == strategy.gate_rows(len(queries), 99, 1) == \
+        list(range(len(queries)))
+    engine = Engine(tiny, cache=MemoryCache())
+    result = engine.select(gated_request(pool, queries, gate_queries=MIN_GATE_QUERIES))
+    (start, retrievals), = seen
+    drawn = [queries[i] for i in rows]
+    alone = Engine(tiny, cache=MemoryCache()).select(gated_request(pool, queries, strategy="set", rounds=0))
+    by_id = {d.id: d for d in pool}
+    scored = engine.evaluate([by_id[d["id"]] for d in alone["selected"]], drawn)
+    assert len(start.correct) == MIN_GATE_QUERIES and start.accuracy == pytest.approx(scored["accuracy"])
+    nearest = engine.retrieve_per_query(pool, drawn, 3, "topk-embed")
+    assert retrievals[0].accuracy == pytest.approx(engine.evaluate(nearest, drawn)["accuracy"])
+    assert result["strategy"]["validation_queries"] == MIN_GATE_QUERIES
+    embedded = len(pool) + len(queries) + len(TARGETS)  # the answer embeds every query and the targets
+    assert result["passes"]["selection_forward_equivalent"] == 3 * MIN_GATE_QUERIES + embedded
+    with pytest.raises(InputError) as refused:
+        engine.select(gated_request(pool, queries, gate_queries=MIN_GATE_QUERIES - 1))
+    assert refused.value.field == "params.gate_queries"
+
+
 def test_the_gate_waits_for_enough_queries_and_is_refused_by_name_out_of_range(tiny, data):
     pool, queries = data
     assert len(queries) < MIN_GATE_QUERIES
