@@ -18,9 +18,9 @@ import numpy as np
 
 from iclsel.models.strategy import gate_rows
 
-from . import hybrid_candidate, minilm_candidate, sentence_gate, sentence_hybrid
+from . import sentence_gate
 from .dev import by_dataset, dev_parser, journal_records, mean_accuracy, paired_difference, parse_dev_args, \
-    read_records, records_by_split, seed_kind
+    read_records, seed_kind
 
 
 def drawn(record: dict, size: int, draw: int) -> dict:
@@ -46,30 +46,16 @@ def print_table(records: list[dict], journal: dict, args: argparse.Namespace) ->
     """Per dataset: auto with the gate as it ships, with the gate on the engine's draw of the queries (its
     difference, paired per test query) and over every draw (the mean, the range of the per-draw means and the share
     of (seed, draw) whose decision, search or the returned retrieval, is the full gate's)."""
-    hybrids = hybrid_candidate.by_split()
-    minilms = records_by_split(minilm_candidate.RESULTS)
-    shipped_records = records_by_split(sentence_hybrid.RESULTS)
     print(f"| dataset | seeds | gate on | auto with the gate | on the engine's draw | minus the full gate | "
           f"over {args.draws} draws: mean (range) | same decision |\n|---|---|---|---|---|---|---|---|")
     for dataset, rows in by_dataset(records):
         full, engine_draw, per_draw = [], [], [[] for _ in range(args.draws)]
         agree = total = 0
-        for rec in rows:
-            seed = rec["seed"]
-            shipped = sentence_hybrid.replayed_default(shipped_records[(dataset, seed)], journal, hybrids, minilms,
-                                                       sentence_gate.MARGIN)
-            tests = {"topk-embed": journal[(dataset, seed, "topk-embed-per-query")],
-                     sentence_gate.SENTENCE: minilms[(dataset, seed)]}
-            targets = len(tests["topk-embed"]["correct"])
-            ran_gate = "gate" in journal[(dataset, seed, "gradient")].get("timings", {})
-
-            def auto(record: dict) -> dict:
-                return sentence_gate.gated(record, shipped, sentence_gate.DECIDING, tests, targets, ran_gate)
-
-            whole = auto(rec)
+        for rec, split in zip(rows, sentence_gate.gated_splits(dataset, rows, journal)):
+            whole = split.auto(rec)
             full.append(np.array(whole["correct"], float))
             for draw in range(args.draws):
-                mine = auto(drawn(rec, args.gate_queries, draw))
+                mine = split.auto(drawn(rec, args.gate_queries, draw))
                 per_draw[draw].append(np.array(mine["correct"], float))
                 agree += mine["strategy"] == whole["strategy"]
                 total += 1

@@ -67,17 +67,15 @@ def print_table(records: list[dict], journal: dict) -> None:
     replayed = {}
     for dataset, rows in by_dataset(records):
         ships, mine, changed, through, out = [], [], [], 0, []
-        for rec in rows:
-            seed = rec["seed"]
+        for rec, split in zip(rows, sentence_gate.gated_splits(dataset, rows, journal)):
+            seed, shipped = rec["seed"], split.shipped
             gradient, minilm, candidate = (journal[(dataset, seed, "gradient")], minilms[(dataset, seed)],
                                            candidates[(dataset, seed)])
             hybrid = hybrids.get((dataset, seed))
-            shipped = sentence_hybrid.replayed_default(candidate, journal, hybrids, minilms, sentence_gate.MARGIN)
             tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), sentence_hybrid.CANDIDATE: candidate}
             tests[SENTENCE] = tests.pop(minilm_candidate.MINILM)
-            targets = len(tests["topk-embed"]["correct"])
-            gated = sentence_gate.gated(rec, shipped, sentence_gate.DECIDING, tests, targets,
-                                        "gate" in gradient.get("timings", {}))
+            targets = split.targets
+            gated = split.auto(rec)
             ships.append(np.array(gated["correct"], float))
             if gated["strategy"] is not None:  # the gate skipped: no check to pool
                 mine.append(ships[-1])

@@ -17,6 +17,8 @@ marked): a skip returns the per-query baseline's test record; passes as the expe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from iclsel.models.inference import PassCounter
@@ -105,13 +107,40 @@ def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_
     return {"strategy": None, "correct": shipped["correct"], "passes": passes}
 
 
+@dataclass
+class GatedSplit:
+    """A split as the gate's replays need it: auto as it ships there (the five-candidate replay's pick), the per-query
+    retrievals' test records, the targets' count and whether the journal's run already ran the gate."""
+    shipped: dict
+    tests: dict[str, dict]
+    targets: int
+    ran_gate: bool
+
+    @classmethod
+    def of(cls, dataset: str, seed: int, journal: dict, hybrids: dict, minilms: dict, shipped_records: dict
+           ) -> "GatedSplit":
+        shipped = sentence_hybrid.replayed_default(shipped_records[(dataset, seed)], journal, hybrids, minilms, MARGIN)
+        tests = {"topk-embed": journal[(dataset, seed, "topk-embed-per-query")], SENTENCE: minilms[(dataset, seed)]}
+        return cls(shipped, tests, len(tests["topk-embed"]["correct"]),
+                   "gate" in journal[(dataset, seed, "gradient")].get("timings", {}))
+
+    def auto(self, record: dict, g: float = DECIDING, margin: int | None = None) -> dict:
+        """Auto with the gate at ``g`` deciding on ``record``'s answers (gated)."""
+        return gated(record, self.shipped, g, self.tests, self.targets, self.ran_gate, margin)
+
+
+def gated_splits(dataset: str, rows: list[dict], journal: dict) -> list[GatedSplit]:
+    """The GatedSplit of each of ``rows`` (sentence_gate records of ``dataset``)."""
+    hybrids = hybrid_candidate.by_split()
+    minilms = records_by_split(minilm_candidate.RESULTS)
+    shipped_records = records_by_split(sentence_hybrid.RESULTS)
+    return [GatedSplit.of(dataset, rec["seed"], journal, hybrids, minilms, shipped_records) for rec in rows]
+
+
 def print_table(records: list[dict], journal: dict, margin: int | None = None) -> None:
     """Per dataset and G: the seeds skipped, auto's mean test accuracy with the gate (topk-sentence held to
     ``margin`` answers over topk-embed, when given), its difference from auto as it ships (paired per test query,
     95% bootstrap interval) and the mean selection passes as a share of exact's."""
-    hybrids = hybrid_candidate.by_split()
-    minilms = records_by_split(minilm_candidate.RESULTS)
-    shipped_records = records_by_split(sentence_hybrid.RESULTS)
     print("| dataset | seeds | G | skips (seed: retrieval) | auto with the gate | minus auto | "
           "passes / exact's (auto) |\n|---|---|---|---|---|---|---|")
     replayed = {}
@@ -122,18 +151,13 @@ def print_table(records: list[dict], journal: dict, margin: int | None = None) -
         print(f"  {dataset}, per seed: start / topk-embed / topk-sentence on the selection queries: " + "; ".join(
             f"{rec['seed']} " + "/".join(f"{np.mean(rec['correct'][n]):.2f}" for n in ("start", *RETRIEVALS))
             for rec in rows))
-        shipped = [sentence_hybrid.replayed_default(shipped_records[(dataset, rec["seed"])], journal, hybrids,
-                                                    minilms, MARGIN) for rec in rows]
-        tests = [{"topk-embed": journal[(dataset, rec["seed"], "topk-embed-per-query")],
-                  SENTENCE: minilms[(dataset, rec["seed"])]} for rec in rows]
-        targets = [len(t["topk-embed"]["correct"]) for t in tests]
+        splits = gated_splits(dataset, rows, journal)
+        shipped = [split.shipped for split in splits]
         exact = [64 * rec["rows_per_query"] * len(rec["correct"]["start"]) for rec in rows]
         base = [np.array(s["correct"], float) for s in shipped]
         before = np.mean([s["passes"] / e for s, e in zip(shipped, exact)])
         for g in GATES:
-            mine = [gated(rec, s, g, t, n, "gate" in journal[(dataset, rec["seed"], "gradient")].get("timings", {}),
-                          margin)
-                    for rec, s, t, n in zip(rows, shipped, tests, targets)]
+            mine = [split.auto(rec, g, margin) for rec, split in zip(rows, splits)]
             got = [np.array(m["correct"], float) for m in mine]
             skips = " ".join(f"{rec['seed']}:{m['strategy']}" for rec, m in zip(rows, mine) if m["strategy"]) or "none"
             spent = np.mean([m["passes"] / e for m, e in zip(mine, exact)])
