@@ -317,11 +317,10 @@ class Strategies:
         started = time.perf_counter()
         self.progress("gate", 0, 1)
         request = self.request
-        rows = gate_rows(len(request.queries), self.params.gate_queries, request.seed)
-        queries = [request.queries[i] for i in rows]
+        queries = [request.queries[i] for i in self._gate_query_rows]
         start = self._search_request(reserved).model_copy(update={"queries": queries})
         scores = self.engine.start_scores(start, self.selecting, self.checkpoint)
-        checks = [Check.of("start", scores, torch.tensor(self.gold[rows]))]
+        checks = [Check.of("start", scores, torch.tensor(self.gold[self._gate_query_rows]))]
         for name in self._gate_retrievals:
             nearest = self.neighbours.nearest([q.input for q in queries], name, request.k)
             checks.append(self._check(name, queries, [[request.pool[i] for i in ids] for ids in nearest]))
@@ -390,11 +389,12 @@ class Strategies:
     def _gate_rows(self) -> int:
         """The gate's runs on its queries: the start's and each retrieval's (none without a gate)."""
         retrievals = len(self._gate_retrievals)
-        return (1 + retrievals) * self._gate_queries * self._rows_per_query if retrievals else 0
+        return (1 + retrievals) * len(self._gate_query_rows) * self._rows_per_query if retrievals else 0
 
-    @property
-    def _gate_queries(self) -> int:
-        return len(gate_rows(len(self.request.queries), self.params.gate_queries, self.request.seed))
+    @cached_property
+    def _gate_query_rows(self) -> list[int]:
+        """The rows of the queries the gate runs on (gate_rows: params.gate_queries of them at most)."""
+        return gate_rows(len(self.request.queries), self.params.gate_queries, self.request.seed)
 
     def plan(self, strategy: str) -> Plan:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
@@ -424,7 +424,7 @@ class Strategies:
         sentence_texts = (len(request.pool) + everything) / 2 if uses_sentences else 0
         low = searched.passes_low + fewest
         if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
-            embedded = len(request.pool) + self._gate_queries if "topk-embed" in self._gate_retrievals else 0
+            embedded = len(request.pool) + len(self._gate_query_rows) if "topk-embed" in self._gate_retrievals else 0
             low = min(low, self._gate_rows + embedded + final)
         return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
                        passes_low=low, passes_high=searched.passes_high + most,
