@@ -7,6 +7,8 @@ scored like the benchmark's per-query baselines (each test query gets its own k 
                every label, ... (labels taken in order of their nearest demo's similarity) until k
     minilm     the k nearest by a sentence-embedding model, all-MiniLM-L6-v2 (strategy "topk-sentence" with the
                default sentence model), in place of the default model's own hidden states
+    rrf-sentence  reciprocal-rank fusion of the two embeddings auto retrieves by: score = 1/(60 + rank by the
+               model's embedding) + 1/(60 + rank by the sentence model), the k highest
 
     python -m bench.experiments.retrieval_variants --datasets sms sdg --seeds 10 11 12 13 \
         --journal bench/results/quality_runs.jsonl
@@ -34,7 +36,7 @@ from ..quality import BENCH_DIR, _evaluate, default_engine_factory
 from .dev import BASELINES, append_record, dev_splits, journal_records, paired_difference, read_records
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "retrieval_variants.jsonl"
-VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk", "minilm")
+VARIANTS = ("topk-embed", "bm25", "rrf", "bal-topk", "minilm", "rrf-sentence")
 RRF_CONSTANT = 60
 
 
@@ -63,6 +65,11 @@ def label_balanced(similarity: np.ndarray, labels: list[str], k: int) -> list[li
     return chosen
 
 
+def fused(*similarities: np.ndarray) -> np.ndarray:
+    """[T, n] similarities by several retrievers -> [T, n] reciprocal-rank fusion score (higher: nearer)."""
+    return sum(1.0 / (RRF_CONSTANT + ranks(similarity)) for similarity in similarities)
+
+
 def neighbours(variant: str, embedding: np.ndarray, bm25: np.ndarray, labels: list[str], k: int,
                minilm: np.ndarray | None = None) -> list[list[int]]:
     """embedding, bm25, minilm: [T, n] similarities of the test queries to the pool -> per query its k demos, best
@@ -74,8 +81,9 @@ def neighbours(variant: str, embedding: np.ndarray, bm25: np.ndarray, labels: li
     if variant == "bm25":
         return [top_k_ascending(row, k) for row in bm25]
     if variant == "rrf":
-        fused = 1.0 / (RRF_CONSTANT + ranks(embedding)) + 1.0 / (RRF_CONSTANT + ranks(bm25))
-        return [top_k_ascending(row, k) for row in fused]
+        return [top_k_ascending(row, k) for row in fused(embedding, bm25)]
+    if variant == "rrf-sentence":
+        return [top_k_ascending(row, k) for row in fused(embedding, minilm)]
     if variant == "bal-topk":
         return label_balanced(embedding, labels, k)
     raise ValueError(variant)
@@ -102,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             continue
         own = {v for v in todo if journal.get((dataset, seed, BASELINES.get(v))) is None}  # not in the journal
-        embedding = index.similarity(texts, "topk-embed") if own & {"topk-embed", "rrf", "bal-topk"} else None
+        embedding = (index.similarity(texts, "topk-embed")  # [T, n]
+                     if own & {"topk-embed", "rrf", "bal-topk", "rrf-sentence"} else None)
         bm25 = index.similarity(texts, "bm25")  # [T, n]
-        minilm = index.similarity(texts, "topk-sentence") if "minilm" in todo else None
+        minilm = index.similarity(texts, "topk-sentence") if {"minilm", "rrf-sentence"} & set(todo) else None
         for variant in todo:
             known = journal.get((dataset, seed, BASELINES.get(variant)))
             if known is not None and len(known["correct"]) != len(split.test):  # another split size
