@@ -56,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", type=int, default=None, help=(
         "answers by which topk-sentence must lead topk-embed to be the gate's retrieval (default: the engine's, "
         "strategy.SENTENCE_MARGIN of the queries rounded up; a large one: the gate on topk-embed alone)"))
+    parser.add_argument("--defer", type=int, default=None, help=(
+        "the gate searches (and the check chooses) whenever topk-sentence and topk-embed answer within this many "
+        "queries of each other (default: never)"))
     args = parse_dev_args(parser, argv)
     return replay_main(args, RESULTS, run, lambda records, journal: print_table(
-        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal, args.margin))
+        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal, args.margin,
+        args.defer))
 
 
 def run(args, journal: dict) -> None:
@@ -79,25 +83,28 @@ def run(args, journal: dict) -> None:
               + f" (same start as the run: {record['same_start']})", flush=True)
 
 
-def gate(record: dict, g: float, margin: int | None = None) -> str | None:
+def gate(record: dict, g: float, margin: int | None = None, defer: int | None = None) -> str | None:
     """The retrieval the gate returns without searching (None: it searches): the engine's rule (strategy.gate) on
     the recorded answers (losses are not recorded; the rule does not read them); with ``margin``, topk-sentence is
-    the better retrieval only when it answers that many queries more than topk-embed."""
+    the better retrieval only when it answers that many queries more than topk-embed; with ``defer``, the gate
+    searches whenever the two retrievals answer within ``defer`` queries of each other (the check chooses)."""
     checks = {name: Check(name, np.array(c, float), np.zeros(len(c))) for name, c in record["correct"].items()}
     retrievals = [checks[name] for name in RETRIEVALS]
+    embed, sentence = retrievals
+    if defer is not None and abs(sentence.correct.sum() - embed.correct.sum()) <= defer:
+        return None
     if margin is not None:
-        embed, sentence = retrievals
         retrievals = [sentence if sentence.correct.sum() - embed.correct.sum() >= margin else embed]
     returned = strategy_gate(checks["start"], retrievals, g)
     return returned and returned.strategy
 
 
 def gated(record: dict, shipped: dict, g: float, tests: dict, targets: int, ran_gate: bool = False,
-          margin: int | None = None) -> dict:
+          margin: int | None = None, defer: int | None = None) -> dict:
     """Auto with the gate on this split: the pick, its test record's answers and the selection passes (``ran_gate``:
     the journal's run let through by the gate, its passes the gate's already)."""
     rows = record["rows_per_query"] * len(record["correct"]["start"])  # one run of a prompt per selection query
-    skipped = gate(record, g, margin)
+    skipped = gate(record, g, margin, defer)
     if skipped is not None:  # the start's and both retrievals' runs, the pool's and queries' embeddings, the targets'
         passes = 3 * rows + record["embedded"] + (targets if skipped == "topk-embed" else 0)
         return {"strategy": skipped, "correct": tests[skipped]["correct"], "passes": passes}
@@ -124,9 +131,9 @@ class GatedSplit:
         return cls(shipped, tests, len(tests["topk-embed"]["correct"]),
                    "gate" in journal[(dataset, seed, "gradient")].get("timings", {}))
 
-    def auto(self, record: dict, g: float = DECIDING, margin: int | None = None) -> dict:
+    def auto(self, record: dict, g: float = DECIDING, margin: int | None = None, defer: int | None = None) -> dict:
         """Auto with the gate at ``g`` deciding on ``record``'s answers (gated)."""
-        return gated(record, self.shipped, g, self.tests, self.targets, self.ran_gate, margin)
+        return gated(record, self.shipped, g, self.tests, self.targets, self.ran_gate, margin, defer)
 
 
 def gated_splits(dataset: str, rows: list[dict], journal: dict) -> list[GatedSplit]:
@@ -137,7 +144,7 @@ def gated_splits(dataset: str, rows: list[dict], journal: dict) -> list[GatedSpl
     return [GatedSplit.of(dataset, rec["seed"], journal, hybrids, minilms, shipped_records) for rec in rows]
 
 
-def print_table(records: list[dict], journal: dict, margin: int | None = None) -> None:
+def print_table(records: list[dict], journal: dict, margin: int | None = None, defer: int | None = None) -> None:
     """Per dataset and G: the seeds skipped, auto's mean test accuracy with the gate (topk-sentence held to
     ``margin`` answers over topk-embed, when given), its difference from auto as it ships (paired per test query,
     95% bootstrap interval) and the mean selection passes as a share of exact's."""
@@ -157,7 +164,7 @@ def print_table(records: list[dict], journal: dict, margin: int | None = None) -
         base = [np.array(s["correct"], float) for s in shipped]
         before = np.mean([s["passes"] / e for s, e in zip(shipped, exact)])
         for g in GATES:
-            mine = [split.auto(rec, g, margin) for rec, split in zip(rows, splits)]
+            mine = [split.auto(rec, g, margin, defer) for rec, split in zip(rows, splits)]
             got = [np.array(m["correct"], float) for m in mine]
             skips = " ".join(f"{rec['seed']}:{m['strategy']}" for rec, m in zip(rows, mine) if m["strategy"]) or "none"
             spent = np.mean([m["passes"] / e for m, e in zip(mine, exact)])
