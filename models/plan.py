@@ -62,6 +62,10 @@ class Work:
     def __mul__(self, times: float) -> "Work":
         return Work(self.passes * times, self.calls * times, self.weighted * times)
 
+    def seconds(self, per_pass: float, per_call: float) -> float:
+        """What this work takes at a calibration's seconds per (token-weighted) pass and per model call."""
+        return self.weighted * per_pass + self.calls * per_call
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -89,18 +93,20 @@ def costs(ctx: SelectionContext, evaluate_selected: bool, max_passes: int | None
     n_queries = len(ctx.queries)
     full = Work(ctx.runner.exact_cost(n_queries), 1)
     final = full if evaluate_selected else Work(0, 0)
-    row_tokens = sum(len(ids) for ids in ctx.layout.query_ids) / max(len(ctx.layout.query_ids), 1)
     return Costs(full=full, final=final, limit=math.inf if max_passes is None else max_passes - final.passes,
                  embed=Work(embed_rows, math.ceil(embed_rows / ctx.runner.batch_size)),
                  anchor_passes={mode: ctx.anchor_cost(mode) for mode in ANCHOR_MODES},
                  anchor_chunks=math.ceil(n_queries / ctx.anchor_chunk),
-                 unshared_row=(len(ctx.layout.special_ids) + ctx.k * _typical_width(ctx) + row_tokens)
-                 / max(row_tokens, 1))
+                 unshared_row=row_weight(ctx.layout, ctx.k, whole_prompt=True))
 
 
-def _typical_width(ctx: SelectionContext) -> float:
-    """Tokens a demo takes in a prompt, on average over the pool."""
-    return float(ctx.layout.demo_lengths.double().mean())
+def row_weight(layout, own_demos: int, whole_prompt: bool = False) -> float:
+    """Tokens of a query row that carries ``own_demos`` demos of its own (``whole_prompt``: and the model's special
+    tokens, no prefix shared with any other row), over those of a row after a shared prefix; a demo takes the pool's
+    average tokens."""
+    row_tokens = sum(len(ids) for ids in layout.query_ids) / max(len(layout.query_ids), 1)
+    own = own_demos * float(layout.demo_lengths.double().mean()) + (len(layout.special_ids) if whole_prompt else 0)
+    return (own + row_tokens) / max(row_tokens, 1)
 
 
 def calibrate(ctx: SelectionContext) -> tuple[float, float, int]:

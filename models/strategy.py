@@ -47,7 +47,7 @@ from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .inference import ModelRunner, PassCounter
 from .layout import resolve_options
 from .outcome import query_losses, summarize
-from .plan import Plan
+from .plan import Plan, Work, row_weight
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
@@ -350,11 +350,15 @@ class Strategies:
         return [[by_id[i] for i in row] for row in ids]
 
     @cached_property
+    def _layout(self):
+        """The request's prompts laid out on its first query (what a row and a demo take)."""
+        return self.engine.layout(self.request.pool, self.request.queries[:1], self.request.k, self.options,
+                                  self.request.template, self.request.separator)
+
+    @cached_property
     def _rows_per_query(self) -> int:
         """Forward rows one query takes (one, or one per option when an option has several tokens)."""
-        layout = self.engine.layout(self.request.pool, self.request.queries[:1], self.request.k, self.options,
-                                    self.request.template, self.request.separator)
-        return ModelRunner(self.engine.model.model, layout).rows_per_query
+        return ModelRunner(self.engine.model.model, self._layout).rows_per_query
 
     def _validation_size(self) -> int:
         return min(self.params.validation, len(self.request.pool) - self.request.k)
@@ -382,14 +386,7 @@ class Strategies:
     def _reserved(self) -> int:
         """The most auto spends besides the search: embeddings of the pool, the queries and the targets, every
         strategy's prompts on the held-out demos and the gate's prompts on the queries."""
-        return (self._retrieval_texts + self._candidates * self._validation_size() * self._rows_per_query
-                + self._gate_rows)
-
-    @property
-    def _gate_rows(self) -> int:
-        """The gate's runs on its queries: the start's and each retrieval's (none without a gate)."""
-        retrievals = len(self._gate_retrievals)
-        return (1 + retrievals) * len(self._gate_query_rows) * self._rows_per_query if retrievals else 0
+        return round((self._gate_work() + self._check_work() + self._embeddings(self._retrieval_texts)).passes)
 
     @cached_property
     def _gate_query_rows(self) -> list[int]:
@@ -400,36 +397,76 @@ class Strategies:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
         every embedding), plus the gate's runs and the returned prompts' exact run (with a gate, the fewest are a
-        retrieval it returns: no search); its seconds add the sentence model's texts, timed on the pool
-        (_sentence_seconds)."""
+        retrieval it returns: no search); its seconds price that work at the search's calibration (a per-query
+        prompt is a model call of its own, a hybrid's row carries its own demos: _work) and add the sentence
+        model's texts, timed on the pool (_sentence_seconds)."""
         request = self.request
-        final = len(request.queries) * self._rows_per_query if self.params.evaluate_selected else 0
         everything = self._retrieval_texts
         if strategy in PER_QUERY:
-            embed = everything if strategy == "topk-embed" else 0
+            embedded = everything if strategy == "topk-embed" else 0
             calibration = self.engine._plan_set(request.model_copy(update={"params": {
                 **request.params, "strategy": "set", "rounds": 0}}))
-            seconds = ((embed + final) * calibration.seconds_per_pass
+            work = self._embeddings(embedded) + self._final(per_query=True)
+            seconds = (work.seconds(calibration.seconds_per_pass, calibration.seconds_per_call)
                        + self._sentence_seconds(everything if strategy == SENTENCE else 0))
-            return replace(calibration, estimated_passes=embed + final, passes_low=embed + final,
-                           passes_high=embed + final, estimated_seconds=round(seconds, 3))
-        reserved = self._reserved()
-        searched = self.engine._plan_set(self._search_request(reserved))
-        fewest = (len(request.pool) + self._candidates * self._validation_size() * self._rows_per_query + final
-                  + self._gate_rows)
-        most = reserved + final
+            passes = round(work.passes)
+            return replace(calibration, estimated_passes=passes, passes_low=passes, passes_high=passes,
+                           estimated_seconds=round(seconds, 3))
+        searched = self.engine._plan_set(self._search_request(self._reserved()))
+        checked = self._gate_work() + self._check_work()
+        fewest = checked + self._embeddings(len(request.pool)) + self._final(per_query=False)  # a set wins
+        most = checked + self._embeddings(everything) + self._final(  # retrieval wins, where it is a candidate
+            per_query=any(name in PER_QUERY for name in self._auto_candidates))
         # the sentence model's check embeds the pool (the held-out demos are pool demos); its answer, the queries and
         # the targets too: half of them expected, like the passes
         uses_sentences = any(name in BY_SENTENCE for name in self._auto_candidates)
         sentence_texts = (len(request.pool) + everything) / 2 if uses_sentences else 0
-        low = searched.passes_low + fewest
+        low = searched.passes_low + round(fewest.passes)
         if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
             embedded = len(request.pool) + len(self._gate_query_rows) if "topk-embed" in self._gate_retrievals else 0
-            low = min(low, self._gate_rows + embedded + final)
-        return replace(searched, estimated_passes=searched.estimated_passes + (fewest + most) // 2,
-                       passes_low=low, passes_high=searched.passes_high + most,
-                       estimated_seconds=round(searched.estimated_seconds + (fewest + most) / 2
-                                               * searched.seconds_per_pass + self._sentence_seconds(sentence_texts), 3))
+            low = min(low, round((self._gate_work() + self._embeddings(embedded) + self._final(True)).passes))
+        own_seconds = sum(w.seconds(searched.seconds_per_pass, searched.seconds_per_call) for w in (fewest, most)) / 2
+        return replace(searched, estimated_passes=searched.estimated_passes + round(fewest.passes + most.passes) // 2,
+                       passes_low=low, passes_high=searched.passes_high + round(most.passes),
+                       estimated_seconds=round(searched.estimated_seconds + own_seconds
+                                               + self._sentence_seconds(sentence_texts), 3))
+
+    def _gate_work(self) -> Work:
+        """The gate's runs on its queries: the start's prompt (one prefix for all) and each retrieval's per-query
+        prompts (each query's demos its own prefix: a model call each)."""
+        if not self._gate_retrievals:
+            return Work(0, 0)
+        queries = len(self._gate_query_rows)
+        rows = queries * self._rows_per_query
+        return Work(rows, 1) + Work(rows, queries) * len(self._gate_retrievals)
+
+    def _check_work(self) -> Work:
+        """Every candidate's prompts on the held-out demos: the set's share one prefix, a hybrid's share the set's
+        head and each row carries its own neighbours, a per-query retrieval's are a model call each."""
+        held_out = self._validation_size()
+        rows = held_out * self._rows_per_query
+        own_demos = row_weight(self._layout, self._hybrid_slots)
+        work = Work(0, 0)
+        for name in self._auto_candidates:
+            if name == "set":
+                work += Work(rows, 1)
+            elif name in HYBRIDS:
+                work += Work(rows, 1, rows * own_demos)
+            else:
+                work += Work(rows, held_out)
+        return work
+
+    def _embeddings(self, texts: int) -> Work:
+        """The language model's embeddings of ``texts`` texts, in batches (a row each)."""
+        return Work(texts, math.ceil(texts / self.engine.batch_size))
+
+    def _final(self, per_query: bool) -> Work:
+        """The returned prompts' exact run on the queries (params.evaluate_selected): one prefix for a set, a model
+        call per query for per-query prompts."""
+        if not self.params.evaluate_selected:
+            return Work(0, 0)
+        queries = len(self.request.queries)
+        return Work(queries * self._rows_per_query, queries if per_query else 1)
 
     def _sentence_seconds(self, texts: float) -> float:
         """Seconds the sentence model takes for ``texts`` texts (not passes of the language model), at its rate on up

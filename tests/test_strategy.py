@@ -8,13 +8,14 @@ import time
 import pytest
 import torch
 
-from iclsel.contract import DEFAULT_COMPARE, HYBRIDS, SelectionResult
+from iclsel.contract import DEFAULT_COMPARE, HYBRIDS, GradientParams, SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
 from iclsel.models.inference import ModelRunner
 from iclsel.models.loading import SentenceModel
+from iclsel.models import plan as plan_module
 from iclsel.models import strategy
 from iclsel.contract import MIN_GATE_QUERIES
 from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, gate, held_out
@@ -368,6 +369,27 @@ def test_a_dry_run_prices_the_sentence_models_texts(tiny, data, monkeypatch):
     assert encoder.texts > 0 and five.estimated_passes > three.estimated_passes  # and the checks' rows
     assert priced[-1][0] == (len(pool) + texts) / 2 and priced[-1][1] >= priced[-1][0] * SlowEncoder.DELAY
     assert five.estimated_seconds >= round(priced[-1][1], 3)  # added to the language model's seconds
+
+
+def test_a_dry_run_prices_each_per_query_prompt_as_a_model_call(tiny, data, monkeypatch):
+    """A per-query retrieval's prompt has no prefix shared with another query's: each held-out demo it is checked on
+    is a model call of its own (its demos its prefix), and a per-query answer's exact run on the queries is one per
+    query; a set's rows share one. With the calibration fixed at 1 s a call and nothing a pass, a plan's seconds count
+    calls: checking topk-embed too adds one per held-out demo and, where it would win, one per query."""
+    pool, queries = data
+    monkeypatch.setattr(plan_module, "calibrate", lambda ctx: (0.0, 1.0, 0))
+    monkeypatch.setattr(strategy.Strategies, "_sentence_seconds", lambda self, texts: 0.0)
+    engine = Engine(tiny, cache=MemoryCache())
+
+    def plan(compare):
+        return engine.plan(SelectionRequest(pool, queries, k=3, params={"compare": compare, "gate": None}))
+
+    held_out = min(GradientParams().validation, len(pool) - 3)
+    set_alone, with_retrieval = plan(["set"]), plan(["set", "topk-embed"])
+    assert with_retrieval.estimated_passes - set_alone.estimated_passes == held_out  # a row per held-out demo
+    # the fewest (the set returned, its final run one call) and the most (topk-embed returned: a call per query)
+    assert with_retrieval.estimated_seconds - set_alone.estimated_seconds == pytest.approx(
+        held_out + (len(queries) - 1) / 2)
 
 
 @pytest.mark.parametrize("compare, message", [(["topk-embed", "hybrid"], "must include 'set'"),
