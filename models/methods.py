@@ -17,7 +17,7 @@ from iclsel.contract import PARAMS, ExactParams, GradientParams, GradreParams, P
 from . import selectors
 from .context import SelectionContext
 from .ledger import fitting
-from .plan import Costs, Work
+from .plan import Costs, Work, embeddings
 
 
 class Method:
@@ -38,7 +38,7 @@ class Method:
 class TopkEmbed(Method):
     def cost(self, ctx: SelectionContext, params: Params, costs: Costs) -> tuple[Work, Work]:
         rows = ctx.n + len(ctx.query_inputs)  # one embedding per demo and query
-        return costs.fixed(costs.embed + Work(rows, math.ceil(rows / ctx.runner.batch_size)) + costs.final)
+        return costs.fixed(costs.embed + embeddings(rows, ctx.runner.batch_size) + costs.final)
 
 
 class Exact(Method):

@@ -94,10 +94,15 @@ def costs(ctx: SelectionContext, evaluate_selected: bool, max_passes: int | None
     full = Work(ctx.runner.exact_cost(n_queries), 1)
     final = full if evaluate_selected else Work(0, 0)
     return Costs(full=full, final=final, limit=math.inf if max_passes is None else max_passes - final.passes,
-                 embed=Work(embed_rows, math.ceil(embed_rows / ctx.runner.batch_size)),
+                 embed=embeddings(embed_rows, ctx.runner.batch_size),
                  anchor_passes={mode: ctx.anchor_cost(mode) for mode in ANCHOR_MODES},
                  anchor_chunks=math.ceil(n_queries / ctx.anchor_chunk),
                  unshared_row=row_weight(ctx.layout, ctx.k, whole_prompt=True))
+
+
+def embeddings(texts: int, batch_size: int) -> Work:
+    """The language model's embeddings of ``texts`` texts: a row each, a model call per batch."""
+    return Work(texts, math.ceil(texts / batch_size))
 
 
 def row_weight(layout, own_demos: int, whole_prompt: bool = False) -> float:

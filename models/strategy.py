@@ -47,7 +47,7 @@ from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .inference import ModelRunner, PassCounter
 from .layout import resolve_options
 from .outcome import query_losses, summarize
-from .plan import Plan, Work, row_weight
+from .plan import Plan, Work, embeddings, row_weight
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
@@ -398,7 +398,7 @@ class Strategies:
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
         every embedding), plus the gate's runs and the returned prompts' exact run (with a gate, the fewest are a
         retrieval it returns: no search); its seconds price that work at the search's calibration (a per-query
-        prompt is a model call of its own, a hybrid's row carries its own demos: _work) and add the sentence
+        prompt is a model call of its own, a hybrid's row carries its own demos: _gate_work, _check_work) and add the sentence
         model's texts, timed on the pool (_sentence_seconds)."""
         request = self.request
         everything = self._retrieval_texts
@@ -413,7 +413,8 @@ class Strategies:
             return replace(calibration, estimated_passes=passes, passes_low=passes, passes_high=passes,
                            estimated_seconds=round(seconds, 3))
         searched = self.engine._plan_set(self._search_request(self._reserved()))
-        checked = self._gate_work() + self._check_work()
+        gate_work = self._gate_work()
+        checked = gate_work + self._check_work()
         fewest = checked + self._embeddings(len(request.pool)) + self._final(per_query=False)  # a set wins
         most = checked + self._embeddings(everything) + self._final(  # retrieval wins, where it is a candidate
             per_query=any(name in PER_QUERY for name in self._auto_candidates))
@@ -424,7 +425,7 @@ class Strategies:
         low = searched.passes_low + round(fewest.passes)
         if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
             embedded = len(request.pool) + len(self._gate_query_rows) if "topk-embed" in self._gate_retrievals else 0
-            low = min(low, round((self._gate_work() + self._embeddings(embedded) + self._final(True)).passes))
+            low = min(low, round((gate_work + self._embeddings(embedded) + self._final(True)).passes))
         own_seconds = sum(w.seconds(searched.seconds_per_pass, searched.seconds_per_call) for w in (fewest, most)) / 2
         return replace(searched, estimated_passes=searched.estimated_passes + round(fewest.passes + most.passes) // 2,
                        passes_low=low, passes_high=searched.passes_high + round(most.passes),
@@ -457,8 +458,8 @@ class Strategies:
         return work
 
     def _embeddings(self, texts: int) -> Work:
-        """The language model's embeddings of ``texts`` texts, in batches (a row each)."""
-        return Work(texts, math.ceil(texts / self.engine.batch_size))
+        """The language model's embeddings of ``texts`` texts, in the engine's batches."""
+        return embeddings(texts, self.engine.batch_size)
 
     def _final(self, per_query: bool) -> Work:
         """The returned prompts' exact run on the queries (params.evaluate_selected): one prefix for a set, a model
