@@ -17,8 +17,9 @@ words, about 49,300 left for pools): pools larger than that repeat real examples
 every record: ``distinct_inputs``).
 
 Writes bench/results/scale.json (a list of records {dataset, model, n, k, method, seconds, passes,
-peak_rss_mb, accuracy, ...}; reruns resume: a record with the same setup and engine source is kept; one of
-another engine source stays beside it), bench/results/scale.png
+peak_rss_mb, accuracy, ...}; reruns resume: a record with the same setup and engine source is kept, unless it
+holds an error (a timeout, a crash), which runs again; one of another engine source stays beside it),
+bench/results/scale.png
 and bench/SCALE.md.
 """
 
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     data_sha = bench_data.sha256_file(data_path)
     engine_source = engine_source_hash()
     records = [] if args.fresh or not args.out.exists() else json.loads(args.out.read_text())
-    done = {r.get("key") for r in records}
+    done = {r.get("key") for r in records if "error" not in r}  # a run that failed runs again
     shown = list(argv if argv is not None else sys.argv[1:])
     command = "python -m bench.scale" + ("" if not shown else " " + shlex.join(shown))
     skipped = []

@@ -49,6 +49,7 @@ from .loading import SentenceModel, load_sentence_model
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
 from .retrieval import top_k_ascending
+from .runs import CacheKeys
 from .methods import METHODS
 from .selectors import search_params
 from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
@@ -424,7 +425,8 @@ class Engine:
                option_score: str = DEFAULT_OPTION_SCORE) -> torch.Tensor:
         """[Q, O] option log-probabilities of each query in its natural prompt: ``demos`` shared by all queries or
         one list per query, then (``context``) each query's own demos. Queries with the same demos share one
-        prefix run."""
+        prefix run, cached by content (a request that comes back, or auto's checks of a prompt it ran before, finds
+        it; ``counter`` counts only what ran)."""
         if not demos and context is not None:  # no shared demos: each query's own are its whole prompt
             demos, context = context, None
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
@@ -442,8 +444,13 @@ class Engine:
                                  template, separator,
                                  query_context=None if context is None else [context[q] for q in members],
                                  option_score=option_score)
-            runner = self._runner(layout, checkpoint, counter=counter)
-            scores[members] = runner.exact_scores(list(range(len(ids))), list(range(len(members)))).double()
+            key = CacheKeys(self.model.fingerprint, layout).prompt()
+            cached = self.cache.get(key)
+            if cached is None:
+                runner = self._runner(layout, checkpoint, counter=counter)
+                cached = {"scores": runner.exact_scores(list(range(len(ids))), list(range(len(members))))}
+                self.cache.put(key, cached)
+            scores[members] = cached["scores"].double()
         return scores
 
     def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:

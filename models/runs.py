@@ -39,6 +39,14 @@ class CacheKeys:
     def exact(self, subset: tuple[int, ...]) -> str:
         return self.key("exact", {"demos": [self.layout.demo_texts[i] for i in subset], "queries": self._queries_digest})
 
+    def prompt(self) -> str:
+        """Every query row of the layout after all of its demos, in pool order (Engine.scores: one prompt's run)."""
+        return self.key("prompt", {"demos": self.layout.demo_texts, "queries": self._queries_digest})
+
+    def exact_rows(self, subset: tuple[int, ...], rows: list[int]) -> str:
+        return self.key("exact-rows", {"demos": [self.layout.demo_texts[i] for i in subset], "rows": rows,
+                                       "queries": self._queries_digest})
+
     def anchor(self, subset: list[int], queries: list[int], mode: str) -> str:
         layout = self.layout
         return self.key("anchor", {
@@ -64,21 +72,9 @@ class ExactRuns:
         cached by content)."""
         key = tuple(int(i) for i in subset)
         if key not in self._exact:
-            cache_key = self.keys.exact(key)
-            cached = self.cache.get(cache_key)
-            if cached is not None:
-                self.stats.looked_up(1, 0)
-                self.ledger.found(cache_key, cached.get("cost"))
-                self._exact[key] = cached["scores"]
-            else:
-                self.stats.looked_up(0, 1)
-                rows = self.visible(key)
-                with self.stats.phase("exact"):
-                    scores, cost = with_cost(self.runner.counter, lambda: on_all_rows(
-                        self.runner.exact_scores(list(key), rows), rows, self.n_queries))
-                self._exact[key] = scores
-                self.ledger.computed(cache_key)
-                self.cache.put(cache_key, {"scores": scores, "cost": cost})
+            rows = self.visible(key)
+            self._exact[key] = self._run(self.keys.exact(key), lambda: on_all_rows(
+                self.runner.exact_scores(list(key), rows), rows, self.n_queries))
         return self._exact[key]
 
     def remember(self, subset: list[int], scores: torch.Tensor) -> None:
@@ -87,7 +83,8 @@ class ExactRuns:
 
     def exact_rows(self, subset: list[int], rows: list[int]) -> torch.Tensor:
         """Exact option scores [len(rows), O] of ``subset`` on query ``rows`` only, NaN on rows it hides. Runs just
-        the rows not yet run for this subset in this job (a full exact run, memoised, answers every row)."""
+        the rows not yet run for this subset in this job (a full exact run, memoised, answers every row); each such
+        run is cached by content, so the same request again (a retry, another job) finds it."""
         key = tuple(int(i) for i in subset)
         if key in self._exact:
             return self._exact[key][rows]
@@ -95,11 +92,24 @@ class ExactRuns:
         visible = set(self.visible(key))
         missing = [q for q in rows if q not in known and q in visible]
         if missing:
-            with self.stats.phase("exact"):
-                scores = self.runner.exact_scores(list(key), missing)
+            scores = self._run(self.keys.exact_rows(key, missing), lambda: self.runner.exact_scores(list(key), missing))
             known.update(zip(missing, scores))
         hidden = torch.full((self.layout.n_options,), float("nan"))
         return torch.stack([known.get(q, hidden) for q in rows])
+
+    def _run(self, cache_key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """compute()'s scores, or its entry in the cache, charged to the ledger at what it cost."""
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            self.stats.looked_up(1, 0)
+            self.ledger.found(cache_key, cached.get("cost"))
+            return cached["scores"]
+        self.stats.looked_up(0, 1)
+        with self.stats.phase("exact"):
+            scores, cost = with_cost(self.runner.counter, compute)
+        self.ledger.computed(cache_key)
+        self.cache.put(cache_key, {"scores": scores, "cost": cost})
+        return scores
 
     def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
         results = []

@@ -166,10 +166,10 @@ def embedding_key(fingerprint: str, texts: list[str], embedding: str = "mean-las
 class Neighbours:
     """Each text's nearest pool demos, by "bm25" (no model), "topk-embed" (cosine of the language model's mean-pooled
     hidden states) or "topk-sentence" (cosine of the sentence model's embeddings). The pool is embedded once per
-    embedding, on first use, unless the engine's cache holds those embeddings (an earlier request on the same pool
-    texts and model). What runs is counted on ``counter``: the language model's rows as passes, the sentence model's
-    texts as sentence_texts (not model passes); like the passes a request reports for cached anchors, it counts
-    only what ran."""
+    embedding, on first use, and the texts asked about once, unless the engine's cache holds those embeddings (an
+    earlier request on the same texts and model). What runs is counted on ``counter``: the language model's rows as
+    passes, the sentence model's texts as sentence_texts (not model passes); like the passes a request reports for
+    cached anchors, it counts only what ran."""
 
     def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
@@ -183,7 +183,7 @@ class Neighbours:
         if by == "bm25":
             return bm25_similarity([d.input for d in self.pool], texts)
         if by not in self._pool_vectors:
-            self._pool_vectors[by] = self._pool_embeddings(by)
+            self._pool_vectors[by] = self._cached([d.input for d in self.pool], by)
         pool_vectors = self._pool_vectors[by]
         vectors = pool_vectors[itself] if itself is not None else self._embed(texts, by)
         return cosine_similarity(pool_vectors, vectors)
@@ -194,8 +194,20 @@ class Neighbours:
         known = self._text_vectors.setdefault(by, {})
         missing = [text for text in dict.fromkeys(texts) if text not in known]
         if missing:
-            known.update(zip(missing, self._run(missing, by)))
+            known.update(zip(missing, self._cached(missing, by)))
         return torch.stack([known[text] for text in texts])
+
+    def _cached(self, texts: list[str], by: str) -> torch.Tensor:
+        """[T, d] these texts' embeddings: from the engine's cache (an earlier request embedded the same texts by the
+        same model), else run and cached (one entry, all or nothing)."""
+        key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
+               else embedding_key(self.engine.model.fingerprint, texts))
+        cached = self.engine.cache.get(key)
+        if cached is not None:
+            return cached["vectors"]
+        vectors = self._run(texts, by)
+        self.engine.cache.put(key, {"vectors": vectors})
+        return vectors
 
     def _run(self, texts: list[str], by: str) -> torch.Tensor:
         if by == SENTENCE:
@@ -206,18 +218,6 @@ class Neighbours:
             layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
         return self._runner.embed_texts(self.engine.model.tokenizer, texts)
-
-    def _pool_embeddings(self, by: str) -> torch.Tensor:
-        """[n, d] the pool's embeddings: from the engine's cache, else run and cached (one entry, all or nothing)."""
-        texts = [d.input for d in self.pool]
-        key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
-               else embedding_key(self.engine.model.fingerprint, texts))
-        cached = self.engine.cache.get(key)
-        if cached is not None:
-            return cached["vectors"]
-        vectors = self._run(texts, by)
-        self.engine.cache.put(key, {"vectors": vectors})
-        return vectors
 
     def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None,
                 exclude: list[int] = ()) -> list[list[int]]:
@@ -397,7 +397,7 @@ class Strategies:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
         every embedding), plus the gate's runs and the returned prompts' exact run (with a gate, the fewest are a
-        retrieval it returns: no search); its seconds price that work at the search's calibration (a per-query
+        retrieval it returns: no search, and its prompts on the gate's queries ran already); its seconds price that work at the search's calibration (a per-query
         prompt is a model call of its own, a hybrid's row carries its own demos: _gate_work, _check_work) and add the sentence
         model's texts, timed on the pool (_sentence_seconds)."""
         request = self.request
@@ -425,7 +425,8 @@ class Strategies:
         low = searched.passes_low + round(fewest.passes)
         if self._gate_retrievals:  # the gate returns a retrieval: no search, no check; the pool and queries embedded
             embedded = len(request.pool) + len(self._gate_query_rows) if "topk-embed" in self._gate_retrievals else 0
-            low = min(low, round((gate_work + self._embeddings(embedded) + self._final(True)).passes))
+            returned = self._final(True, known=len(self._gate_query_rows))  # the gate ran its prompts on its rows
+            low = min(low, round((gate_work + self._embeddings(embedded) + returned).passes))
         own_seconds = sum(w.seconds(searched.seconds_per_pass, searched.seconds_per_call) for w in (fewest, most)) / 2
         return replace(searched, estimated_passes=searched.estimated_passes + round(fewest.passes + most.passes) // 2,
                        passes_low=low, passes_high=searched.passes_high + round(most.passes),
@@ -461,12 +462,12 @@ class Strategies:
         """The language model's embeddings of ``texts`` texts, in the engine's batches."""
         return embeddings(texts, self.engine.batch_size)
 
-    def _final(self, per_query: bool) -> Work:
+    def _final(self, per_query: bool, known: int = 0) -> Work:
         """The returned prompts' exact run on the queries (params.evaluate_selected): one prefix for a set, a model
-        call per query for per-query prompts."""
+        call per query for per-query prompts; ``known`` queries' prompts ran already (Engine.scores' cache)."""
         if not self.params.evaluate_selected:
             return Work(0, 0)
-        queries = len(self.request.queries)
+        queries = len(self.request.queries) - known
         return Work(queries * self._rows_per_query, queries if per_query else 1)
 
     def _sentence_seconds(self, texts: float) -> float:

@@ -13,7 +13,7 @@ from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.inference import ModelRunner
+from iclsel.models.inference import ModelRunner, PassCounter
 from iclsel.models.loading import SentenceModel
 from iclsel.models import plan as plan_module
 from iclsel.models import strategy
@@ -482,6 +482,38 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
         embedded = 0 if result["strategy"]["chosen"] in ("topk-embed", "hybrid") else len(queries)
         assert (result["passes"]["selection_forward_equivalent"]
                 == ungated["passes"]["selection_forward_equivalent"] + 3 * rows + embedded)
+
+
+@pytest.mark.parametrize("skips", [True, False])
+def test_a_request_that_comes_back_runs_nothing_and_the_gates_prompts_run_once(tiny, monkeypatch, skips):
+    """Every prompt's run (Engine.scores) and every text's embedding is cached by content: the same request again
+    (another job on the same engine) runs no model pass and no sentence-model text and returns the same result; a
+    retrieval the gate returns is not run again on the queries for its exact figures; a query changed runs again."""
+    pool, queries = make_examples(20, "d", 0), make_examples(MIN_GATE_QUERIES, "q", 1)
+    monkeypatch.setattr(strategy, "gate", lambda start, retrievals, share: retrievals[0] if skips else None)
+    engine = Engine(tiny, cache=MemoryCache())
+    first = engine.select(gated_request(pool, queries))
+    assert (first["passes"]["diagnostics_forward_equivalent"] == 0) == skips  # the gate ran every query's prompt
+    plan = Engine(tiny, cache=MemoryCache()).plan(gated_request(pool, queries))
+    spent = first["passes"]["selection_forward_equivalent"] + first["passes"]["diagnostics_forward_equivalent"]
+    assert plan.passes_low <= spent <= plan.passes_high
+    again = engine.select(gated_request(pool, queries))
+    assert again["passes"]["forward_equivalent"] == 0 and again["passes"]["sentence_texts"] == 0
+    for part in ("selected", "retrieved", "strategy", "exact", "prompt"):
+        assert again[part] == first[part]
+    changed = [Example(queries[0].id, queries[0].input + " again", queries[0].output), *queries[1:]]
+    other = engine.select(gated_request(pool, changed))
+    assert 0 < other["passes"]["forward_equivalent"] < first["passes"]["forward_equivalent"]
+    counter = PassCounter()
+    scores = engine.scores(pool[:3], queries, ["positive", "negative"], DEFAULT_TEMPLATE, DEFAULT_SEPARATOR,
+                           counter=counter)
+    assert counter.forward == len(queries)
+    assert torch.equal(engine.scores(pool[:3], queries, ["positive", "negative"], DEFAULT_TEMPLATE,
+                                     DEFAULT_SEPARATOR, counter=counter), scores)
+    assert counter.forward == len(queries)  # from the cache
+    engine.scores(pool[:3], queries, ["positive", "negative"], "Text: {input}\nLabel: {output}", DEFAULT_SEPARATOR,
+                  counter=counter)
+    assert counter.forward == 2 * len(queries)  # another template: another prompt
 
 
 def test_gate_queries_decides_on_a_random_draw_of_them_and_counts_only_its_runs(tiny, monkeypatch):

@@ -289,6 +289,25 @@ def test_the_engine_hash_follows_code_not_documentation(tmp_path):
     assert quality.code_hash([source]) != before
 
 
+def test_scale_resumes_past_its_records_but_runs_a_failed_one_again(tmp_path, monkeypatch):
+    """A rerun keeps each finished record of the same setup and runs only what has none, or whose record holds an
+    error (a timeout beside other runs must not stand as done)."""
+    from bench import scale
+
+    runs = []
+    finished = {"seconds": 2.0, "passes": 9, "peak_rss_mb": 1.0, "accuracy": 0.5}
+    outcomes = iter([{"error": "timed out after 1 s"}, finished])
+    monkeypatch.setattr(scale, "run_config", lambda config, path, timeout: runs.append(config.n) or next(outcomes))
+    monkeypatch.setattr(scale.bench_data, "ensure", lambda dataset, data_dir: tmp_path / "data.jsonl")
+    monkeypatch.setattr(scale.bench_data, "sha256_file", lambda path: "sha")
+    monkeypatch.setattr(scale, "publish", lambda *args: None)
+    argv = ["--ns", "100", "--ks", "4", "--methods", "gradient", "--out", str(tmp_path / "scale.json")]
+    for _ in range(3):
+        scale.main(argv)
+    records = json.loads((tmp_path / "scale.json").read_text())
+    assert runs == [100, 100] and len(records) == 1 and records[0]["seconds"] == 2.0
+
+
 @pytest.mark.parametrize("winner", ["set", "topk-embed", "hybrid"])
 def test_scale_scores_the_prompt_auto_returns(tmp_path, monkeypatch, winner):
     """The gradient row scores what auto returned (the held-out queries' own demos when retrieval or the hybrid
