@@ -5,7 +5,7 @@ Keys (all under settings.redis_prefix):
                     and deleted when done, so its length is the queue depth (queued + running)
     anchors         stream of {"kind": "anchor-task", "job", "task"} (workers/anchors.py); same group
     anchor-claim:<h> the worker computing one anchor task (SET NX, short TTL)
-    cache:...       anchor tensors (workers/redis_cache.py)
+    cache:...       cached tensors: anchors, exact runs, prompt scores, embeddings (workers/redis_cache.py)
     job:<id>        hash: status, spec, progress, result, error, created_at, ... (JSON values); expires
                     settings.job_ttl_s after the job finished; "finishes" counts the results written
                     (more than 1: the job completed twice), "stale_finishes" the outcomes of runs whose job
