@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 # rate() sees the first increase (a series that appears with its first count has no rate yet).
 COUNTERS = {  # stored name -> (help, label names, label values known in advance)
     "jobs_total": ("jobs that reached each status", ("status",), STATUSES),
-    "cache_hits_total": ("gradient cache hits", (), ()),
-    "cache_misses_total": ("gradient cache misses", (), ()),
+    "cache_hits_total": ("tensor cache hits: anchors, exact runs, prompt scores, embeddings", (), ()),
+    "cache_misses_total": ("tensor cache misses: anchors, exact runs, prompt scores, embeddings", (), ()),
     "model_passes_total": ("model passes (rows) by kind", ("kind",), PASS_KINDS),
     "anchor_tasks_total": ("anchor query chunks computed, by worker (Redis mode)", ("worker",), ()),
 }

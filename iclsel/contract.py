@@ -535,7 +535,8 @@ class SelectionResult(ResultPart):
     notes: dict[str, Any] = Field(description="what the method did (moves, rounds, ...)")
     passes: dict[str, Number] = Field(description="forward and backward rows, forward_equivalent, ...")
     timings: dict[str, Number] = Field(description="seconds per phase")
-    cache: dict[str, int] = Field(description="the search's cache hits and misses (anchor passes and exact runs)")
+    cache: dict[str, int] = Field(description="the job's tensor cache hits and misses (anchor passes, exact runs, "
+                                              "prompt scores, embeddings)")
     model: ModelInfo
     constraints: ConstraintsReport | None = Field(None, description="with any constraint: what it left")
     budget: BudgetReport | None = Field(None, description="with max_passes: what was spent")

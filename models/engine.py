@@ -45,6 +45,7 @@ from .defaults import DEFAULT_OPTION_SCORE, DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .diagnostics import diagnose
 from .inference import ModelRunner, PassBudgetExhausted, PassCounter
 from .layout import Layout, TokenMemo, build_layout, resolve_options
+from .ledger import Stats
 from .loading import SentenceModel, load_sentence_model
 from .plan import Plan, plan
 from .outcome import macro_f1, query_losses, summarize
@@ -422,11 +423,11 @@ class Engine:
 
     def scores(self, demos, queries, options: list[str], template: str, separator: str, context=None,
                counter: PassCounter | None = None, checkpoint=lambda: None,
-               option_score: str = DEFAULT_OPTION_SCORE) -> torch.Tensor:
+               option_score: str = DEFAULT_OPTION_SCORE, stats: Stats | None = None) -> torch.Tensor:
         """[Q, O] option log-probabilities of each query in its natural prompt: ``demos`` shared by all queries or
         one list per query, then (``context``) each query's own demos. Queries with the same demos share one
         prefix run, cached by content (a request that comes back, or auto's checks of a prompt it ran before, finds
-        it; ``counter`` counts only what ran)."""
+        it; ``counter`` counts only what ran, ``stats`` the cache's hits and misses)."""
         if not demos and context is not None:  # no shared demos: each query's own are its whole prompt
             demos, context = context, None
         per_query = bool(demos) and isinstance(demos[0], (list, tuple))
@@ -446,6 +447,8 @@ class Engine:
                                  option_score=option_score)
             key = CacheKeys(self.model.fingerprint, layout).prompt()
             cached = self.cache.get(key)
+            if stats is not None:
+                stats.looked_up(int(cached is not None), int(cached is None))
             if cached is None:
                 runner = self._runner(layout, checkpoint, counter=counter)
                 cached = {"scores": runner.exact_scores(list(range(len(ids))), list(range(len(members))))}

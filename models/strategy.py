@@ -46,6 +46,7 @@ from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 from .inference import ModelRunner, PassCounter
 from .layout import resolve_options
+from .ledger import Stats
 from .outcome import query_losses, summarize
 from .plan import Plan, Work, embeddings, row_weight
 from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
@@ -171,8 +172,10 @@ class Neighbours:
     passes, the sentence model's texts as sentence_texts (not model passes); like the passes a request reports for
     cached anchors, it counts only what ran."""
 
-    def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None):
+    def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None,
+                 stats: Stats | None = None):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
+        self.stats = stats or Stats()  # the cache's hits and misses
         self._runner: ModelRunner | None = None
         self._pool_vectors: dict[str, torch.Tensor] = {}  # by -> [n, d]
         self._text_vectors: dict[str, dict[str, torch.Tensor]] = {}  # by -> text -> [d]: each text embedded once
@@ -203,6 +206,7 @@ class Neighbours:
         key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
                else embedding_key(self.engine.model.fingerprint, texts))
         cached = self.engine.cache.get(key)
+        self.stats.looked_up(int(cached is not None), int(cached is None))
         if cached is not None:
             return cached["vectors"]
         vectors = self._run(texts, by)
@@ -270,7 +274,8 @@ class Strategies:
                                    for d in request.pool])
         self.selecting = PassCounter(limit=request.max_passes)  # embeddings and validation runs
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
-        self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint)
+        self.lookups = Stats()  # auto's own cache hits and misses (prompt scores, embeddings)
+        self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups)
         self.timings: dict[str, float] = {}
 
     def select(self, strategy: str) -> dict:
@@ -497,7 +502,7 @@ class Strategies:
 
     def _check(self, strategy: str, queries: list[Example], demos, context=None) -> Check:
         scores = self.engine.scores(demos, queries, self.options, self.request.template, self.request.separator,
-                                    context, self.selecting, self.checkpoint, self.request.option_score)
+                                    context, self.selecting, self.checkpoint, self.request.option_score, self.lookups)
         return Check.of(strategy, scores, torch.tensor([self.options.index(q.output) for q in queries]))
 
     def _result(self, chosen: str, by: str, searched: dict | None, report: dict | None) -> dict:
@@ -545,7 +550,8 @@ class Strategies:
             "timings": {**(searched["timings"] if searched else {}),
                         **{name: round(seconds, 4) for name, seconds in self.timings.items()},
                         "total": round(time.perf_counter() - self.started, 4)},
-            "cache": searched["cache"] if searched else {"hits": 0, "misses": 0},
+            "cache": {"hits": (searched["cache"]["hits"] if searched else 0) + self.lookups.cache_hits,
+                      "misses": (searched["cache"]["misses"] if searched else 0) + self.lookups.cache_misses},
             "model": self.engine.model.describe(),
         }
         if request.max_passes is not None:
@@ -565,7 +571,7 @@ class Strategies:
         request = self.request
         context = None if retrieved is None else self._demos(retrieved["queries"])
         scores = self.engine.scores(selected, request.queries, self.options, request.template, request.separator,
-                                    context, self.diagnostic, self.checkpoint, request.option_score)
+                                    context, self.diagnostic, self.checkpoint, request.option_score, self.lookups)
         return summarize(scores.float(), torch.tensor(self.gold))
 
     def _passes(self, searched: dict | None) -> dict:

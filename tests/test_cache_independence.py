@@ -41,7 +41,6 @@ def test_the_same_request_decides_the_same_whatever_the_cache_held(tiny_model_di
     model = load_model(str(tiny_model_dir), device="cpu")
     cold_cache = MemoryCache()
     cold = Engine(model, cache=cold_cache, anchor_chunk=2).select(request())
-    assert cold["cache"]["hits"] == 0
 
     warm_cache = MemoryCache()  # entries of one kind ("" = all) as another worker or an earlier attempt left them
     for key, (tensors, _) in cold_cache._items.items():

@@ -494,11 +494,13 @@ def test_a_request_that_comes_back_runs_nothing_and_the_gates_prompts_run_once(t
     engine = Engine(tiny, cache=MemoryCache())
     first = engine.select(gated_request(pool, queries))
     assert (first["passes"]["diagnostics_forward_equivalent"] == 0) == skips  # the gate ran every query's prompt
+    assert first["cache"]["misses"] > 0 and (not skips or first["cache"]["hits"] > 0)  # the gate's prompts, found
     plan = Engine(tiny, cache=MemoryCache()).plan(gated_request(pool, queries))
     spent = first["passes"]["selection_forward_equivalent"] + first["passes"]["diagnostics_forward_equivalent"]
     assert plan.passes_low <= spent <= plan.passes_high
     again = engine.select(gated_request(pool, queries))
     assert again["passes"]["forward_equivalent"] == 0 and again["passes"]["sentence_texts"] == 0
+    assert again["cache"]["misses"] == 0 and again["cache"]["hits"] > first["cache"]["hits"]
     for part in ("selected", "retrieved", "strategy", "exact", "prompt"):
         assert again[part] == first[part]
     changed = [Example(queries[0].id, queries[0].input + " again", queries[0].output), *queries[1:]]
