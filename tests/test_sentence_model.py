@@ -42,3 +42,21 @@ def test_the_tiny_sentence_model_is_the_sessions_and_gives_unit_rows(tiny_senten
     vectors = model.embed(["the team won the cup final", "a wonderful film", ""])
     assert vectors.shape[0] == 3 and torch.allclose(vectors.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert model.embed([]).shape[0] == 0
+
+
+def test_a_worker_loads_the_sentence_model_with_its_engine_and_starts_without_one(tiny, monkeypatch, caplog):
+    """make_engine loads the sentence model at start (auto's default check uses it: not the first job's load, and a
+    worker's memory is what it is from the start); a worker whose sentence model cannot load still starts."""
+    from iclsel.models.cache import MemoryCache
+    from iclsel.models.engine import Engine
+    from iclsel.settings import get_settings
+    from iclsel.workers.jobs import make_engine
+
+    engine = make_engine(tiny, get_settings(), MemoryCache())
+    assert isinstance(engine._sentences, loading.SentenceModel)
+
+    def unavailable(spec, device):
+        raise ModelNotFound("sentence model: not installed")
+    monkeypatch.setattr("iclsel.models.engine.load_sentence_model", unavailable)
+    engine = make_engine(tiny, get_settings(), MemoryCache())
+    assert isinstance(engine, Engine) and "not installed" in caplog.text

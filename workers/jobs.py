@@ -102,5 +102,10 @@ def make_engine(model, settings, cache, anchor_runner=None):
     (workers/anchors.py, Redis mode)."""
     from iclsel.models.engine import Engine
 
-    return Engine(model, cache=cache, batch_size=settings.batch_size, anchor_chunk=settings.anchor_chunk,
-                  anchor_runner=anchor_runner)
+    engine = Engine(model, cache=cache, batch_size=settings.batch_size, anchor_chunk=settings.anchor_chunk,
+                    anchor_runner=anchor_runner)
+    try:  # auto's default check retrieves by the sentence model: load it with the model, not in the first job
+        engine.sentences
+    except Exception as error:  # a request that needs it says why; the others run
+        log.warning("sentence model not loaded: %s", error)
+    return engine
