@@ -177,7 +177,8 @@ class Engine:
 
     @property
     def sentences(self) -> SentenceModel:
-        """The sentence model, loaded on the language model's device the first time a request retrieves by it."""
+        """The sentence model, loaded on the language model's device the first time it is asked for (a request that
+        retrieves by it; a worker's engine at start: workers/jobs.py make_engine)."""
         if not isinstance(self._sentences, SentenceModel):
             from iclsel.settings import get_settings
 
