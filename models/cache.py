@@ -6,9 +6,12 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from .ledger import Stats
 
 
 def content_key(namespace: str, content: dict) -> str:
@@ -20,6 +23,20 @@ class TensorCache(Protocol):
     def get(self, key: str) -> dict[str, torch.Tensor] | None: ...
 
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+def through(cache: TensorCache, key: str, compute: Callable[[], dict[str, torch.Tensor]],
+            stats: "Stats | None" = None) -> tuple[dict[str, torch.Tensor], bool]:
+    """(the entry under ``key``, True), else (compute(), stored under ``key`` whole, False); ``stats`` counts the
+    hit or the miss."""
+    entry = cache.get(key)
+    if stats is not None:
+        stats.looked_up(int(entry is not None), int(entry is None))
+    if entry is not None:
+        return entry, True
+    entry = compute()
+    cache.put(key, entry)
+    return entry, False
 
 
 class MemoryCache:

@@ -37,7 +37,7 @@ import torch
 from iclsel.contract import PARAMS, Params
 from iclsel.contract import PythonRequest as SelectionRequest  # the contract, built in Python
 
-from .cache import MemoryCache
+from .cache import MemoryCache, through
 from .constraints import Constraints, candidate_indices, demo_token_limit
 from .context import ModelAccess, SelectionContext, SelectionProblem
 from .data import Example, InputError, examples_from_records
@@ -446,15 +446,10 @@ class Engine:
                                  template, separator,
                                  query_context=None if context is None else [context[q] for q in members],
                                  option_score=option_score)
-            key = CacheKeys(self.model.fingerprint, layout).prompt()
-            cached = self.cache.get(key)
-            if stats is not None:
-                stats.looked_up(int(cached is not None), int(cached is None))
-            if cached is None:
-                runner = self._runner(layout, checkpoint, counter=counter)
-                cached = {"scores": runner.exact_scores(list(range(len(ids))), list(range(len(members))))}
-                self.cache.put(key, cached)
-            scores[members] = cached["scores"].double()
+            entry, _ = through(self.cache, CacheKeys(self.model.fingerprint, layout).prompt(), lambda: {
+                "scores": self._runner(layout, checkpoint, counter=counter).exact_scores(
+                    list(range(len(ids))), list(range(len(members))))}, stats)
+            scores[members] = entry["scores"].double()
         return scores
 
     def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .anchor import ANCHOR_MODES, AnchorTensors
-from .cache import TensorCache, content_key
+from .cache import TensorCache, content_key, through
 from .data import InputError
 from .estimate import AnchorEstimator
 from .inference import ModelRunner, with_cost
@@ -99,17 +99,17 @@ class ExactRuns:
 
     def _run(self, cache_key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """compute()'s scores, or its entry in the cache, charged to the ledger at what it cost."""
-        cached = self.cache.get(cache_key)
-        if cached is not None:
-            self.stats.looked_up(1, 0)
-            self.ledger.found(cache_key, cached.get("cost"))
-            return cached["scores"]
-        self.stats.looked_up(0, 1)
-        with self.stats.phase("exact"):
-            scores, cost = with_cost(self.runner.counter, compute)
-        self.ledger.computed(cache_key)
-        self.cache.put(cache_key, {"scores": scores, "cost": cost})
-        return scores
+        def run() -> dict[str, torch.Tensor]:
+            with self.stats.phase("exact"):
+                scores, cost = with_cost(self.runner.counter, compute)
+            return {"scores": scores, "cost": cost}
+
+        entry, found = through(self.cache, cache_key, run, self.stats)
+        if found:
+            self.ledger.found(cache_key, entry.get("cost"))
+        else:
+            self.ledger.computed(cache_key)
+        return entry["scores"]
 
     def exact_many(self, subsets: list[list[int]], label: str = "exact") -> list[torch.Tensor]:
         results = []

@@ -40,7 +40,7 @@ import torch
 
 from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, GradientParams, Params
 
-from .cache import content_key
+from .cache import content_key, through
 from .context import stratified_rows
 from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -205,13 +205,7 @@ class Neighbours:
         same model), else run and cached (one entry, all or nothing)."""
         key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
                else embedding_key(self.engine.model.fingerprint, texts))
-        cached = self.engine.cache.get(key)
-        self.stats.looked_up(int(cached is not None), int(cached is None))
-        if cached is not None:
-            return cached["vectors"]
-        vectors = self._run(texts, by)
-        self.engine.cache.put(key, {"vectors": vectors})
-        return vectors
+        return through(self.engine.cache, key, lambda: {"vectors": self._run(texts, by)}, self.stats)[0]["vectors"]
 
     def _run(self, texts: list[str], by: str) -> torch.Tensor:
         if by == SENTENCE:
@@ -402,9 +396,10 @@ class Strategies:
         """What select(strategy) will cost: the set search's own plan on the search rows, plus the embeddings and
         validation runs (the fewest: a set wins and only the pool and validation rows are embedded; the most:
         every embedding), plus the gate's runs and the returned prompts' exact run (with a gate, the fewest are a
-        retrieval it returns: no search, and its prompts on the gate's queries ran already); its seconds price that work at the search's calibration (a per-query
-        prompt is a model call of its own, a hybrid's row carries its own demos: _gate_work, _check_work) and add the sentence
-        model's texts, timed on the pool (_sentence_seconds)."""
+        retrieval it returns: no search, and its prompts on the gate's queries ran already); its seconds price that
+        work at the search's calibration (a per-query prompt is a model call of its own, a hybrid's row carries its
+        own demos: _gate_work, _check_work) and add the sentence model's texts, timed on the pool
+        (_sentence_seconds)."""
         request = self.request
         everything = self._retrieval_texts
         if strategy in PER_QUERY:
@@ -525,8 +520,7 @@ class Strategies:
             retrieved = {"slots": self._hybrid_slots, "by": HYBRIDS[chosen], **self._split_rows(per_query)}
         self.timings["retrieve"] = time.perf_counter() - retrieve_started
         exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
-        layout = self.engine.layout(request.pool, request.queries[:1], k, self.options, request.template,
-                                    request.separator)
+        layout = self._layout
         chosen_ids = [index[d.id] for d in selected]
         result = {
             "method": request.method, "k": k, "seed": request.seed, "options": self.options,
