@@ -49,9 +49,10 @@ class Ledger:
 
     def passes_left(self) -> float:
         """Forward-equivalents a method may still spend within max_passes (the returned set's exact run kept
-        back); infinite without a limit."""
+        back); infinite without a limit. Counted on work(), not on what ran, so that a job decides the same under
+        max_passes whatever the cache held (a cached job runs less, never more, than the limit allows)."""
         limit = self.runner.counter.limit
-        return math.inf if limit is None else limit - self.runner.counter.forward_equivalent - self._final_reserve
+        return math.inf if limit is None else limit - self.work() - self._final_reserve
 
     def exact_runs_left(self) -> float:
         """Exact runs on every query that fit in passes_left()."""
