@@ -142,7 +142,8 @@ def builtin_methods(random_draws: int = 5) -> dict[str, MethodSpec]:
                    "by params.gate), else the gradient search (single swaps ranked by the start's gradient, "
                    "confirmed exactly on query samples), then the searched set, per-query retrieval by topk-embed "
                    "and topk-sentence and the two hybrids (the set's head, then per-query neighbours) run on "
-                   "held-out pool demos and the best returned"),
+                   "held-out pool demos and the best returned; retrieved demos in vote order (the label most of "
+                   "them carry last), where the per-query baselines keep similarity order"),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -452,12 +452,13 @@ class Engine:
             scores[members] = entry["scores"].double()
         return scores
 
-    def retrieve_per_query(self, pool, queries, k: int, method: str) -> list[list]:
-        """The k most similar pool demos for each query (best last), by a per-query strategy (PER_QUERY)."""
+    def retrieve_per_query(self, pool, queries, k: int, method: str, vote_order: bool = False) -> list[list]:
+        """The k most similar pool demos for each query, by a per-query strategy (PER_QUERY): the nearest last, as
+        the per-query methods return them, or in vote order (Neighbours)."""
         if k < 1 or k > len(pool):
             raise InputError("k", f"must be between 1 and the pool size {len(pool)}")
         if method not in PER_QUERY:
             raise InputError("method", f"must be one of {', '.join(PER_QUERY)}")
-        neighbours = Neighbours(self, pool, PassCounter())
+        neighbours = Neighbours(self, pool, PassCounter(), vote_order=(method,) if vote_order else ())
         return [[pool[i] for i in ids] for ids in neighbours.nearest([q.input for q in queries], method, k)]
 

@@ -49,7 +49,7 @@ from .layout import resolve_options
 from .ledger import Stats
 from .outcome import query_losses, summarize
 from .plan import Plan, Work, embeddings, row_weight
-from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
+from .retrieval import bm25_similarity, cosine_similarity, majority_last, top_k_ascending
 
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
 PER_QUERY = ("topk-embed", "bm25", SENTENCE)  # strategies that retrieve per query instead of searching
@@ -173,8 +173,10 @@ class Neighbours:
     cached anchors, it counts only what ran."""
 
     def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None,
-                 stats: Stats | None = None):
+                 stats: Stats | None = None, vote_order: tuple[str, ...] = ()):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
+        self.vote_order = vote_order  # the retrievals whose k nearest come in vote order (majority_last); the
+        # others in similarity order (the nearest last)
         self.stats = stats or Stats()  # the cache's hits and misses
         self._runner: ModelRunner | None = None
         self._pool_vectors: dict[str, torch.Tensor] = {}  # by -> [n, d]
@@ -227,7 +229,11 @@ class Neighbours:
         for row, demo in enumerate(itself or []):
             similarity[row, demo] = -np.inf
         similarity[:, list(exclude)] = -np.inf
-        return [top_k_ascending(row, k) for row in similarity]
+        nearest = [top_k_ascending(row, k) for row in similarity]
+        if by in self.vote_order:
+            labels = [d.output for d in self.pool]
+            nearest = [majority_last(ids, labels) for ids in nearest]
+        return nearest
 
 
 def strategy_for(request, params: Params) -> tuple[str, str | None]:
@@ -269,7 +275,8 @@ class Strategies:
         self.selecting = PassCounter(limit=request.max_passes)  # embeddings and validation runs
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
         self.lookups = Stats()  # auto's own cache hits and misses (prompt scores, embeddings)
-        self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups)
+        self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups,
+                                     params.vote_order)
         self.timings: dict[str, float] = {}
 
     def select(self, strategy: str) -> dict:

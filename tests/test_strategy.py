@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from iclsel.contract import DEFAULT_COMPARE, HYBRIDS, GradientParams, SelectionResult
+from iclsel.contract import DEFAULT_COMPARE, DEFAULT_VOTE_ORDER, HYBRIDS, GradientParams, SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -18,6 +18,7 @@ from iclsel.models.loading import SentenceModel
 from iclsel.models import plan as plan_module
 from iclsel.models import strategy
 from iclsel.contract import MIN_GATE_QUERIES
+from iclsel.models.retrieval import majority_last
 from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, gate, held_out
 
 from test_core import make_examples
@@ -78,6 +79,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     assert [d["id"] for d in searched["selected"]] == [d["id"] for d in result["selected"]] or \
         report["chosen"] != "set"
     index = {d.id: i for i, d in enumerate(pool)}
+    labels = [d.output for d in pool]
     chosen = [index[d["id"]] for d in searched["selected"]]
     # every check is the exact outcome of that strategy's prompts on pool demos outside the set, none of them a
     # query of the search: rerun them here with evaluate()
@@ -88,7 +90,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
     scored = engine.evaluate([pool[i] for i in chosen], demos)
     assert checks["set"]["loss"] == pytest.approx(scored["loss"], abs=1e-5)
     for name in set(checks) - {"set", *HYBRIDS}:  # each held-out demo retrieves from the rest of the pool
-        others = [[pool[i] for i in ids] for ids in
+        others = [[pool[i] for i in (majority_last(ids, labels) if name in DEFAULT_VOTE_ORDER else ids)] for ids in
                   [[j for j in [index[d.id] for d in near] if j != i][-3:] for i, near in
                    zip(rows, engine.retrieve_per_query(pool, demos, 4, name))]]
         scored = engine.evaluate(others, demos)
@@ -127,7 +129,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
         assert result["selected"] == [] and result["retrieved"]["slots"] == 3
         assert result["retrieved"]["by"] == report["chosen"]
         expected = engine.retrieve_per_query(pool, list(queries) + [Example("t", t, "positive") for t in TARGETS],
-                                             3, report["chosen"])
+                                             3, report["chosen"], vote_order=report["chosen"] in DEFAULT_VOTE_ORDER)
         assert result["retrieved"]["queries"] + result["retrieved"]["targets"] == [[d.id for d in e] for e in expected]
         prompts = [[by_id[i] for i in ids] for ids in result["retrieved"]["queries"]]
         assert result["exact"]["loss"] == pytest.approx(engine.evaluate(prompts, queries)["loss"], abs=1e-5)
@@ -176,8 +178,27 @@ def test_a_per_query_strategy_retrieves_without_a_search(tiny, data, strategy):
     assert result["passes"]["selection_forward_equivalent"] == (texts if strategy == "topk-embed" else 0)
     assert result["passes"]["sentence_texts"] == (texts if strategy == "topk-sentence" else 0)
     assert result["prompt"]["text"] == ""
-    expected = engine.retrieve_per_query(pool, [Example("t", t, "positive") for t in TARGETS], 3, strategy)
-    assert result["retrieved"]["targets"] == [[d.id for d in demos] for demos in expected]
+    targets = [Example("t", t, "positive") for t in TARGETS]
+    nearest = engine.retrieve_per_query(pool, targets, 3, strategy)
+    labels = [d.output for d in pool]
+    index = {d.id: i for i, d in enumerate(pool)}
+    vote = [[pool[i].id for i in majority_last([index[d.id] for d in demos], labels)] for demos in nearest]
+    assert vote == [[d.id for d in demos] for demos in engine.retrieve_per_query(pool, targets, 3, strategy,
+                                                                                   vote_order=True)]
+    similarity = [[d.id for d in demos] for demos in nearest]
+    assert result["retrieved"]["targets"] == (vote if strategy in DEFAULT_VOTE_ORDER else similarity)
+    for vote_order, expected in (([], similarity), ([strategy], vote)):
+        again = engine.select(SelectionRequest(pool, queries, k=3, targets=TARGETS, params={
+            "strategy": strategy, "vote_order": vote_order}))
+        assert again["retrieved"]["targets"] == expected
+
+
+def test_majority_last_puts_the_label_most_neighbours_carry_last_the_nearest_last_within_it():
+    labels = ["pos", "neg", "neg", "pos", "sport", "pos"]
+    assert majority_last([0, 1, 3], labels) == [1, 0, 3]  # pos 2, neg 1
+    assert majority_last([0, 1, 2, 3, 4], labels) == [4, 1, 2, 0, 3]  # a 2-2 tie: pos has the nearest (3)
+    assert majority_last([3, 5, 0], labels) == [3, 5, 0]  # one label: similarity order
+    assert majority_last([1, 0], labels) == [1, 0]  # 1-1: the nearest last, as by similarity
 
 
 def test_auto_runs_the_set_search_where_it_cannot_validate_and_says_why(tiny, data):
@@ -421,6 +442,14 @@ def test_the_gate_returns_the_better_retrieval_only_by_its_lead_over_the_start(s
     assert (picked and picked.strategy) == returned
 
 
+def same_prompts(engine, pool, queries) -> int:
+    """Queries whose topk-embed and topk-sentence prompts are the same (the same demos in the same order): the gate
+    runs such a prompt once (the second is found in the cache)."""
+    embed = engine.retrieve_per_query(pool, queries, 3, "topk-embed", vote_order="topk-embed" in DEFAULT_VOTE_ORDER)
+    sentence = engine.retrieve_per_query(pool, queries, 3, SENTENCE, vote_order=SENTENCE in DEFAULT_VOTE_ORDER)
+    return sum([d.id for d in e] == [d.id for d in s] for e, s in zip(embed, sentence))
+
+
 def gated_request(pool, queries, **params):
     return SelectionRequest(pool, queries, k=3, seed=1, targets=TARGETS, params={"rounds": 1, **params})
 
@@ -465,7 +494,8 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
         assert result["retrieved"]["queries"] + result["retrieved"]["targets"] == [[d.id for d in e]
                                                                                     for e in expected]
         # the start's and both retrievals' runs, and each text embedded once: pool, queries, targets
-        assert result["passes"]["selection_forward_equivalent"] == 3 * rows + len(pool) + len(queries) + len(TARGETS)
+        assert result["passes"]["selection_forward_equivalent"] == (3 * rows - same_prompts(engine, pool, queries)
+                                                                    + len(pool) + len(queries) + len(TARGETS))
     else:
         assert result["strategy"]["by"] == "validation"
         assert ungated["strategy"]["gate"] is None
@@ -480,8 +510,8 @@ def test_auto_gates_the_search_on_the_queries_and_counts_the_gates_runs(tiny, mo
         # the start's run (the search runs it again in its anchor pass), the retrievals' runs and the queries'
         # embeddings, unless the answer embeds them anyway (once: the gate's are kept)
         embedded = 0 if result["strategy"]["chosen"] in ("topk-embed", "hybrid") else len(queries)
-        assert (result["passes"]["selection_forward_equivalent"]
-                == ungated["passes"]["selection_forward_equivalent"] + 3 * rows + embedded)
+        assert (result["passes"]["selection_forward_equivalent"] == ungated["passes"]["selection_forward_equivalent"]
+                + 3 * rows - same_prompts(engine, pool, queries) + embedded)
 
 
 @pytest.mark.parametrize("skips", [True, False])
@@ -544,7 +574,8 @@ def test_gate_queries_decides_on_a_random_draw_of_them_and_counts_only_its_runs(
     assert retrievals[0].accuracy == pytest.approx(engine.evaluate(nearest, drawn)["accuracy"])
     assert result["strategy"]["validation_queries"] == MIN_GATE_QUERIES
     embedded = len(pool) + len(queries) + len(TARGETS)  # the answer embeds every query and the targets
-    assert result["passes"]["selection_forward_equivalent"] == 3 * MIN_GATE_QUERIES + embedded
+    assert result["passes"]["selection_forward_equivalent"] == (3 * MIN_GATE_QUERIES
+                                                                - same_prompts(engine, pool, drawn) + embedded)
     with pytest.raises(InputError) as refused:
         engine.select(gated_request(pool, queries, gate_queries=MIN_GATE_QUERIES - 1))
     assert refused.value.field == "params.gate_queries"
