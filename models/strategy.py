@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, GradientParams, Params
+from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, RETRIEVALS, GradientParams, Params
 
 from .cache import content_key, through
 from .context import stratified_rows
@@ -52,7 +52,7 @@ from .plan import Plan, Work, embeddings, row_weight
 from .retrieval import bm25_similarity, cosine_similarity, majority_last, top_k_ascending
 
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
-PER_QUERY = ("topk-embed", "bm25", SENTENCE)  # strategies that retrieve per query instead of searching
+PER_QUERY = RETRIEVALS  # strategies that retrieve per query instead of searching
 HYBRID = "hybrid"  # auto's candidate: the searched set's head shared, then each query's nearest by embedding
 # the candidates whose retrieval is the sentence model's: returned only when the check beats every other candidate
 # by this share of the validation queries (2 of the default 32): its retrieval is 6 points under topk-embed on sms
