@@ -205,6 +205,16 @@ _LOWS = {"patience": 0, "starts": 1, "rounds": None, "swaps": None, "candidates"
          "finalists": 1, "per_slot": 1, "checks": 0, "budget": 0, "validation": 1}
 
 
+def _distinct(value, allowed: tuple[str, ...], noun: str, non_empty: bool = False) -> tuple[str, ...]:
+    """A list of names, each among ``allowed`` and none twice (``noun``: what the error calls one) -> a tuple."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or (non_empty and not value):
+        raise _fail(f"must be a {'non-empty ' if non_empty else ''}list of {list(allowed)}, got {value!r}")
+    names = tuple(_converted(str, allowed=allowed)(name) for name in value)
+    if len(set(names)) < len(names):
+        raise _fail(f"names a {noun} twice: {list(names)}")
+    return names
+
+
 class GradientParams(Params):
     """The gradient search (models/selectors.py), in the order the search has always checked them."""
     strategy: str = Field("auto", description=(
@@ -280,21 +290,12 @@ class GradientParams(Params):
     @field_validator("vote_order", mode="before")
     @classmethod
     def _vote_order(cls, value):
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise _fail(f"must be a list of {list(RETRIEVALS)}, got {value!r}")
-        names = tuple(_converted(str, allowed=RETRIEVALS)(name) for name in value)
-        if len(set(names)) < len(names):
-            raise _fail(f"names a retrieval twice: {list(names)}")
-        return names
+        return _distinct(value, RETRIEVALS, "retrieval")
 
     @field_validator("compare", mode="before")
     @classmethod
     def _compare(cls, value):
-        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-            raise _fail(f"must be a non-empty list of {list(COMPARABLE)}, got {value!r}")
-        names = tuple(_converted(str, allowed=COMPARABLE)(name) for name in value)
-        if len(set(names)) < len(names):
-            raise _fail(f"names a prompt twice: {list(names)}")
+        names = _distinct(value, COMPARABLE, "prompt", non_empty=True)
         if "set" not in names:
             raise _fail("must include 'set' (auto searches a set; to retrieve without a search, name a per-query "
                         "strategy in params.strategy)")
