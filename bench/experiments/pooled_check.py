@@ -8,10 +8,13 @@ runs: sentence_gate.jsonl) and the held-out demos together, the set and both hyb
 demos; auto's rule on those shares (the best of strategy.UNHELD order, a tie to the earlier, unless a sentence-model
 candidate leads it by strategy.SENTENCE_MARGIN; then the better of those, a tie to topk-sentence). Runs nothing:
 the records of sentence_gate.py, sentence_hybrid.py, hybrid_candidate.py and minilm_candidate.py and the journal
-hold every figure. Prints the pooled check against the gate as it ships, paired per test query.
+hold every figure. Prints the pooled check against the gate as it ships, paired per test query (print_table: gate_led_check.py
+replays another check the same way).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -53,20 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = dev_parser(__doc__.splitlines()[0], ["bbc", "sms", "imdb", "sdg"], list(range(10, 22)))
     args = parse_dev_args(parser, argv)
     return replay_main(args, sentence_gate.RESULTS, lambda args, journal: None, lambda records, journal: print_table(
-        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal))
+        [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds], journal, "pooled check",
+        lambda rec, answers: (pick(answers(pooled=True)), 0)))
 
 
-def print_table(records: list[dict], journal: dict) -> None:
-    """Per dataset: auto with the gate as it ships and with the pooled check, their paired difference and the
-    picks that change; then the pooled default against the best baseline."""
+Rule = Callable[[dict, Callable[..., dict[str, float]]], tuple[str, int]]
+
+
+def print_table(records: list[dict], journal: dict, label: str, rule: Rule) -> None:
+    """Per dataset: auto with the gate as it ships and with another check, ``rule``: (the gate's record, shares:
+    each candidate's share of right answers, shares(pooled=...)) -> (its pick, the check's passes it saves), their
+    paired difference, the picks that change and the passes; then the other check's default against the best
+    baseline."""
     hybrids = hybrid_candidate.by_split()
     minilms = records_by_split(minilm_candidate.RESULTS)
     candidates = records_by_split(sentence_hybrid.RESULTS)
-    print("| dataset | seeds | let through | auto with the gate | pooled check | minus the gate as it ships | "
-          "changed picks |\n|---|---|---|---|---|---|---|")
+    print(f"| dataset | seeds | let through | auto with the gate | {label} | minus the gate as it ships | "
+          "changed picks | passes / exact's (as it ships) |\n|---|---|---|---|---|---|---|---|")
     replayed = {}
     for dataset, rows in by_dataset(records):
-        ships, mine, changed, through, out = [], [], [], 0, []
+        ships, mine, changed, through, out, spent, shipped_spent = [], [], [], 0, [], [], []
         for rec, split in zip(rows, sentence_gate.gated_splits(dataset, rows, journal)):
             seed, shipped = rec["seed"], split.shipped
             gradient, minilm, candidate = (journal[(dataset, seed, "gradient")], minilms[(dataset, seed)],
@@ -74,28 +83,37 @@ def print_table(records: list[dict], journal: dict) -> None:
             hybrid = hybrids.get((dataset, seed))
             tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), sentence_hybrid.CANDIDATE: candidate}
             tests[SENTENCE] = tests.pop(minilm_candidate.MINILM)
-            targets = split.targets
+            exact = 64 * rec["rows_per_query"] * len(rec["correct"]["start"])
             gated = split.auto(rec)
             ships.append(np.array(gated["correct"], float))
-            if gated["strategy"] is not None:  # the gate skipped: no check to pool
+            shipped_spent.append(gated["passes"] / exact)
+            if gated["strategy"] is not None:  # the gate skipped: no check
                 mine.append(ships[-1])
+                spent.append(shipped_spent[-1])
                 out.append({"seed": seed, "strategy": gated["strategy"] + " (gate)", "correct": gated["correct"],
                             "accuracy": float(np.mean(gated["correct"])), "passes": gated["passes"]})
                 continue
             through += 1
-            before = pick(shares(rec, gradient, hybrid, minilm, candidate, pooled=False))
+
+            def answers(pooled: bool) -> dict[str, float]:
+                return shares(rec, gradient, hybrid, minilm, candidate, pooled)
+
+            before = pick(answers(pooled=False))
             assert before == shipped["strategy"], (dataset, seed, before, shipped["strategy"])
-            after = pick(shares(rec, gradient, hybrid, minilm, candidate, pooled=True))
+            after, saved = rule(rec, answers)
             mine.append(np.array(tests[after]["correct"], float))
-            passes = gated["passes"] + targets * ((after in EMBEDS_TARGETS) - (before in EMBEDS_TARGETS))
+            passes = (gated["passes"] - saved
+                      + split.targets * ((after in EMBEDS_TARGETS) - (before in EMBEDS_TARGETS)))
+            spent.append(passes / exact)
             out.append({"seed": seed, "strategy": after, "correct": tests[after]["correct"],
                         "accuracy": float(np.mean(tests[after]["correct"])), "passes": passes})
             if after != before:
                 changed.append(f"{seed}: {before} {ships[-1].mean():.3f} -> {after} {mine[-1].mean():.3f}")
         replayed[dataset] = out
         print(f"| {dataset} | {rows[0]['seed']}-{rows[-1]['seed']} ({len(rows)}) | {through} | {mean_accuracy(ships)} "
-              f"| {mean_accuracy(mine)} | {paired_difference(mine, ships)} | {'; '.join(changed) or 'none'} |")
-    print_replayed_against_baselines("auto with the gate and the pooled check", replayed, journal)
+              f"| {mean_accuracy(mine)} | {paired_difference(mine, ships)} | {'; '.join(changed) or 'none'} "
+              f"| {np.mean(spent):.2f} ({np.mean(shipped_spent):.2f}) |")
+    print_replayed_against_baselines(f"auto with the gate and the {label}", replayed, journal)
 
 
 if __name__ == "__main__":
