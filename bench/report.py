@@ -96,6 +96,7 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
         "macro_f1_mean": _mean(macro_f1),
         "macro_f1_std": _std(macro_f1),
         "passes_mean": _mean([r["passes"] for r in records]),
+        "tokens_mean": None if any(_tokens(r) is None for r in records) else _mean([_tokens(r) for r in records]),
         "seconds_mean": _mean([r["seconds"] for r in records]),
         "eval_passes_mean": _mean([r.get("eval_passes") for r in records]),
         "accuracy_ci95": accuracy_ci(records),
@@ -186,6 +187,23 @@ def _paired_difference(mine: dict[int, dict], theirs: dict[int, dict]) -> dict:
     return out
 
 
+def _tokens(record: dict) -> float | None:
+    """Tokens a model run computed for the selection and the search's diagnostic checks, forward + 2 x backward
+    (what the time goes by: a per-query prompt's row carries its own demos, a shared prefix is computed once); None
+    where the record has no pass counter (per-query baselines)."""
+    detail = record.get("passes_detail") or {}
+    if "tokens_forward" not in detail:
+        return None
+    return detail["tokens_forward"] + 2 * detail.get("tokens_backward", 0)
+
+
+def _ratio(entry: dict, exact: dict | None, name: str) -> str:
+    """entry's mean ``name`` over exact's, or n/a."""
+    if not exact or not exact.get(name) or entry.get(name) is None:
+        return "n/a"
+    return f"{entry[name] / exact[name]:.2f}"
+
+
 def comparison_table(quality: dict, dataset: str) -> str | None:
     entry = quality[dataset].get(DEFAULT_METHOD) or {}
     c = entry.get("comparison")
@@ -193,13 +211,12 @@ def comparison_table(quality: dict, dataset: str) -> str | None:
         return None
     ci = "n/a (no per-query records)" if c["diff_ci95"] is None else f"[{c['diff_ci95'][0]:+.3f}, {c['diff_ci95'][1]:+.3f}]"
     exact = quality[dataset].get("exact")
-    ratio = ("n/a" if not exact or not exact.get("passes_mean") or entry.get("passes_mean") is None
-             else f"{entry['passes_mean'] / exact['passes_mean']:.2f}")
     return "\n".join([
-        f"| default | best baseline | seeds | mean difference | 95% CI (paired bootstrap: seeds, test queries) "
-        "| wins / ties / losses | passes / exact's |", "|---|---|---|---|---|---|---|",
+        "| default | best baseline | seeds | mean difference | 95% CI (paired bootstrap: seeds, test queries) "
+        "| wins / ties / losses | passes / exact's | tokens / exact's |", "|---|---|---|---|---|---|---|---|",
         f"| `{c['method']}` | `{c['best_baseline']}` | {' '.join(map(str, c['seeds']))} | {c['diff_mean']:+.3f} | {ci} "
-        f"| {c['wins']} / {c['ties']} / {c['losses']} | {ratio} |"])
+        f"| {c['wins']} / {c['ties']} / {c['losses']} | {_ratio(entry, exact, 'passes_mean')} "
+        f"| {_ratio(entry, exact, 'tokens_mean')} |"])
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -335,7 +352,10 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                "test queries. Accuracy and macro-F1 are mean ± sample std over seeds; the bracket is a 95% bootstrap interval of the mean accuracy (seeds and test queries resampled). Selection passes: "
                "model passes spent choosing the demos (forward = 1, backward = 2 forward-equivalents), "
                "as the engine reports them (`selection_forward_equivalent`); scoring on the test set and the "
-               "engine's diagnostic checks are not included. Selection s: wall time of the selection call, less "
+               "engine's diagnostic checks are not included. Tokens / exact's (the default's comparison): the tokens "
+               "the model computed for the selection and the search's diagnostic checks (forward + 2 x backward) over "
+               "exact's, what the time goes by: a row after a shared prefix computes the query alone, a per-query "
+               "prompt's row its own demos too. Selection s: wall time of the selection call, less "
                "its diagnostic checks (per-query: of the retrieval for all test queries). "
                "Top-label share: fraction of test predictions that are the most frequent predicted "
                "label (1.00 = the model answers one label for everything).")

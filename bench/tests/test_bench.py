@@ -261,6 +261,26 @@ def test_paired_comparison_picks_the_best_baseline_and_brackets_the_difference()
     assert c["diff_ci95"] == [0.0, 0.0] and c["ties"] == 3
 
 
+def test_the_comparison_prices_the_default_in_tokens_beside_passes():
+    from bench import report
+
+    def record(seed, passes, forward, backward):
+        return {"seed": seed, "accuracy": 1.0, "macro_f1": 1.0, "passes": passes, "seconds": 1.0,
+                "correct": [1] * 4, "passes_detail": {"tokens_forward": forward, "tokens_backward": backward}}
+
+    gradient = report.summarize([record(0, 100, 300, 50), record(1, 300, 500, 50)], False, {})
+    exact = report.summarize([record(0, 800, 1600, 0)], False, {})
+    assert gradient["tokens_mean"] == pytest.approx(500) and exact["tokens_mean"] == 1600
+    baseline = report.summarize([{"seed": 0, "accuracy": 0.5, "macro_f1": 0.5, "passes": 0, "seconds": 0.1}],
+                                False, {})
+    assert baseline["tokens_mean"] is None  # no pass counter: no figure, rather than a partial one
+    gradient["comparison"] = {"method": "gradient", "best_baseline": "bm25-set", "seeds": [0, 1], "diff_mean": 0.5,
+                              "diff_ci95": [0.1, 0.9], "wins": 2, "ties": 0, "losses": 0}
+    table = report.comparison_table({"d": {"gradient": gradient, "exact": exact}}, "d")
+    assert table.splitlines()[-1].endswith("| 0.25 | 0.31 |")  # passes 200 / 800; tokens 500 / 1600
+    assert report.comparison_table({"d": {"gradient": gradient}}, "d").endswith("| n/a | n/a |")
+
+
 def test_model_comparison_pairs_the_default_across_models_on_common_seeds():
     from bench import report
 
