@@ -11,6 +11,7 @@ check once. Kept free of torch: the client and the API process import it without
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, Callable, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, WithJsonSchema,
@@ -44,7 +45,7 @@ HYBRIDS = {"hybrid": "topk-embed", "hybrid-sentence": "topk-sentence"}
 COMPARABLE = ("set", "topk-embed", "hybrid", "topk-sentence", "hybrid-sentence", "bm25")
 DEFAULT_COMPARE = ("set", "topk-embed", "hybrid", "topk-sentence", "hybrid-sentence")
 RETRIEVALS = ("topk-embed", "bm25", "topk-sentence")  # the per-query retrievals (models/strategy.py PER_QUERY)
-# the retrievals whose neighbours come in vote order (models/retrieval.py majority_last): adopted for the sentence
+# the retrievals whose neighbours come in vote order (majority_last below): adopted for the sentence
 # model's on dev seeds, not for topk-embed's, whose gain did not clear its interval (bench/experiments/README.md:
 # neighbours in vote order)
 DEFAULT_VOTE_ORDER = ("topk-sentence",)
@@ -59,6 +60,17 @@ DEFAULT_BUDGET_RUNS = 16
 # at no loss (bench/experiments/README.md: a gate before the search with the sentence model's retrieval)
 DEFAULT_GATE = 0.375
 MIN_GATE_QUERIES = 16
+
+
+def majority_last(nearest: list[int], labels: list[str]) -> list[int]:
+    """``nearest`` (demo indices, nearest last) reordered so that the label most of them carry comes last, where a
+    small model's answer follows it: label groups by count, then by the rank of their nearest member, ascending;
+    within a group the nearest last. The same demos (bench/experiments/README.md: neighbours in vote order)."""
+    rank = {demo: position for position, demo in enumerate(nearest)}  # higher: nearer
+    count = Counter(labels[demo] for demo in nearest)
+    nearest_of = {label: max(rank[demo] for demo in nearest if labels[demo] == label) for label in count}
+    return sorted(nearest, key=lambda demo: (count[labels[demo]], nearest_of[labels[demo]], rank[demo]))
+
 
 
 class InputError(ValueError):

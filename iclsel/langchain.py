@@ -21,7 +21,8 @@ for the labelled `queries`, in prompt order, as the very dicts that were given (
 - With `params={"retrieve": r}`, `input_variables[input_key]` is sent as a target: the answer is the
   k - r demos shared by all inputs, then this input's own r nearest pool demos (best last).
 - When the selection returned per-query retrieval, each input gets its own k nearest demos; when it returned
-  the hybrid, the shared demos and then the input's own k//2 nearest other demos by embedding.
+  a hybrid, the shared demos and then the input's own k//2 nearest other demos by its retrieval (in vote order
+  where `params.vote_order` names that retrieval, as the service orders them).
 `add_example` appends to the pool; the next call selects from the grown pool. The pool is stored on
 the service once per state (`POST /v1/pools`) and selections refer to it by id.
 """
@@ -34,7 +35,7 @@ from langchain_core.example_selectors import BaseExampleSelector
 from langchain_core.prompts import FewShotPromptTemplate, PromptTemplate
 
 from .client import ApiError, Client, SelectionResult
-from .contract import HYBRIDS
+from .contract import DEFAULT_VOTE_ORDER, HYBRIDS, majority_last
 from .models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
 
 
@@ -101,12 +102,24 @@ class IclselExampleSelector(BaseExampleSelector):
             params = dict(self.fields.get("params") or {})
             if shared.strategy is not None:  # a hybrid's neighbours are its retrieval's
                 params["strategy"] = HYBRIDS[shared.strategy.chosen] if hybrid else shared.strategy.chosen
+            if hybrid:  # this input's k nearest by similarity (the nearest last), to take the nearest outside the head
+                params["vote_order"] = []
             result = self._select([str(input_variables[self.input_key])], params)
             ids = [demo.id for demo in result.selected] + result.retrieved.targets[0]
-            if hybrid:  # the shared head, then this input's nearest outside it: k nearest always hold enough
+            if hybrid:  # the shared head, then this input's nearest outside it (k nearest always hold enough), in
+                # the order the service gives a hybrid's own demos: vote order where its retrieval takes it
                 head = [demo.id for demo in shared.selected]
-                ids = head + [i for i in ids if i not in head][-shared.retrieved.slots:]
+                ids = head + self._ordered([i for i in ids if i not in head][-shared.retrieved.slots:],
+                                           shared.retrieved.by)
         return [self.examples[int(id)] for id in ids]
+
+    def _ordered(self, nearest: list[str], by: str) -> list[str]:
+        """``nearest`` (ids, the nearest last) as the service orders a hybrid's own demos: in vote order
+        (contract.majority_last) where the request's params.vote_order names ``by``, else as they are."""
+        if by not in (self.fields.get("params") or {}).get("vote_order", DEFAULT_VOTE_ORDER):
+            return nearest
+        labels = [str(example[self.output_key]) for example in self.examples]
+        return [str(i) for i in majority_last([int(i) for i in nearest], labels)]
 
     def few_shot_prompt(self, prefix: str = "") -> FewShotPromptTemplate:
         """A FewShotPromptTemplate on this selector that formats the prompt iclsel scores: each demo in the

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
-
 import numpy as np
 import torch
 from rank_bm25 import BM25Okapi
@@ -32,16 +30,6 @@ def set_scores(similarity: np.ndarray) -> np.ndarray:
     low = similarity.min(axis=1, keepdims=True)
     span = similarity.max(axis=1, keepdims=True) - low
     return ((similarity - low) / np.where(span > 0, span, 1.0)).mean(axis=0)
-
-
-def majority_last(nearest: list[int], labels: list[str]) -> list[int]:
-    """``nearest`` (demo indices, nearest last) reordered so that the label most of them carry comes last, where a
-    small model's answer follows it: label groups by count, then by the rank of their nearest member, ascending;
-    within a group the nearest last. The same demos (bench/experiments/README.md: neighbours in vote order)."""
-    rank = {demo: position for position, demo in enumerate(nearest)}  # higher: nearer
-    count = Counter(labels[demo] for demo in nearest)
-    nearest_of = {label: max(rank[demo] for demo in nearest if labels[demo] == label) for label in count}
-    return sorted(nearest, key=lambda demo: (count[labels[demo]], nearest_of[labels[demo]], rank[demo]))
 
 
 def top_k_ascending(scores: np.ndarray, k: int) -> list[int]:

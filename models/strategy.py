@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, RETRIEVALS, GradientParams, Params
+from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, RETRIEVALS, GradientParams, Params, majority_last
 
 from .cache import content_key, through
 from .context import stratified_rows
@@ -49,7 +49,7 @@ from .layout import resolve_options
 from .ledger import Stats
 from .outcome import query_losses, summarize
 from .plan import Plan, Work, embeddings, row_weight
-from .retrieval import bm25_similarity, cosine_similarity, majority_last, top_k_ascending
+from .retrieval import bm25_similarity, cosine_similarity, top_k_ascending
 
 SENTENCE = "topk-sentence"  # per-query retrieval by the sentence-embedding model (Engine.sentences)
 PER_QUERY = RETRIEVALS  # strategies that retrieve per query instead of searching

@@ -156,8 +156,21 @@ def test_a_hybrid_selection_gives_each_input_the_shared_head_and_its_own_nearest
     records = [{"id": str(i), "input": e["text"], "output": e["label"]} for i, e in enumerate(EXAMPLES)]
     prompt = few_shot(selector)
     for text in ("awful and dull", "brilliant and funny"):
-        ranked = client.select(pool=records, queries=QUERIES, k=len(records), params={"strategy": by},
-                               targets=[text], timeout=60).retrieved.targets[0]  # every demo, nearest last
+        ranked = client.select(pool=records, queries=QUERIES, k=len(records),  # every demo, nearest last
+                               params={"strategy": by, "vote_order": []}, targets=[text], timeout=60
+                               ).retrieved.targets[0]
         own = [i for i in ranked if i not in {d.id for d in head}][-1]
         assert prompt.format(text=text) == expected_prompt([EXAMPLES[int(d.id)] for d in head]
                                                            + [EXAMPLES[int(own)]], text)
+
+
+def test_a_hybrids_own_demos_come_in_the_order_the_service_gives_them(client):
+    """A hybrid's own demos (k//2 of them) come in vote order where the request's params.vote_order names their
+    retrieval (the default names topk-sentence), as the service orders them; else the nearest last."""
+    nearest = ["0", "1", "2", "3", "5"]  # positive, negative, positive, negative, negative; the nearest last
+    selector = IclselExampleSelector(client, EXAMPLES, LABELLED, k=5, input_key="text", output_key="label")
+    assert selector._ordered(nearest, "topk-sentence") == ["0", "2", "1", "3", "5"]  # negative (3 of 5) last
+    assert selector._ordered(nearest, "topk-embed") == nearest
+    unordered = IclselExampleSelector(client, EXAMPLES, LABELLED, k=5, input_key="text", output_key="label",
+                                      params={"vote_order": []})
+    assert unordered._ordered(nearest, "topk-sentence") == nearest

@@ -17,8 +17,7 @@ from iclsel.models.inference import ModelRunner, PassCounter
 from iclsel.models.loading import SentenceModel
 from iclsel.models import plan as plan_module
 from iclsel.models import strategy
-from iclsel.contract import MIN_GATE_QUERIES
-from iclsel.models.retrieval import majority_last
+from iclsel.contract import MIN_GATE_QUERIES, majority_last
 from iclsel.models.strategy import BY_SENTENCE, SENTENCE, Check, choose, clear_win, gate, held_out
 
 from test_core import make_examples

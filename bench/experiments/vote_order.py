@@ -4,7 +4,7 @@
 
 Each test query's k nearest pool demos (the per-query baselines' retrieval) run twice on the test queries: in
 similarity order (the nearest last: the baselines, and auto before `params.neighbour_order`) and in vote order
-(models/retrieval.py majority_last: the same demos, the label most of them carry last). Appends one record per
+(iclsel/contract.py majority_last: the same demos, the label most of them carry last). Appends one record per
 split to bench/experiments/results/vote_order.jsonl (each order's correct [T] per retrieval, and how many test
 queries' demos it reordered) and prints vote minus similarity per dataset, paired per test query with 95% bootstrap
 intervals (seeds and test queries resampled).
@@ -17,7 +17,7 @@ import torch
 
 from iclsel.models.inference import PassCounter
 from iclsel.models.layout import resolve_options
-from iclsel.models.retrieval import majority_last
+from iclsel.contract import majority_last
 from iclsel.models.strategy import SENTENCE, Check, Neighbours
 
 from ..protocol import SEPARATOR
