@@ -7,6 +7,7 @@ the same loading path as a real model.
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 import torch
@@ -50,18 +51,26 @@ def build_tiny_model(folder: str | Path, seed: int = 0, vocab_size: int = 500, h
 
 def build_tiny_sentence_model(folder: str | Path, seed: int = 0, hidden: int = 32, layers: int = 2,
                               heads: int = 4) -> Path:
-    """A random tiny BERT with a WordPiece tokenizer trained on TINY_CORPUS, saved as a sentence-transformers
-    folder: the model and tokenizer, then mean pooling and unit length (the layout of the default sentence model)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A random tiny BERT with a WordPiece tokenizer whose vocabulary is TINY_CORPUS's words and the characters (as
+    word starts and as "##" continuations: any ASCII word is spelt), saved as a sentence-transformers folder: the
+    model and tokenizer, then mean pooling and unit length (the layout of the default sentence model). The
+    vocabulary is listed, not trained: WordPiece training orders tied merges differently from run to run, and with
+    them the vocabulary, the model's size and a test's neighbours."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wordpiece.train_from_iterator(TINY_CORPUS * 4, trainer=trainers.WordPieceTrainer(
-        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+    normalizer, splitter = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted({word for text in TINY_CORPUS
+                    for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))})
+    chars = sorted({char for word in words for char in word}
+                   | set(string.ascii_lowercase + string.digits + string.punctuation))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars, *(f"##{char}" for char in chars)]
+    wordpiece = Tokenizer(models.WordPiece({token: i for i, token in enumerate(dict.fromkeys(vocab))},
+                                           unk_token="[UNK]"))
+    wordpiece.normalizer = normalizer
+    wordpiece.pre_tokenizer = splitter
     wordpiece.post_processor = processors.TemplateProcessing(  # [CLS] text [SEP], as BERT's tokenizers do
         single="[CLS] $A [SEP]", special_tokens=[(name, wordpiece.token_to_id(name)) for name in ("[CLS]", "[SEP]")])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
