@@ -88,6 +88,7 @@ def _std(values: list[float]) -> float | None:
 def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
     """Per-seed records of one (dataset, method) -> the quality.json entry."""
     records = sorted(records, key=lambda r: r["seed"])
+    tokens = [_tokens(r) for r in records]
     accuracy = [r["accuracy"] for r in records]
     macro_f1 = [r["macro_f1"] for r in records]
     entry = {
@@ -96,7 +97,7 @@ def summarize(records: list[dict], quick: bool, sizes: dict) -> dict:
         "macro_f1_mean": _mean(macro_f1),
         "macro_f1_std": _std(macro_f1),
         "passes_mean": _mean([r["passes"] for r in records]),
-        "tokens_mean": None if any(_tokens(r) is None for r in records) else _mean([_tokens(r) for r in records]),
+        "tokens_mean": None if None in tokens else _mean(tokens),
         "seconds_mean": _mean([r["seconds"] for r in records]),
         "eval_passes_mean": _mean([r.get("eval_passes") for r in records]),
         "accuracy_ci95": accuracy_ci(records),

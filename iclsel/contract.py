@@ -72,7 +72,6 @@ def majority_last(nearest: list[int], labels: list[str]) -> list[int]:
     return sorted(nearest, key=lambda demo: (count[labels[demo]], nearest_of[labels[demo]], rank[demo]))
 
 
-
 class InputError(ValueError):
     """Bad user input. ``field`` names what is wrong (``pool``, ``queries[3].output``, ``k`` ...)."""
 

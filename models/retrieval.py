@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 import numpy as np
 import torch
 from rank_bm25 import BM25Okapi

@@ -8,8 +8,8 @@ runs: sentence_gate.jsonl) and the held-out demos together, the set and both hyb
 demos; auto's rule on those shares (the best of strategy.UNHELD order, a tie to the earlier, unless a sentence-model
 candidate leads it by strategy.SENTENCE_MARGIN; then the better of those, a tie to topk-sentence). Runs nothing:
 the records of sentence_gate.py, sentence_hybrid.py, hybrid_candidate.py and minilm_candidate.py and the journal
-hold every figure. Prints the pooled check against the gate as it ships, paired per test query (print_table: gate_led_check.py
-replays another check the same way).
+hold every figure. Prints the pooled check against the gate as it ships, paired per test query (print_table:
+gate_led_check.py replays another check the same way).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def print_table(records: list[dict], journal: dict, label: str, rule: Rule) -> N
             hybrid = hybrids.get((dataset, seed))
             tests = {**minilm_candidate.seed_tests(journal, hybrids, minilm), sentence_hybrid.CANDIDATE: candidate}
             tests[SENTENCE] = tests.pop(minilm_candidate.MINILM)
-            exact = 64 * rec["rows_per_query"] * len(rec["correct"]["start"])
+            exact = sentence_gate.exact_passes(rec)
             gated = split.auto(rec)
             ships.append(np.array(gated["correct"], float))
             shipped_spent.append(gated["passes"] / exact)
