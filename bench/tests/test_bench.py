@@ -129,8 +129,11 @@ def _fake_data(data_dir):
 
 def test_benchmark_writes_results_and_resumes(tmp_path):
     _fake_data(tmp_path / "data")
+    everything = ["random", "bm25-per-query", "topk-embed-per-query", "bm25-set", "topk-embed-set", "exact", "gradre",
+                  "gradient", "g2"]
     argv = ["--quick", "--datasets", "imdb", "--seeds", "0", "1", "--pool-size", "20", "--select-size", "6",
             "--test-size", "30", "--random-draws", "2", "--variant", "g2=gradient:anchors=2",
+            "--methods", *everything, "--exact-seeds", "0", "1",
             "--out-dir", str(tmp_path / "results"), "--results-md", str(tmp_path / "RESULTS.md"),
             "--data-dir", str(tmp_path / "data")]
     args = quality.resolve_args(argv)
@@ -138,8 +141,7 @@ def test_benchmark_writes_results_and_resumes(tmp_path):
     result = quality.run_benchmark(args, StandInEngine, "standin-model", log=lambda _: None)
     assert set(result) == {"imdb"}
     methods = result["imdb"]
-    assert set(methods) >= {"random", "bm25-per-query", "topk-embed-per-query", "bm25-set", "topk-embed-set",
-                            "exact", "gradre", "gradient", "g2"}
+    assert set(methods) == set(everything)
     for entry in methods.values():
         assert {"accuracy_mean", "accuracy_std", "macro_f1_mean", "passes_mean", "seconds_mean", "seeds"} <= set(entry)
         assert [r["seed"] for r in entry["seeds"]] == [0, 1]
@@ -212,6 +214,19 @@ def test_retrieve_variants_send_test_inputs_as_targets_and_score_each_querys_pro
     assert result["imdb"]["gr"]["seeds"][0]["retrieved_slots"] == 2
 
 
+def test_the_regular_run_runs_exact_on_its_seeds_only_and_is_complete(tmp_path):
+    _fake_data(tmp_path / "data")
+    argv = ["--quick", "--datasets", "imdb", "--seeds", "0", "1", "--pool-size", "20", "--select-size", "6",
+            "--test-size", "30", "--out-dir", str(tmp_path / "results"), "--results-md", str(tmp_path / "RESULTS.md"),
+            "--data-dir", str(tmp_path / "data"), "--no-plots"]
+    result = quality.run_benchmark(quality.resolve_args(argv), StandInEngine, "standin-model", log=lambda _: None)
+    assert set(result["imdb"]) == set(quality.REGULAR_METHODS)
+    assert [r["seed"] for r in result["imdb"]["exact"]["seeds"]] == [0]
+    assert [r["seed"] for r in result["imdb"]["gradient"]["seeds"]] == [0, 1]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Incomplete" not in text and "seeds 0 1 (exact on 0)" in text
+
+
 def test_quick_defaults_are_stated():
     from bench.protocol import DATASET_SPECS, Sizes
 
@@ -219,7 +234,9 @@ def test_quick_defaults_are_stated():
     assert args.seeds == quality.QUICK_SEEDS
     assert quality.dataset_sizes(args, DATASET_SPECS["imdb"]).test == quality.QUICK_SIZES.test
     full = quality.resolve_args([])
-    assert full.seeds == [0, 1, 2] and full.random_draws == 5
+    assert full.seeds == list(range(8)) and full.random_draws == 5
+    assert full.datasets == ["imdb", "bbc", "sms", "sdg"] and full.exact_seeds == [0]
+    assert "random" not in full.methods and "gradre" not in full.methods and {"gradient", "exact"} <= set(full.methods)
     assert quality.dataset_sizes(full, DATASET_SPECS["imdb"]) == Sizes(pool=100, select=32, test=200)
     # a dataset too small for the default sizes has its own; a flag still wins
     assert quality.dataset_sizes(full, DATASET_SPECS["sdg"]) == DATASET_SPECS["sdg"].sizes
