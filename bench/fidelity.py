@@ -500,9 +500,7 @@ def kv_reuse_bound(journal: dict, model: str, datasets: list[str]) -> dict:
 
     from . import data as bench_data
 
-    from .models import resolve
-
-    engine = Engine(load_model(resolve(model)))
+    engine = Engine(load_model(model))
     out = {}
     for dataset in datasets:
         # runs that computed their rows (a set already run in the same job is answered from memory: 0 tokens)

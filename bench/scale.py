@@ -119,9 +119,7 @@ def run_child(config: Config, data_path: Path) -> dict:
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
-    from .models import resolve
-
-    loaded = load_model(resolve(config.model))
+    loaded = load_model(config.model)
     examples = load_examples(data_path)
     split = scale_split(examples, config.seed, config.n, config.select, config.test)
     options = label_options(examples)

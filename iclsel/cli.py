@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--max-passes", type=int, help="forward-equivalents the whole job may spend")
     select.add_argument("--dry-run", action="store_true",
                         help="print what the selection would cost (passes, seconds on this machine) instead of running it")
-    select.add_argument("--model", help="'default', a HF folder, a .gguf file or a hub id (env ICLSEL_MODEL)")
+    select.add_argument("--model", help="'default' (SmolLM2-135M-Instruct), 'gemma3-270m', a HF folder, a .gguf file or a "
+                        "hub id (env ICLSEL_MODEL)")
     select.add_argument("--device", help="auto, cpu, cuda (env ICLSEL_DEVICE)")
     select.add_argument("--dtype", help="float32, bfloat16, float16 (env ICLSEL_DTYPE)")
     select.add_argument("--output", "-o", help="also write the JSON here")

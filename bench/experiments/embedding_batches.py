@@ -23,7 +23,6 @@ from iclsel.models.loading import load_model
 
 from .. import data as bench_data
 from .. import report
-from ..models import resolve
 from ..protocol import load_examples
 from ..quality import BENCH_DIR, engine_source_hash
 from ..scale import TEMPLATES
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     examples = load_examples(bench_data.ensure(args.dataset))[:args.n]
-    model = load_model(resolve(args.model))
+    model = load_model(args.model)
     engine = Engine(model)
     # the runner strategy.Neighbours embeds with (its layout only names the pad token)
     runner = engine._runner(engine.layout(examples, examples[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR))

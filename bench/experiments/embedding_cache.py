@@ -25,7 +25,6 @@ from iclsel.models.loading import load_model
 
 from .. import data as bench_data
 from .. import report
-from ..models import resolve
 from ..protocol import SEPARATOR, label_options, load_examples
 from ..quality import BENCH_DIR, engine_source_hash
 from ..scale import TEMPLATES, scale_split
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     examples = load_examples(bench_data.ensure(args.dataset))
     split = scale_split(examples, args.seed, args.n, 32, 200)
-    model = load_model(resolve(args.model))
+    model = load_model(args.model)
     targets = [t.input for t in split.test]
 
     def call(engine: Engine, queries) -> dict:
