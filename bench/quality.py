@@ -1,7 +1,7 @@
 """Quality benchmark: held-out accuracy of each selection method, per dataset and seed.
 
     python -m bench.quality                 # the regular run: 4 datasets x test seeds 0-7 (hours on a CPU)
-    python -m bench.quality --quick         # a smoke run in minutes; says so everywhere it writes
+    python -m bench.quality --quick         # a smoke run (11 minutes on 2 CPU cores); says so everywhere
     python -m bench.quality --datasets bbc --seeds 0 --methods random gradient --test-size 50
 
 Writes, after every finished (dataset, seed, method):
