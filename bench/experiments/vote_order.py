@@ -29,8 +29,8 @@ RESULTS = BENCH_DIR / "experiments" / "results" / "vote_order.jsonl"
 ORDERS = ("similarity", "vote")
 
 
-def measure(engine, split, spec, options, retrievals: list[str]) -> dict:
-    """Per retrieval and order, correct [T] of the per-query prompts on the test queries."""
+def measure(engine, split, spec, options, retrievals: list[str], orders: tuple[str, ...] = ORDERS) -> dict:
+    """Per retrieval and order (of ``orders``), correct [T] of the per-query prompts on the test queries."""
     neighbours = Neighbours(engine, split.pool, PassCounter())
     resolved = resolve_options(split.pool, split.test, options)
     gold = torch.tensor([resolved.index(q.output) for q in split.test])
@@ -39,7 +39,8 @@ def measure(engine, split, spec, options, retrievals: list[str]) -> dict:
     for by in retrievals:
         nearest = neighbours.nearest([q.input for q in split.test], by, spec.k)  # similarity order
         ordered = {"similarity": nearest, "vote": [majority_last(ids, labels) for ids in nearest]}
-        for order, rows in ordered.items():
+        for order in orders:
+            rows = ordered[order]
             scores = engine.scores([[split.pool[i] for i in ids] for ids in rows], split.test, resolved,
                                    spec.template, SEPARATOR, None, PassCounter())
             record[f"{by}/{order}"] = Check.of(by, scores, gold).correct.astype(int).tolist()
