@@ -130,15 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--queries", required=True, help="JSONL of {id?, input, output}")
     select.add_argument("--targets", help="JSONL of {input}: inputs you will prompt for; with --param retrieve=R "
                                           "each gets its own R nearest demos (result retrieved.targets)")
-    select.add_argument("-k", type=int, default=4)
-    select.add_argument("--method", default="gradient", choices=METHODS)
+    select.add_argument("-k", type=int, default=4, help="demonstrations to select (default 4)")
+    select.add_argument("--method", default="gradient", choices=METHODS,
+                        help="gradient (the default) returns the best of a searched set, per-query retrieval "
+                             "and hybrids (--param strategy=...); README's reference describes the others")
     select.add_argument("--options", help="comma-separated label verbalizers (default: the outputs seen)")
     select.add_argument("--option-score", choices=OPTION_SCORES, default=DEFAULT_OPTION_SCORE,
                         help="an option of several tokens scores the sum or the mean of its tokens' log-probabilities")
-    select.add_argument("--template", default=DEFAULT_TEMPLATE)
+    select.add_argument("--template", default=DEFAULT_TEMPLATE,
+                        help="each demo rendered with {input} and {output}; a query, the template up to {output} "
+                             "(default %(default)r)")
     select.add_argument("--separator", default=DEFAULT_SEPARATOR.encode("unicode_escape").decode(),
                         help="between demos; backslash escapes allowed (default '\\n\\n')")
-    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--seed", type=int, default=0, help="the search's random draws (default 0)")
     select.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="method parameter, e.g. rounds=4, candidates=4, subsets=64, anchor_mode=per-query")
     select.add_argument("--max-prompt-tokens", type=int, help="the returned prompt before the query fits in this")
