@@ -42,13 +42,17 @@ def append_record(path: Path, record: dict) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+def default_config(record: dict) -> bool:
+    """The journal's record ran the default configuration: summed option scores, no params, full sizes."""
+    return record.get("option_score", "sum") == "sum" and not record.get("params") and not record.get("quick")
+
+
 def journal_records(path: Path = JOURNAL) -> dict[tuple[str, int, str], dict]:
-    """(dataset, seed, method) -> the journal's record of the default configuration (sum option scores, no
-    params, full sizes) whose choice the replays can read: a run the gate answered (strategy.by "gate") checked no
-    candidate, so the split's earlier run stands for it."""
+    """(dataset, seed, method) -> the journal's record of the default configuration whose choice the replays can
+    read: a run the gate answered (strategy.by "gate") checked no candidate, so the split's earlier run stands for
+    it."""
     return {(r["dataset"], r["seed"], r["method"]): r for r in read_records(path)
-            if r.get("option_score", "sum") == "sum" and not r.get("params") and not r.get("quick")
-            and (r.get("strategy") or {}).get("by") != "gate"}
+            if default_config(r) and (r.get("strategy") or {}).get("by") != "gate"}
 
 
 def dev_splits(datasets: list[str], seeds: list[int]) -> Iterator[tuple[str, DatasetSpec, list[str], int, Split]]:

@@ -33,8 +33,8 @@ from iclsel.models.strategy import HYBRID, SENTENCE
 
 from ..quality import BENCH_DIR, default_engine_factory
 from . import hybrid_candidate, sentence_hybrid, vote_order
-from .dev import (AutoView, append_measured, dev_parser, dev_splits, paired_difference, parse_dev_args,
-                  read_records, records_by_split, searched_ids)
+from .dev import (AutoView, append_measured, default_config, dev_parser, dev_splits, paired_difference,
+                  parse_dev_args, read_records, records_by_split, searched_ids)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "hindsight.jsonl"
 GATE = ("topk-embed", SENTENCE)  # the prompts a gate return weighed
@@ -42,9 +42,8 @@ CHECK = ("set", "topk-embed", HYBRID, SENTENCE, sentence_hybrid.CANDIDATE)  # th
 
 
 def defaults(path: Path) -> list[dict]:
-    """The journal's records of the default (gradient, no params, summed option scores, full sizes), in order."""
-    return [r for r in read_records(path) if r["method"] == "gradient" and not r.get("params")
-            and r.get("option_score", "sum") == "sum" and not r.get("quick")]
+    """The journal's records of the default (gradient in the default configuration), in order, gate returns too."""
+    return [r for r in read_records(path) if r["method"] == "gradient" and default_config(r)]
 
 
 def considered(run: dict) -> tuple[str, ...]:
@@ -69,7 +68,7 @@ class Records:
         return cls({(r["dataset"], r["seed"]): r for r in runs},
                    {(r["dataset"], r["seed"]): r for r in runs if r["strategy"]["by"] != "gate" and searched_ids(r)},
                    {(r["dataset"], r["seed"], r["method"]): r for r in read_records(journal)
-                    if r["method"] != "gradient" and r.get("option_score", "sum") == "sum" and not r.get("quick")},
+                    if r["method"] != "gradient" and default_config(r)},
                    hybrid_candidate.by_split(), records_by_split(sentence_hybrid.RESULTS), records_by_split(RESULTS))
 
     def tests(self, run: dict) -> dict[str, list[int]]:
