@@ -48,7 +48,7 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int, by: s
     """The hybrid's check on auto's validation rows and its test record (its neighbours by ``by``: "topk-embed", or
     "topk-sentence" for sentence_hybrid.py); None when the set's re-run check does not match the journal's (the rows
     or the scoring differ from the run's)."""
-    pool, split = view.split.pool, view.split
+    pool = view.split.pool
     shared = view.searched[:spec.k - r]
     rows = view.held_out(VALIDATION)
     validation = [pool[i] for i in rows]
@@ -63,11 +63,20 @@ def measure(engine, view: AutoView, spec, options, gradient: dict, r: int, by: s
         return None
     neighbours = Neighbours(engine, pool, counter)
     hybrid = hybrid_check(engine, view, spec, neighbours, rows, r, counter, by)
-    test_nearest = neighbours.nearest([q.input for q in split.test], by, r, exclude=shared)
-    tested = _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
-                       [[pool[i] for i in ids] for ids in test_nearest])
+    tested = hybrid_test(engine, view, spec, options, neighbours, r, by)
     return {"check": {"accuracy": hybrid.accuracy, "loss": float(hybrid.loss.mean())},
             "accuracy": tested["accuracy"], "correct": tested["correct"], "shared": [pool[i].id for i in shared]}
+
+
+def hybrid_test(engine, view: AutoView, spec, options, neighbours: Neighbours, r: int, by: str = "topk-embed"
+                ) -> dict:
+    """The hybrid's record on the split's test queries: the searched set's first k - r demos shared, then each
+    query's r nearest pool demos by ``by`` outside them."""
+    pool, split = view.split.pool, view.split
+    shared = view.searched[:spec.k - r]
+    nearest = neighbours.nearest([q.input for q in split.test], by, r, exclude=shared)
+    return _evaluate(engine, [pool[i] for i in shared], split, spec.template, options,
+                     [[pool[i] for i in ids] for ids in nearest])
 
 
 def hybrid_check(engine, view: AutoView, spec, neighbours: Neighbours, rows: list[int], r: int,

@@ -27,6 +27,8 @@ its mean selection passes are lower on at least two datasets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ from iclsel.models.inference import PassCounter
 from iclsel.models.strategy import HYBRID, SENTENCE, Check, Neighbours
 
 from ..protocol import SEPARATOR
-from ..quality import BENCH_DIR, _evaluate, default_engine_factory
+from ..quality import BENCH_DIR, default_engine_factory
 from . import embedding_layer, hybrid_candidate, minilm_candidate, pooled_check, sentence_gate, sentence_hybrid
 from .dev import (AutoView, append_measured, by_dataset, dev_parser, dev_splits, has_default_run, mean_accuracy,
                   paired_difference, parse_dev_args, read_records, records_by_split, replay_main)
@@ -80,15 +82,21 @@ def measure(engine, split, spec, options, gradient: dict, layer: int | None) -> 
             "check": {EMBED: embed.accuracy, HYBRID: hybrid.accuracy}}
 
 
-def hybrid_test(engine, split, spec, options, gradient: dict, layer: int) -> dict:
-    """The hybrid with layer-``layer`` neighbours on the test queries."""
-    view = AutoView.of(split, options, gradient)
-    r = spec.k // 2
-    shared = view.searched[:spec.k - r]
-    neighbours = LayerNeighbours(engine, split.pool, PassCounter(), layer)
-    nearest = neighbours.nearest([q.input for q in split.test], EMBED, r, exclude=shared)
-    return _evaluate(engine, [split.pool[i] for i in shared], split, spec.template, options,
-                     [[split.pool[i] for i in ids] for ids in nearest])
+@dataclass
+class Sources:
+    """The records the replays read, loaded once: the gate's answers, the hybrid's, topk-sentence's and
+    hybrid-sentence's checks and test records, and the per-query test records at each layer."""
+    gates: dict[tuple[str, int], dict]
+    hybrids: dict[tuple[str, int], dict]
+    minilms: dict[tuple[str, int], dict]
+    sentence_hybrids: dict[tuple[str, int], dict]
+    layers: dict[tuple[str, int], dict]
+
+    @classmethod
+    def load(cls) -> "Sources":
+        return cls(records_by_split(sentence_gate.RESULTS), hybrid_candidate.by_split(),
+                   records_by_split(minilm_candidate.RESULTS), records_by_split(sentence_hybrid.RESULTS),
+                   records_by_split(embedding_layer.RESULTS))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, journal: dict) -> None:
     new_engine, _ = default_engine_factory("default", args.threads)
-    gates = records_by_split(sentence_gate.RESULTS)
-    hybrids = hybrid_candidate.by_split()
+    sources = Sources.load()
+    gates, hybrids = sources.gates, sources.hybrids
     done = {(r["dataset"], r["seed"]) for r in read_records(RESULTS) if r.get("layer") == LAYER}
     for dataset, spec, options, seed, split in dev_splits(args.datasets, args.seeds):
         if (dataset, seed) not in gates or not has_default_run(journal, dataset, seed) or (
@@ -121,38 +129,38 @@ def run(args, journal: dict) -> None:
             continue
         record = append_measured(RESULTS, {"dataset": dataset, "seed": seed},
                                  lambda: measure(new_engine(), split, spec, options, gradient, LAYER))
-        picked, _ = replay(record, journal)
+        picked, _ = replay(record, journal, sources)
         if picked == HYBRID:
-            tested = hybrid_test(new_engine(), split, spec, options, gradient, LAYER)
+            engine = new_engine()
+            tested = hybrid_candidate.hybrid_test(engine, AutoView.of(split, options, gradient), spec, options,
+                                                  LayerNeighbours(engine, split.pool, PassCounter(), LAYER),
+                                                  spec.k // 2, EMBED)
             append_measured(RESULTS, {"dataset": dataset, "seed": seed, "layer": LAYER, "hybrid_test": True},
                             lambda: {"correct": tested["correct"], "accuracy": tested["accuracy"]})
         print(f"{dataset} {seed}: gate {np.mean(record['gate']):.3f}, check {record['check']}, picks {picked}",
               flush=True)
 
 
-def replay(record: dict, journal: dict) -> tuple[str, str | None]:
+def replay(record: dict, journal: dict, sources: Sources) -> tuple[str, str | None]:
     """(auto's pick with the layer's answers, the gate's return or None)."""
-    dataset, seed = record["dataset"], record["seed"]
-    gate_record = records_by_split(sentence_gate.RESULTS)[(dataset, seed)]
+    key = (record["dataset"], record["seed"])
+    gate_record = sources.gates[key]
     swapped = {**gate_record, "correct": {**gate_record["correct"], EMBED: record["gate"]}}
     returned = sentence_gate.gate(swapped, sentence_gate.DECIDING)
     if returned is not None:
         return returned, returned
-    gradient = journal[(dataset, seed, "gradient")]
-    hybrid = hybrid_candidate.by_split().get((dataset, seed))
-    minilm = records_by_split(minilm_candidate.RESULTS)[(dataset, seed)]
-    candidate = records_by_split(sentence_hybrid.RESULTS)[(dataset, seed)]
-    share = pooled_check.shares(gate_record, gradient, hybrid, minilm, candidate, pooled=False)
+    share = pooled_check.shares(gate_record, journal[(*key, "gradient")], sources.hybrids.get(key),
+                                sources.minilms[key], sources.sentence_hybrids[key], pooled=False)
     return pooled_check.pick({**share, **record["check"]}), None
 
 
 def print_table(records: list[dict], journal: dict) -> None:
     """Per dataset: auto replayed with the last layer and with the layer's topk-embed, paired per test query; the
     picks that change; the mean selection passes against exact's."""
-    layers = records_by_split(embedding_layer.RESULTS)
+    sources = Sources.load()
+    gates = sources.gates
     hybrid_tests = {(r["dataset"], r["seed"]): r for r in records if r.get("hybrid_test")}
     measured = [r for r in records if not r.get("hybrid_test")]
-    gates = records_by_split(sentence_gate.RESULTS)
     fraction = LAYER / 30
     print(f"| dataset | dev seeds | auto (last layer) | auto (layer {LAYER} topk-embed) | difference [95% CI] | "
           "changed picks | passes / exact's (last layer) |\n|---|---|---|---|---|---|---|")
@@ -164,12 +172,11 @@ def print_table(records: list[dict], journal: dict) -> None:
             shipped = split.auto(gate_record)
             before = shipped["strategy"] or split.shipped["strategy"]
             ships.append(np.array(shipped["correct"], float))
-            picked, returned = replay(rec, journal)
-            tests = {**minilm_candidate.seed_tests(journal, hybrid_candidate.by_split(),
-                                                   records_by_split(minilm_candidate.RESULTS)[(dataset, seed)]),
-                     sentence_hybrid.CANDIDATE: records_by_split(sentence_hybrid.RESULTS)[(dataset, seed)]}
+            picked, returned = replay(rec, journal, sources)
+            tests = {**minilm_candidate.seed_tests(journal, sources.hybrids, sources.minilms[(dataset, seed)]),
+                     sentence_hybrid.CANDIDATE: sources.sentence_hybrids[(dataset, seed)]}
             tests[SENTENCE] = tests.pop(minilm_candidate.MINILM)
-            tests[EMBED] = layers[(dataset, seed)]["layers"][str(LAYER)]
+            tests[EMBED] = sources.layers[(dataset, seed)]["layers"][str(LAYER)]
             tests.pop(HYBRID, None)  # the last layer's: the layer's hybrid is measured where the replay returns it
             if (dataset, seed) in hybrid_tests:
                 tests[HYBRID] = hybrid_tests[(dataset, seed)]
