@@ -485,6 +485,9 @@ class Prompt(ResultPart):
 class Retrieved(ResultPart):
     slots: int = Field(description="demos per prompt chosen per query (params.retrieve, a hybrid's k//2, or k)")
     by: str = Field(description="topk-embed, topk-sentence or bm25")
+    layer: int | None = Field(None, description=(
+        "by topk-embed: the decoder layer whose mean-pooled output embedded the texts (auto's candidates on a model "
+        "with an auto layer: SmolLM2-135M's 8 of 30); null: the last hidden state"))
     queries: list[list[str]] = Field(description="each query's own demo ids, after the selected ones")
     targets: list[list[str]] = Field(description="each target's own demo ids")
 

@@ -12,6 +12,8 @@ shared: run once, its key/value cache expanded over a batch of continuations. Pa
 from __future__ import annotations
 
 import inspect
+import math
+import threading
 
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -43,6 +45,9 @@ class PassCounter:
     tokens_backward: int = 0
     sentence_texts: int = 0  # texts embedded by the sentence model (retrieval): not passes of the language model
     limit: int | None = None  # max forward-equivalents (request.max_passes); None: no limit
+    # forward passes that stopped after an early layer, in full passes (8 of 30 layers: 8/30 each); forward holds
+    # them rounded up, as a whole
+    partial_forward: float = 0.0
 
     @property
     def forward_equivalent(self) -> int:
@@ -54,11 +59,23 @@ class PassCounter:
             raise PassBudgetExhausted(f"{cost} more passes would exceed max_passes = {self.limit} "
                                       f"({self.forward_equivalent} spent)")
 
+    def partial_cost(self, passes: float) -> int:
+        """What ``passes`` more partial forward passes add to forward (partial_forward rounded up, as a whole)."""
+        return _ceil(self.partial_forward + passes) - _ceil(self.partial_forward)
+
+    def add_partial(self, passes: float) -> None:
+        self.forward += self.partial_cost(passes)
+        self.partial_forward += passes
+
     def as_dict(self) -> dict:
         return {"forward": self.forward, "backward": self.backward,
                 "forward_equivalent": self.forward_equivalent,
                 "tokens_forward": self.tokens_forward, "tokens_backward": self.tokens_backward,
                 "sentence_texts": self.sentence_texts}
+
+
+def _ceil(passes: float) -> int:
+    return math.ceil(passes - 1e-9)  # 30 rows at 8/30 are 8 passes, not 9 by a rounding error
 
 
 def with_cost(counter: PassCounter, compute: Callable[[], T]) -> tuple[T, torch.Tensor]:
@@ -348,28 +365,76 @@ class ModelRunner:
         return compute[mode](subset, queries)
 
     # ---------- embeddings for retrieval ----------
-    def embed_texts(self, tokenizer, texts: list[str]) -> torch.Tensor:
-        """Mean-pooled last hidden state [N, d] of each text (an empty text as one pad token)."""
+    @property
+    def n_layers(self) -> int:
+        return len(self.base.layers)
+
+    def embed_texts(self, tokenizer, texts: list[str], layer: int | None = None) -> torch.Tensor:
+        """Mean-pooled hidden state [N, d] of each text (an empty text as one pad token): the last, after the final
+        norm, or with ``layer`` the output of decoder layer ``layer`` (1-based, before the last; the model stops there:
+        hidden_states[layer] of a full forward)."""
         token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        return self.text_embeddings([ids or [self.pad_id] for ids in token_lists])
+        return self.text_embeddings([ids or [self.pad_id] for ids in token_lists], layer)
+
+    def embedding_cost(self, rows: int, layer: int | None = None) -> float:
+        """Full forward passes that ``rows`` embeddings stand for: a pass stopped after ``layer`` is that share."""
+        return rows if layer is None else rows * layer / self.n_layers
 
     @torch.no_grad()
-    def text_embeddings(self, token_lists: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden state [N, d] of each token list (no prefix). Batches take the lists in order of
-        length, so a batch pads to about its own length (a row's embedding does not depend on its batch: right
-        padding, masked), and the rows come back in the order given."""
-        self.counter.reserve(len(token_lists))
+    def text_embeddings(self, token_lists: list[list[int]], layer: int | None = None) -> torch.Tensor:
+        """Mean-pooled hidden state [N, d] of each token list (no prefix): the last, or after decoder layer
+        ``layer`` (embed_texts). Batches take the lists in order of length, so a batch pads to about its own length
+        (a row's embedding does not depend on its batch: right padding, masked), and the rows come back in the
+        order given. A pass stopped early counts as its share of the layers (PassCounter.partial_forward)."""
+        if layer is not None and not 1 <= layer < self.n_layers:  # the last: layer None, after the final norm
+            raise ValueError(f"layer must be between 1 and {self.n_layers - 1}, not {layer}")
+        share = 1.0 if layer is None else layer / self.n_layers
+        self.counter.reserve(self.counter.partial_cost(self.embedding_cost(len(token_lists), layer))
+                             if layer is not None else len(token_lists))
         by_length = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         parts = []
         for start in range(0, len(by_length), self.batch_size):
             self.checkpoint()
             ids, mask = self._pad([token_lists[i] for i in by_length[start:start + self.batch_size]])
-            hidden = self.base(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, d]
-            self.counter.forward += ids.shape[0]
-            self.counter.tokens_forward += int(mask.sum())
+            hidden = self._hidden(ids, mask, layer)  # [B, L, d]
+            if layer is None:
+                self.counter.forward += ids.shape[0]
+                self.counter.tokens_forward += int(mask.sum())
+            else:
+                self.counter.add_partial(ids.shape[0] * share)
+                self.counter.tokens_forward += _ceil(int(mask.sum()) * share)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
             parts.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())  # [B, d]
         sorted_embeddings = torch.cat(parts)  # [N, d], rows in by_length's order
         embeddings = torch.empty_like(sorted_embeddings)
         embeddings[torch.tensor(by_length)] = sorted_embeddings
         return embeddings
+
+    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor, layer: int | None) -> torch.Tensor:
+        """[B, L, d] the last hidden state (after the final norm), or the output of decoder layer ``layer``: a
+        hook on that layer takes it and stops the forward there (only for this thread's call: the model may be
+        shared)."""
+        if layer is None:
+            return self.base(input_ids=ids, attention_mask=mask).last_hidden_state
+        caller = threading.get_ident()
+
+        def stop(module, args, output):
+            if threading.get_ident() == caller:
+                raise _StoppedAt(output[0] if isinstance(output, tuple) else output)
+
+        handle = self.base.layers[layer - 1].register_forward_hook(stop)
+        try:
+            self.base(input_ids=ids, attention_mask=mask)
+        except _StoppedAt as stopped:
+            return stopped.hidden
+        finally:
+            handle.remove()
+        raise RuntimeError(f"decoder layer {layer} did not run")
+
+
+class _StoppedAt(Exception):
+    """Carries a decoder layer's output [B, L, d] out of the forward that it stops."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__("stopped after a decoder layer")
+        self.hidden = hidden

@@ -47,12 +47,16 @@ class PackagedModel:
     gguf: str  # the file's name
     sha256: str | None = None  # of the joined file (chunked models)
     terms: tuple[str, str, str] | None = None  # (pip requirement, module, file): the license terms, shown on first join
+    # the decoder layer whose mean-pooled output auto's topk-embed and hybrid candidates embed by (None: the last
+    # hidden state, as the topk-embed strategy): SmolLM2-135M's 8 of 30 chose as well for 8/30 of the passes
+    # (bench/experiments/README.md, layer_candidate); other models stay on the last layer until measured
+    auto_layer: int | None = None
 
 
 GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 # the model names load_model takes; the default first (bench/FINDINGS.md: why SmolLM2-135M is the default, and what
 # Gemma 3 270M does better: sentiment). Gemma 3 is released under Google's Gemma terms of use (README.md).
-SMOLLM2 = PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF)
+SMOLLM2 = PackagedModel(DEFAULT_NAME, ((DEFAULT_PACKAGE, DEFAULT_MODULE, DEFAULT_GGUF),), DEFAULT_GGUF, auto_layer=8)
 NAMED_MODELS = {
     "default": SMOLLM2,
     DEFAULT_NAME: SMOLLM2,
@@ -74,10 +78,16 @@ class LoadedModel:
     fingerprint: str  # content hash of what the weights and tokenizer came from, plus dtype
     device: torch.device
     dtype: torch.dtype
+    auto_layer: int | None = None  # PackagedModel.auto_layer of a named model; None for any other
 
     @property
     def embedding_matrix(self) -> torch.Tensor:  # [V, d]
         return self.model.get_input_embeddings().weight
+
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers."""
+        return len(self.model.base_model.layers)
 
     @property
     def max_positions(self) -> int:
@@ -243,7 +253,8 @@ def load_model(spec: str = "default", device: str = "auto", dtype: str = "float3
 
     model.eval().requires_grad_(False).to(torch_device)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint,
-                       device=torch_device, dtype=DTYPES[dtype])
+                       device=torch_device, dtype=DTYPES[dtype],
+                       auto_layer=NAMED_MODELS[spec].auto_layer if spec in NAMED_MODELS else None)
 
 
 @dataclass

@@ -100,9 +100,10 @@ def costs(ctx: SelectionContext, evaluate_selected: bool, max_passes: int | None
                  unshared_row=row_weight(ctx.layout, ctx.k, whole_prompt=True))
 
 
-def embeddings(texts: int, batch_size: int) -> Work:
-    """The language model's embeddings of ``texts`` texts: a row each, a model call per batch."""
-    return Work(texts, math.ceil(texts / batch_size))
+def embeddings(texts: int, batch_size: int, share: float = 1.0) -> Work:
+    """The language model's embeddings of ``texts`` texts: a row each, a model call per batch; ``share``: the share
+    of the layers they run (an embedding stopped early: ModelRunner.text_embeddings), counted rounded up."""
+    return Work(math.ceil(texts * share - 1e-9), math.ceil(texts / batch_size), texts * share)
 
 
 def row_weight(layout, own_demos: int, whole_prompt: bool = False) -> float:

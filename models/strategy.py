@@ -160,7 +160,7 @@ def _interval(values: np.ndarray) -> list[float]:
 
 def embedding_key(fingerprint: str, texts: list[str], embedding: str = "mean-last-hidden") -> str:
     """The cache key of these texts' embeddings by a model (the language model's mean-pooled last hidden state, no
-    special tokens; or embedding="sentence": the sentence model's)."""
+    special tokens, or "mean-layer-<l>": after decoder layer l; or embedding="sentence": the sentence model's)."""
     return content_key("embed", {"v": 1, "model": fingerprint, "embedding": embedding, "texts": texts})
 
 
@@ -170,11 +170,13 @@ class Neighbours:
     embedding, on first use, and the texts asked about once, unless the engine's cache holds those embeddings (an
     earlier request on the same texts and model). What runs is counted on ``counter``: the language model's rows as
     passes, the sentence model's texts as sentence_texts (not model passes); like the passes a request reports for
-    cached anchors, it counts only what ran."""
+    cached anchors, it counts only what ran. ``layer``: topk-embed pools the output of that decoder layer instead of
+    the last hidden state (auto's candidates: LoadedModel.auto_layer), a pass stopped there counted as its share."""
 
     def __init__(self, engine: Any, pool: list[Example], counter: PassCounter, checkpoint=lambda: None,
-                 stats: Stats | None = None, vote_order: tuple[str, ...] = ()):
+                 stats: Stats | None = None, vote_order: tuple[str, ...] = (), layer: int | None = None):
         self.engine, self.pool, self.counter, self.checkpoint = engine, pool, counter, checkpoint
+        self.layer = layer
         self.vote_order = vote_order  # the retrievals whose k nearest come in vote order (majority_last); the
         # others in similarity order (the nearest last)
         self.stats = stats or Stats()  # the cache's hits and misses
@@ -206,7 +208,8 @@ class Neighbours:
         """[T, d] these texts' embeddings: from the engine's cache (an earlier request embedded the same texts by the
         same model), else run and cached (one entry, all or nothing)."""
         key = (embedding_key(self.engine.sentences.fingerprint, texts, "sentence") if by == SENTENCE
-               else embedding_key(self.engine.model.fingerprint, texts))
+               else embedding_key(self.engine.model.fingerprint, texts, "mean-last-hidden" if self.layer is None
+                                  else f"mean-layer-{self.layer}"))
         return through(self.engine.cache, key, lambda: {"vectors": self._run(texts, by)}, self.stats)[0]["vectors"]
 
     def _run(self, texts: list[str], by: str) -> torch.Tensor:
@@ -217,7 +220,7 @@ class Neighbours:
         if self._runner is None:
             layout = self.engine.layout(self.pool, self.pool[:1], 1, None, DEFAULT_TEMPLATE, DEFAULT_SEPARATOR)
             self._runner = self.engine._runner(layout, self.checkpoint, counter=self.counter)
-        return self._runner.embed_texts(self.engine.model.tokenizer, texts)
+        return self._runner.embed_texts(self.engine.model.tokenizer, texts, self.layer)
 
     def nearest(self, texts: list[str], by: str, k: int, itself: list[int] | None = None,
                 exclude: list[int] = ()) -> list[list[int]]:
@@ -275,8 +278,10 @@ class Strategies:
         self.selecting = PassCounter(limit=request.max_passes)  # embeddings and validation runs
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
         self.lookups = Stats()  # auto's own cache hits and misses (prompt scores, embeddings)
+        # auto's topk-embed and hybrid embed at the model's auto_layer; the topk-embed strategy at the last layer
+        self.layer = engine.model.auto_layer if params.strategy == "auto" else None
         self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups,
-                                     params.vote_order)
+                                     params.vote_order, self.layer)
         self.timings: dict[str, float] = {}
 
     def select(self, strategy: str) -> dict:
@@ -465,9 +470,15 @@ class Strategies:
                 work += Work(rows, held_out)
         return work
 
+    def _layer_of(self, by: str) -> dict:
+        """retrieved's ``layer``: the decoder layer a topk-embed answer was embedded at (null: the last)."""
+        return {"layer": self.layer} if by == "topk-embed" else {}
+
     def _embeddings(self, texts: int) -> Work:
-        """The language model's embeddings of ``texts`` texts, in the engine's batches."""
-        return embeddings(texts, self.engine.batch_size)
+        """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at self.layer: that
+        share of the layers)."""
+        share = 1.0 if self.layer is None else self.layer / self.engine.model.n_layers
+        return embeddings(texts, self.engine.batch_size, share)
 
     def _final(self, per_query: bool, known: int = 0) -> Work:
         """The returned prompts' exact run on the queries (params.evaluate_selected): one prefix for a set, a model
@@ -517,14 +528,16 @@ class Strategies:
         selected: list[Example] = []
         retrieved = None
         if chosen in PER_QUERY:
-            retrieved = {"slots": k, "by": chosen, **self._split_rows(self.neighbours.nearest(texts, chosen, k))}
+            retrieved = {"slots": k, "by": chosen, **self._layer_of(chosen),
+                         **self._split_rows(self.neighbours.nearest(texts, chosen, k))}
         else:
             selected = [self._by_id[d["id"]] for d in searched["selected"]]
         if chosen in HYBRIDS:  # the set's head shared, then each query's and target's nearest other demos
             selected = selected[:k - self._hybrid_slots]
             per_query = self.neighbours.nearest(texts, HYBRIDS[chosen], self._hybrid_slots,
                                                 exclude=[index[d.id] for d in selected])
-            retrieved = {"slots": self._hybrid_slots, "by": HYBRIDS[chosen], **self._split_rows(per_query)}
+            retrieved = {"slots": self._hybrid_slots, "by": HYBRIDS[chosen], **self._layer_of(HYBRIDS[chosen]),
+                         **self._split_rows(per_query)}
         self.timings["retrieve"] = time.perf_counter() - retrieve_started
         exact = self._exact(selected, retrieved) if self.params.evaluate_selected else None
         layout = self._layout

@@ -7,7 +7,7 @@ from iclsel.models.cache import MemoryCache
 from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 from iclsel.models.data import Example, InputError
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.inference import ModelRunner
+from iclsel.models.inference import ModelRunner, PassBudgetExhausted
 from iclsel.models.layout import build_layout
 from iclsel.models.loading import load_model
 from iclsel.models.outcome import query_losses
@@ -142,6 +142,42 @@ def test_text_embeddings_come_back_in_the_given_order_whatever_the_batches(tiny,
     alone = torch.cat([ctx.embed_texts([text]) for text in texts])
     torch.testing.assert_close(together, alone, rtol=1e-9, atol=1e-9)
     assert ctx.runner.counter.forward == 2 * len(texts)
+
+
+def test_an_embedding_at_a_layer_is_that_layers_pooled_output_stopped_there_and_counted_as_its_share(tiny, data):
+    """embed_texts(layer=l): the mean-pooled output of decoder layer l (hidden_states[l], no final norm), the forward
+    stopped after it; l of the model's layers counts as that share of a pass, all of a counter's rounded up once."""
+    pool, queries = data
+    ctx = context(tiny, pool, queries)
+    texts = ["a much longer review of a film than the others here", "ok", "good film"]
+    tokens = tiny.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert ctx.runner.n_layers == tiny.n_layers == tiny.model.config.num_hidden_layers == 2
+    ran = []
+    hooks = [layer.register_forward_hook(lambda module, args, output, i=i: ran.append(i))
+             for i, layer in enumerate(tiny.model.base_model.layers)]
+    try:
+        at_layer = ctx.runner.embed_texts(tiny.tokenizer, texts, layer=1)  # [3, d]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == [0]  # one batch (batch_size 3), the second layer never ran
+    for row, ids in enumerate(tokens):
+        with torch.no_grad():
+            hidden = tiny.model.base_model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        torch.testing.assert_close(at_layer[row], hidden[1][0].mean(0).float(), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(at_layer[row], hidden[2][0].mean(0).float())
+    # 3 rows at 1/2 of a pass: 1.5, counted as 2; 1 more row: 2.0 in all, still 2; the last layer: a pass a row
+    assert (ctx.runner.counter.forward, ctx.runner.counter.partial_forward) == (2, 1.5)
+    ctx.runner.embed_texts(tiny.tokenizer, ["ok"], layer=1)
+    assert ctx.runner.counter.forward == 2
+    ctx.embed_texts(texts)
+    assert ctx.runner.counter.forward == 2 + 3
+    for layer in (0, 2):  # the last layer is layer None: after the final norm
+        with pytest.raises(ValueError, match="layer must be between 1 and 1"):
+            ctx.runner.embed_texts(tiny.tokenizer, texts, layer=layer)
+    ctx.runner.counter.limit = ctx.runner.counter.forward  # the budget is spent: nothing more may run
+    with pytest.raises(PassBudgetExhausted):
+        ctx.runner.embed_texts(tiny.tokenizer, texts, layer=1)
 
 
 def test_option_score_mean_divides_each_options_summed_log_probability_by_its_tokens(tiny, data):

@@ -3,7 +3,9 @@ embedding, the hybrid of both, and per-query retrieval by the sentence model and
 BM25) on pool demos the search never scored; topk-embed, topk-sentence and bm25 return each query's nearest demos
 without a search."""
 
+import math
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -166,6 +168,43 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
     assert chosen == {"set"} or not the_set_wins
 
 
+@pytest.mark.parametrize("winner", ["topk-embed", "hybrid"])
+def test_auto_embeds_at_the_models_auto_layer_counts_its_share_and_names_it(tiny, data, winner, monkeypatch):
+    """On a model with an auto_layer (SmolLM2-135M's 8 of 30; here the tiny model's 1 of 2) auto's topk-embed and
+    hybrid retrieve by that layer's pooled output: the answer is those neighbours, `retrieved.layer` names the layer,
+    and its embeddings count as that share of a pass, the whole rounded up; the dry run prices them the same. The
+    topk-embed strategy keeps the last layer and does not read auto's cached embeddings."""
+    pool, queries = data
+    layered = replace(tiny, auto_layer=1)
+    wins(monkeypatch, winner)
+    cache = MemoryCache()
+    engine = Engine(layered, cache=cache)
+    request = SelectionRequest(pool, queries, k=3, seed=0, targets=TARGETS)
+    auto = engine.select(request)
+    SelectionResult.model_validate(auto)
+    assert auto["strategy"]["chosen"] == winner and auto["retrieved"]["layer"] == 1
+    everyone = [q.input for q in queries] + TARGETS
+    slots = 3 if winner == "topk-embed" else 1
+    shared = [{d.id: i for i, d in enumerate(pool)}[d["id"]] for d in auto["selected"]]
+    nearest = strategy.Neighbours(Engine(layered), pool, PassCounter(), layer=1).nearest(everyone, "topk-embed",
+                                                                                        slots, exclude=shared)
+    assert auto["retrieved"]["queries"] + auto["retrieved"]["targets"] == [[pool[i].id for i in ids]
+                                                                            for ids in nearest]
+    last = Engine(tiny, cache=MemoryCache()).select(request)  # the same request on the last layer
+    embedded = len(pool) + len(everyone)
+    assert (last["passes"]["selection_forward_equivalent"] - auto["passes"]["selection_forward_equivalent"]
+            == embedded - math.ceil(embedded / 2))
+    plans = [Engine(model, cache=MemoryCache()).plan(request) for model in (tiny, layered)]
+    assert plans[0].passes_high - plans[1].passes_high == embedded - math.ceil(embedded / 2)
+    assert plans[1].passes_low <= auto["passes"]["forward_equivalent"] <= plans[1].passes_high
+
+    per_query = engine.select(SelectionRequest(pool, queries, k=3, targets=TARGETS, params={"strategy": "topk-embed"}))
+    assert per_query["retrieved"]["layer"] is None
+    assert per_query["passes"]["selection_forward_equivalent"] == embedded  # the last layer, run afresh
+    assert per_query["retrieved"]["targets"] == [[d.id for d in demos] for demos in engine.retrieve_per_query(
+        pool, [Example("t", t, "positive") for t in TARGETS], 3, "topk-embed")]
+
+
 @pytest.mark.parametrize("strategy", ["topk-embed", "topk-sentence", "bm25"])
 def test_a_per_query_strategy_retrieves_without_a_search(tiny, data, strategy):
     pool, queries = data
@@ -234,7 +273,8 @@ def test_auto_finds_the_pools_embeddings_in_the_cache_of_an_earlier_request(tiny
     embedded, sentence_embedded = [], []
     embed_texts, embed_sentences = ModelRunner.embed_texts, SentenceModel.embed
     monkeypatch.setattr(ModelRunner, "embed_texts",
-                        lambda self, tokenizer, texts: embedded.append(list(texts)) or embed_texts(self, tokenizer, texts))
+                        lambda self, tokenizer, texts, layer=None: embedded.append(list(texts))
+                        or embed_texts(self, tokenizer, texts, layer))
     monkeypatch.setattr(SentenceModel, "embed",
                         lambda self, texts: sentence_embedded.append(list(texts)) or embed_sentences(self, texts))
     warm = MemoryCache()  # the embeddings alone: the search runs again, so the passes differ by the pool's only
