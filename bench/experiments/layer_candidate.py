@@ -10,8 +10,9 @@ auto's: with its topk-embed candidate (the gate's retrieval, the check's topk-em
 their answers) embedded at layer 8 and nothing else changed, does it choose as well, for fewer passes? The
 `topk-embed` strategy and the per-query baseline would keep the last layer.
 
-Per dev split the script measures, with layer-8 neighbours (embedding_layer.layer_embeddings: the mean-pooled hidden
-state after the layer, no final norm): topk-embed's prompts on the selection queries (the gate's runs) and, on
+Per dev split the script measures, with layer-8 neighbours (Neighbours(layer=8): the mean-pooled output of decoder
+layer 8, no final norm, the forward stopped there; the records were measured from a full forward's hidden_states[8],
+which it equals, tests/test_core.py): topk-embed's prompts on the selection queries (the gate's runs) and, on
 auto's 32 held-out demos, topk-embed's and the hybrid's (the check's); and the hybrid's test record where the
 replay returns it (topk-embed's is embedding_layer.py's). Records in results/layer_candidate.jsonl. The replay is
 the gate's (sentence_gate.py at G = 0.375) and the five-candidate check's (pooled_check.pick on the held-out demos)
@@ -22,7 +23,8 @@ targets where the answer embeds them) at 8/30 of a pass.
 
 The rule, written before the runs: adopt layer 8 for auto's topk-embed candidate if, on dev seeds 10-13 of BBC, sms,
 IMDB and sdg, auto with it is at or above auto replayed with the last layer minus 0.005 on every dataset's mean and
-its mean selection passes are lower on at least two datasets.
+its mean selection passes are lower on at least two datasets. It was met, and auto embeds at layer 8 on SmolLM2-135M
+(models/loading.py: PackagedModel.auto_layer).
 """
 
 from __future__ import annotations
@@ -46,19 +48,6 @@ LAYER = 8
 EMBED = "topk-embed"
 
 
-class LayerNeighbours(Neighbours):
-    """Neighbours whose topk-embed is the mean-pooled hidden state after ``layer``."""
-
-    def __init__(self, engine, pool, counter: PassCounter, layer: int):
-        super().__init__(engine, pool, counter)
-        self.layer = layer
-
-    def _cached(self, texts: list[str], by: str) -> torch.Tensor:
-        if by != EMBED:
-            return super()._cached(texts, by)
-        return embedding_layer.layer_embeddings(self.engine, self.pool, texts, [self.layer])[self.layer]
-
-
 def per_query_check(engine, neighbours: Neighbours, pool, texts: list, options: list[str], spec,
                     itself: list[int] | None = None) -> Check:
     """topk-embed's prompts (each text's k nearest pool demos, best last) scored on ``texts`` (examples)."""
@@ -73,7 +62,7 @@ def measure(engine, split, spec, options, gradient: dict, layer: int | None) -> 
     neighbours at ``layer`` (None: the last layer, as auto runs it: to check the records are reproduced)."""
     view = AutoView.of(split, options, gradient)
     pool, counter = split.pool, PassCounter()
-    neighbours = Neighbours(engine, pool, counter) if layer is None else LayerNeighbours(engine, pool, counter, layer)
+    neighbours = Neighbours(engine, pool, counter, layer=layer)
     gate = per_query_check(engine, neighbours, pool, split.select, view.options, spec)
     rows = view.held_out(hybrid_candidate.VALIDATION)
     embed = per_query_check(engine, neighbours, pool, [pool[i] for i in rows], view.options, spec, itself=rows)
@@ -133,7 +122,7 @@ def run(args, journal: dict) -> None:
         if picked == HYBRID:
             engine = new_engine()
             tested = hybrid_candidate.hybrid_test(engine, AutoView.of(split, options, gradient), spec, options,
-                                                  LayerNeighbours(engine, split.pool, PassCounter(), LAYER),
+                                                  Neighbours(engine, split.pool, PassCounter(), layer=LAYER),
                                                   spec.k // 2, EMBED)
             append_measured(RESULTS, {"dataset": dataset, "seed": seed, "layer": LAYER, "hybrid_test": True},
                             lambda: {"correct": tested["correct"], "accuracy": tested["accuracy"]})
