@@ -135,7 +135,8 @@ def run_one(new_engine: EngineFactory, spec: MethodSpec, split: Split, template:
                "selected_labels": [d.output for d in demos], "diagnostics": result.get("diagnostics"),
                "estimate": result.get("estimate"), "exact": result.get("exact"), "cache": result.get("cache"),
                "explored_subsets": result.get("explored_subsets"), "notes": result.get("notes"),
-               "strategy": result.get("strategy")}
+               "strategy": result.get("strategy"),
+               "auto_layer": engine.model.auto_layer}  # where auto's language-model neighbours embed (None: last)
         by_id = {d.id: d for d in split.pool}
         context = None
         if result.get("retrieved"):  # params.retrieve: each test query's own neighbours follow the shared demos

@@ -9,6 +9,7 @@ import random
 
 class StandInModel:
     fingerprint = "standin-model"
+    auto_layer = None  # LoadedModel.auto_layer: auto embeds at the last layer
 
 
 class StandInEngine:
