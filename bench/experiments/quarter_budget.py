@@ -1,0 +1,71 @@
+"""Can auto fit a quarter of exact's passes on IMDB with a shorter search? (IMDB dev seeds 10-13)
+
+    python -m bench.quality --threads 1 --methods gradient --datasets imdb --seeds 10 11 12 13 --out-dir A --no-plots
+    python -m bench.quality --threads 1 --methods gradient-b256 --variant gradient-b256=gradient:budget=256 \\
+        --datasets imdb --seeds 10 11 12 13 --out-dir B --no-plots
+    python -m bench.experiments.quarter_budget --runs A/quality_runs.jsonl B/quality_runs.jsonl
+
+Pairs each dev split's default run (`gradient`) with the variant's (the search's budget 256: its start, the anchor
+pass and one batch of proposals), both run with the same engine, copies both records into
+bench/experiments/results/quarter_budget.jsonl, and prints per dataset: each arm's mean accuracy on the test
+queries, the variant minus the default (paired 95% bootstrap interval, seeds and test queries resampled), the picks
+that differ, and each arm's selection passes against exact's (the journal's exact record of the dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..quality import BENCH_DIR
+from .dev import JOURNAL, append_record, by_dataset, mean_accuracy, paired_difference, read_records
+
+RESULTS = BENCH_DIR / "experiments" / "results" / "quarter_budget.jsonl"
+DEFAULT, VARIANT = "gradient", "gradient-b256"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="quality journals holding both arms' runs")
+    parser.add_argument("--journal", type=Path, default=JOURNAL, help="the journal holding exact's runs")
+    args = parser.parse_args(argv)
+    held = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
+    for path in args.runs:
+        for record in read_records(path):
+            key = (record["dataset"], record["seed"], record["method"])
+            if record["method"] in (DEFAULT, VARIANT) and key not in held:
+                append_record(RESULTS, record)
+                held.add(key)
+    exact = {r["dataset"]: r["passes"] for r in read_records(args.journal) if r["method"] == "exact"}
+    print_table(read_records(RESULTS), exact)
+    return 0
+
+
+def print_table(records: list[dict], exact: dict[str, int]) -> None:
+    print(f"| dataset | dev seeds | default | {VARIANT} | difference [95% CI] | changed picks | "
+          "passes / exact's (default, variant) |\n|---|---|---|---|---|---|---|")
+    arms = {(r["dataset"], r["seed"], r["method"]): r for r in records}
+    for dataset, rows in by_dataset([r for r in records if r["method"] == DEFAULT]):
+        pairs = [(d, arms[(dataset, d["seed"], VARIANT)]) for d in rows if (dataset, d["seed"], VARIANT) in arms]
+        for default, variant in pairs:
+            assert default["engine_source"] == variant["engine_source"], "the arms ran different engines"
+        ours = [np.array(d["correct"], float) for d, _ in pairs]
+        theirs = [np.array(v["correct"], float) for _, v in pairs]
+        changed = [f"{d['seed']}: {d['strategy']['chosen']} {d['accuracy']:.3f} -> {v['strategy']['chosen']} "
+                   f"{v['accuracy']:.3f}" for d, v in pairs if d["strategy"]["chosen"] != v["strategy"]["chosen"]]
+        passes = [np.mean([arm["passes"] for arm in arm_records]) / exact[dataset]
+                  for arm_records in zip(*pairs)]
+        print(f"| {dataset} | {' '.join(str(d['seed']) for d, _ in pairs)} | {mean_accuracy(ours)} | "
+              f"{mean_accuracy(theirs)} | {paired_difference(theirs, ours)} | {'; '.join(changed) or 'none'} | "
+              f"{passes[0]:.2f}, {passes[1]:.2f} |")
+    print("\nPer seed (accuracy, passes, the search's moves and batches):")
+    for (dataset, seed, method), r in sorted(arms.items()):
+        notes = r.get("notes") or {}
+        print(f"  {dataset} {seed} {method}: {r['strategy']['chosen']} {r['accuracy']:.3f}, {r['passes']} passes, "
+              f"moves {notes.get('moves')}, batches {notes.get('batches')}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
