@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
             print(f"  {mode} n={n}: precompute {precompute:.3f}s; {row['single_swaps']['count']} single swaps "
                   f"{swap_seconds:.3f}s; {biggest['count']} subsets {biggest['seconds']:.3f}s "
                   f"({biggest['us_per_subset']:.2f} us/subset)")
-        del tensors
+        tensors = None  # freed before the next mode's anchor pass (the estimators' lambdas read it, so no del)
 
     if args.select:
         result["select"] = []
