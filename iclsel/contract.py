@@ -54,12 +54,6 @@ PROPOSALS = ("per-slot", "global")  # which estimated swaps the exact evaluator 
 # query, times the rows a query takes: one per option when an option has several tokens), a quarter of what
 # `exact` spends with its default 64 subsets.
 DEFAULT_BUDGET_RUNS = 16
-# auto's search, where params.rounds and params.patience are not given: one batch of proposals. Auto's gate,
-# embeddings and held-out check take part of the quarter above (292 of IMDB's 512); the default search's four
-# batches took IMDB's requests to 0.36 of `exact`'s passes, one batch to 0.23, for about a point of IMDB on ten
-# dev seeds and nothing on BBC's and sms's searched dev seeds (bench/experiments/README.md: auto's search at 8
-# exact runs, which is one batch on 32 queries; a budget of 8 runs would leave no batch on fewer queries).
-AUTO_SEARCH = {"rounds": 1, "patience": 0}
 # auto's gate before the search (models/strategy.py gate): the share of the queries by which per-query retrieval must
 # beat the search's start, and the fewest queries it decides on; 0.375 is above every IMDB dev seed's lead (0.31 at
 # most, where the searched set then won) and took the search out of 5 of 12 BBC, 9 of 12 sms and 6 of 6 sdg dev seeds
@@ -265,10 +259,9 @@ class GradientParams(Params):
     moves: str = Field("any", description="same-label: a demo is only replaced by one with the same label")
     objective: str = Field("loss", description="loss, or errors (the error count first, ties by the loss)")
     propose: str = Field("per-slot", description="exact evaluator: per-slot or global proposals")
-    patience: int = Int(1, 0, "further batches of proposals in a round when one finds no improvement (0 under "
-                              "strategy auto, where not given)")
+    patience: int = Int(1, 0, "further batches of proposals in a round when one finds no improvement")
     starts: int = Int(1, 1, "run that many starts exactly and search from the best")
-    rounds: int = Int(4, None, "search rounds (1 under strategy auto, where not given: one batch of proposals)")
+    rounds: int = Int(4, None, "search rounds")
     swaps: int = Int(0, None, "single swaps estimated per round (0 = all k(n-k))")
     candidates: int = Int(4, None, "exact evaluator: swaps per batch with propose global")
     screen: int = Int(8, 1, "subsample: queries every proposal runs on")

@@ -9,7 +9,7 @@ on the task and the model (bench/FINDINGS.md), so "auto" measures it, among the 
 default set, topk-embed, hybrid, topk-sentence and hybrid-sentence):
 
     if gate(start, retrievals on the queries): return it   # params.gate: no search, no held-out check
-    set = search(queries)                                  # the gradient search on every query: one batch
+    set = search(queries)                                  # the usual gradient search, on every query
     held_out = balanced sample of the pool demos outside the set (params.validation of them)
     checks = [check(name, scores of each strategy's prompts on held_out) for each strategy]
     chosen = best(checks)                                  # accuracy; a tie goes to the earlier strategy,
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iclsel.contract import AUTO_SEARCH, HYBRIDS, MIN_GATE_QUERIES, RETRIEVALS, GradientParams, Params, majority_last
+from iclsel.contract import HYBRIDS, MIN_GATE_QUERIES, RETRIEVALS, GradientParams, Params, majority_last
 
 from .cache import content_key, through
 from .context import stratified_rows
@@ -262,10 +262,9 @@ def strategy_for(request, params: Params) -> tuple[str, str | None]:
 class Strategies:
     """A gradient request whose params.strategy is auto or per-query (PER_QUERY) -> the contract's result dict.
 
-    auto: the set search (Engine._select_set, params.strategy "set": the same search and set, one batch of
-    proposals where params.rounds and params.patience are not given: AUTO_SEARCH) runs on every query; each
-    strategy's prompts then run exactly on held-out pool demos (module docstring), and the best is returned. Auto
-    spends the search's passes, the pool's embeddings and the validation runs; a per-query win adds
+    auto: the set search (Engine._select_set, params.strategy "set": the same search, budget and set) runs on every
+    query; each strategy's prompts then run exactly on held-out pool demos (module docstring), and the best is
+    returned. Auto spends the search's passes, the pool's embeddings and the validation runs; a per-query win adds
     the embeddings of the queries and targets it returns neighbours for."""
 
     def __init__(self, engine: Any, request, params: GradientParams, progress, checkpoint):
@@ -280,8 +279,9 @@ class Strategies:
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
         self.lookups = Stats()  # auto's own cache hits and misses (prompt scores, embeddings)
         # auto's topk-embed and hybrid embed at the model's auto_layer; the topk-embed strategy at the last layer
+        self.layer = engine.model.auto_layer if params.strategy == "auto" else None
         self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups,
-                                     params.vote_order, engine.model.auto_layer if params.strategy == "auto" else None)
+                                     params.vote_order, self.layer)
         self.timings: dict[str, float] = {}
 
     def select(self, strategy: str) -> dict:
@@ -472,13 +472,12 @@ class Strategies:
 
     def _layer_of(self, by: str) -> dict:
         """retrieved's ``layer``: the decoder layer a topk-embed answer was embedded at (null: the last)."""
-        return {"layer": self.neighbours.layer} if by == "topk-embed" else {}
+        return {"layer": self.layer} if by == "topk-embed" else {}
 
     def _embeddings(self, texts: int) -> Work:
-        """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at the neighbours'
-        layer: that share of the layers)."""
-        layer = self.neighbours.layer
-        share = 1.0 if layer is None else layer / self.engine.model.n_layers
+        """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at self.layer: that
+        share of the layers)."""
+        share = 1.0 if self.layer is None else self.layer / self.engine.model.n_layers
         return embeddings(texts, self.engine.batch_size, share)
 
     def _final(self, per_query: bool, known: int = 0) -> Work:
@@ -503,8 +502,7 @@ class Strategies:
         return texts * best / len(sample)
 
     def _search_request(self, reserved: int):
-        """The set search's request, within the passes left (module docstring): AUTO_SEARCH where params do not
-        say otherwise."""
+        """The set search's request, within the passes left (module docstring)."""
         request = self.request
         max_passes = None
         if request.max_passes is not None:
@@ -513,7 +511,7 @@ class Strategies:
                 raise InputError("max_passes", f"is too small for strategy 'auto': {reserved} passes go to "
                                                f"embeddings and validation besides the search")
         return request.model_copy(update={"max_passes": max_passes, "params": {
-            **AUTO_SEARCH, **request.params, "strategy": "set", "evaluate_selected": False}})
+            **request.params, "strategy": "set", "evaluate_selected": False}})
 
     def _check(self, strategy: str, queries: list[Example], demos, context=None) -> Check:
         scores = self.engine.scores(demos, queries, self.options, self.request.template, self.request.separator,

@@ -10,8 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from iclsel.contract import (AUTO_SEARCH, DEFAULT_COMPARE, DEFAULT_VOTE_ORDER, HYBRIDS, GradientParams,
-                             SelectionResult)
+from iclsel.contract import DEFAULT_COMPARE, DEFAULT_VOTE_ORDER, HYBRIDS, GradientParams, SelectionResult
 from iclsel.models.cache import MemoryCache
 from iclsel.models.data import Example, InputError
 from iclsel.models.defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
@@ -48,26 +47,6 @@ def set_wins(monkeypatch):
     wins(monkeypatch, "set")
 
 
-def test_auto_searches_one_batch_of_proposals_unless_rounds_or_patience_are_given(tiny, data):
-    """Auto's gate, embeddings and check take part of a quarter of exact's passes, so its search runs one batch of
-    proposals (AUTO_SEARCH) where params.rounds and params.patience are not given; strategy set keeps the
-    contract's defaults, and rounds or patience in params are the search's under either."""
-    pool, queries = data
-    assert AUTO_SEARCH == {"rounds": 1, "patience": 0}
-    defaults = GradientParams()
-    for params, rounds, patience in (({}, 1, 0), ({"patience": 2}, 1, 2), ({"rounds": 3}, 3, 0),
-                                     ({"strategy": "set"}, defaults.rounds, defaults.patience)):
-        result = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(
-            pool, queries, k=3, seed=3, params={"compare": ["set", "topk-embed"], "validation": 6, "checks": 0,
-                                                "budget": 0, **params}))
-        assert result["strategy"]["by"] == ("request" if "strategy" in params else "validation")
-        notes = result["notes"]
-        assert (notes["patience"], notes["rounds_run"] <= rounds) == (patience, True)
-        assert notes["batches"] <= rounds * (1 + patience)
-        if not params:
-            assert notes["batches"] == 1  # no budget: one batch, moved or not
-
-
 THREE = ("set", "topk-embed", "hybrid")
 
 
@@ -96,9 +75,8 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
             or any(checks.get(name, {}).get("accuracy") == best for name in BY_SENTENCE))
     assert report["chosen"] == (winner or report["chosen"])
 
-    # the set the search found (on every query, as strategy "set" finds it with auto's search: AUTO_SEARCH)
-    searched = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, params={
-        **AUTO_SEARCH, "strategy": "set"}))
+    # the set the search found (on every query, as strategy "set" finds it)
+    searched = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, params={"rounds": 1, "strategy": "set"}))
     assert [d["id"] for d in searched["selected"]] == [d["id"] for d in result["selected"]] or \
         report["chosen"] != "set"
     index = {d.id: i for i, d in enumerate(pool)}
@@ -161,7 +139,7 @@ def test_auto_validates_each_strategy_on_held_out_demos_and_returns_the_best(tin
 @pytest.mark.parametrize("the_set_wins", [False, True])
 def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_set(tiny, data, the_set_wins,
                                                                                      monkeypatch):
-    """Auto's search is strategy "set"'s own, one batch of proposals (AUTO_SEARCH); it adds the pool's embeddings and the validation runs, and a
+    """Auto's search is strategy "set"'s own; it adds the pool's embeddings and the validation runs, and a
     topk-embed or hybrid win the embeddings of the queries and targets it returns neighbours for (a win of the
     sentence model's candidates: the sentence model's, counted apart)."""
     pool, queries = data
@@ -171,12 +149,12 @@ def test_auto_spends_the_searchs_passes_plus_validation_and_returns_the_searchs_
     for seed in range(3):
         engine = Engine(tiny, cache=MemoryCache())
         auto = engine.select(SelectionRequest(pool, queries, k=3, seed=seed, targets=TARGETS))
-        alone = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(
-            pool, queries, k=3, seed=seed, params={"strategy": "set", **AUTO_SEARCH}))
+        alone = Engine(tiny, cache=MemoryCache()).select(SelectionRequest(pool, queries, k=3, seed=seed,
+                                                                          params={"strategy": "set"}))
         chosen.add(auto["strategy"]["chosen"])
         assert auto["strategy"]["searched"] == [d["id"] for d in alone["selected"]]  # whichever prompt won
         assert alone["strategy"]["searched"] == [d["id"] for d in alone["selected"]]
-        rows = 1  # a row per query: single-token options
+        rows = alone["notes"]["budget"] // (16 * len(queries))  # one row per query, or per option
         returned = len(queries) + len(TARGETS)  # the texts a per-query answer embeds
         extra = returned if auto["strategy"]["chosen"] in ("topk-embed", "hybrid") else 0
         validation = auto["strategy"]["validation_queries"]
