@@ -10,6 +10,12 @@ pass and one batch of proposals), both run with the same engine, copies both rec
 bench/experiments/results/quarter_budget.jsonl, and prints per dataset: each arm's mean accuracy on the test
 queries, the variant minus the default (paired 95% bootstrap interval, seeds and test queries resampled), the picks
 that differ, and each arm's selection passes against exact's (the journal's exact record of the dataset).
+
+    python -m bench.experiments.quarter_budget --one-batch-runs C/quality_runs.jsonl
+
+copies the `gradient` records of C, run by an engine whose auto searched one batch (rounds 1, patience 0: the
+search budget 256 ran on 32 queries), as `gradient-one-batch`, with the shipped default's records of the same
+splits from the journal, and prints the same table for them (test seeds: the engines differ in that alone).
 """
 
 from __future__ import annotations
@@ -20,37 +26,59 @@ from pathlib import Path
 import numpy as np
 
 from ..quality import BENCH_DIR
-from .dev import JOURNAL, append_record, by_dataset, mean_accuracy, paired_difference, read_records
+from .dev import (JOURNAL, append_record, by_dataset, default_config, mean_accuracy, paired_difference,
+                  read_records, seed_kind)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "quarter_budget.jsonl"
-DEFAULT, VARIANT = "gradient", "gradient-b256"
+DEFAULT, VARIANT, ONE_BATCH = "gradient", "gradient-b256", "gradient-one-batch"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="quality journals holding both arms' runs")
     parser.add_argument("--journal", type=Path, default=JOURNAL, help="the journal holding exact's runs")
+    parser.add_argument("--one-batch-runs", type=Path, nargs="*", default=[],
+                        help="quality journals holding the one-batch engine's `gradient` runs (test seeds)")
     args = parser.parse_args(argv)
     held = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
+    journal = read_records(args.journal)
+    shipped = {(r["dataset"], r["seed"]): r for r in journal if r["method"] == DEFAULT and default_config(r)}
+
+    def keep(record: dict) -> None:
+        key = (record["dataset"], record["seed"], record["method"])
+        if key not in held:
+            append_record(RESULTS, record)
+            held.add(key)
+
     for path in args.runs:
         for record in read_records(path):
-            key = (record["dataset"], record["seed"], record["method"])
-            if record["method"] in (DEFAULT, VARIANT) and key not in held:
-                append_record(RESULTS, record)
-                held.add(key)
-    exact = {r["dataset"]: r["passes"] for r in read_records(args.journal) if r["method"] == "exact"}
-    print_table(read_records(RESULTS), exact)
+            if record["method"] in (DEFAULT, VARIANT):
+                keep(record)
+    for path in args.one_batch_runs:
+        for record in read_records(path):
+            if record["method"] == DEFAULT:
+                keep(shipped[(record["dataset"], record["seed"])])
+                keep({**record, "method": ONE_BATCH})
+    exact = {r["dataset"]: r["passes"] for r in journal if r["method"] == "exact"}
+    records = read_records(RESULTS)
+    print_table([r for r in records if seed_kind(r["seed"]) == "dev"], exact, VARIANT)
+    tested = [r for r in records if seed_kind(r["seed"]) == "test"]
+    if tested:
+        print()
+        print_table(tested, exact, ONE_BATCH)
     return 0
 
 
-def print_table(records: list[dict], exact: dict[str, int]) -> None:
-    print(f"| dataset | dev seeds | default | {VARIANT} | difference [95% CI] | changed picks | "
+def print_table(records: list[dict], exact: dict[str, int], variant_name: str) -> None:
+    print(f"| dataset | seeds | default | {variant_name} | difference [95% CI] | changed picks | "
           "passes / exact's (default, variant) |\n|---|---|---|---|---|---|---|")
     arms = {(r["dataset"], r["seed"], r["method"]): r for r in records}
     for dataset, rows in by_dataset([r for r in records if r["method"] == DEFAULT]):
-        pairs = [(d, arms[(dataset, d["seed"], VARIANT)]) for d in rows if (dataset, d["seed"], VARIANT) in arms]
-        for default, variant in pairs:
-            assert default["engine_source"] == variant["engine_source"], "the arms ran different engines"
+        pairs = [(d, arms[(dataset, d["seed"], variant_name)]) for d in rows
+                 if (dataset, d["seed"], variant_name) in arms]
+        for default, variant in pairs:  # the one-batch arm's engine differs from the shipped one in its search
+            assert variant_name == ONE_BATCH or default["engine_source"] == variant["engine_source"], \
+                "the arms ran different engines"
         ours = [np.array(d["correct"], float) for d, _ in pairs]
         theirs = [np.array(v["correct"], float) for _, v in pairs]
         changed = [f"{d['seed']}: {d['strategy']['chosen']} {d['accuracy']:.3f} -> {v['strategy']['chosen']} "
