@@ -598,7 +598,7 @@ def docs_table(report: dict) -> str:
         "| figure | value |",
         "|---|---|",
         f"| load | {config['clients']} clients, {report['requests']['total']} requests ({statuses}) |",
-        f"| faults | " + ", ".join(f"{count} x {kind}" for kind, count in sorted(faults.items())) + " |",
+        "| faults | " + ", ".join(f"{count} x {kind}" for kind, count in sorted(faults.items())) + " |",
         f"| jobs accepted (200/202) | {jobs['accepted']}: succeeded {jobs['succeeded']}, failed {jobs['failed']}, "
         f"cancelled {jobs['cancelled']} (cancel asked for {jobs['cancel_asked']}) |",
         f"| failed, why | {failed} |",
@@ -606,13 +606,13 @@ def docs_table(report: dict) -> str:
         f"| completed twice | {jobs['completed_twice']} ({jobs['stale_results_dropped']} outcomes of runs whose job had "
         f"been taken over dropped) |",
         f"| wrong results | {jobs['wrong_results']} of {jobs['results_checked']} checked against an undisturbed run |",
-        f"| runs per job (`attempts`) | " + ", ".join(f"{n}: {c}" for n, c in jobs["attempts_histogram"].items()) + " |",
+        "| runs per job (`attempts`) | " + ", ".join(f"{n}: {c}" for n, c in jobs["attempts_histogram"].items()) + " |",
         f"| cache entries | {jobs['cache_entries_checked']} checked, {jobs['cache_entries_torn']} torn |",
         f"| latency | p50 {latency_['p50_ms']} ms, p95 {latency_['p95_ms']} ms (all answered requests; "
         f"selections wait up to `wait_s` = 10 s) |",
         f"| RSS, longest life of each process | {rss} (Redis holds {jobs['redis_keys']} keys, "
         f"{jobs['redis_dataset_mb']} MiB of data: jobs and cache entries kept for their TTLs) |",
-        f"| invariants | " + ", ".join(f"{name} {'yes' if held else 'NO'}" for name, held in report["invariants"].items()) + " |",
+        "| invariants | " + ", ".join(f"{name} {'yes' if held else 'NO'}" for name, held in report["invariants"].items()) + " |",
     ]
     return "\n".join(lines)
 

@@ -388,8 +388,8 @@ def write_results_md(path: Path, quality: dict, run: dict, method_notes: dict[st
                     return f"{seed}: {name}"
                 return f"{seed}: {name} {returned[str(seed)]:.3f}, the set {lost[str(seed)]:.3f}"
 
-            out += [f"Prompts the default returned (`params.strategy` auto, decided on held-out pool demos; "
-                       f"(gate): by the gate before the search, on the selection queries): "
+            out += ["Prompts the default returned (`params.strategy` auto, decided on held-out pool demos; "
+                       "(gate): by the gate before the search, on the selection queries): "
                     + ", ".join(f"{name} on {n} seed{'s' * (n > 1)}" for name, n in counts.most_common())
                     + " (" + "; ".join(shown(seed, name) for seed, name in sorted(chosen.items(), key=lambda x: int(x[0])))
                     + "). Where retrieval was returned, the accuracy after it is the searched set's on the same test "
