@@ -39,15 +39,16 @@ class WarmStart:
 
     @classmethod
     def of(cls, job: str, parent_size: int, result: dict) -> "WarmStart | None":
-        """From the parent pool's selection result (Engine.select's dict); None when it has no notes.anchor
-        (methods other than gradient) or when it returned no set (a per-query strategy won: models/strategy.py).
-        Under params.strategy auto the parent searched on the same search rows as the child will (the split
-        depends on the queries and the seed only), so the child's search resumes where the parent's ended."""
+        """From the parent pool's selection result (Engine.select's dict): its searched set and anchor; None when
+        it has no notes.anchor (methods other than gradient) or searched no set (auto's gate returned retrieval).
+        Under params.strategy auto the searched set is ``strategy.searched``, whatever prompt the check returned
+        (the hybrid's ``selected`` is only the set's head, a retrieval's is empty), so the child's search resumes
+        where the parent's ended and auto checks the prompts again on the grown pool."""
         anchor = result["notes"].get("anchor")
-        if anchor is None or not result["selected"]:
+        searched = (result.get("strategy") or {}).get("searched") or [demo["id"] for demo in result["selected"]]
+        if anchor is None or not searched:
             return None
-        return cls(job=job, parent_size=parent_size, selected=[demo["id"] for demo in result["selected"]],
-                   anchor=list(anchor))
+        return cls(job=job, parent_size=parent_size, selected=list(searched), anchor=list(anchor))
 
     def to_dict(self) -> dict:
         return {"job": self.job, "parent_size": self.parent_size, "selected": self.selected, "anchor": self.anchor}

@@ -136,6 +136,20 @@ def test_selection_on_a_grown_pool_reuses_the_parent_anchor(servers, client):
           f"timings {result['timings']} vs {cold['timings']}")
 
 
+def test_a_grown_pool_under_the_default_strategy_resumes_the_parents_search(client):
+    """The default request (params.strategy auto: the gate, the search, the check) on a grown pool resumes the
+    search of the parent's selection, whichever prompt that returned, and succeeds."""
+    parent = client.post("/v1/pools", json={"examples": PARENT}).json()["id"]
+    first = select(client, request(parent, params={}))["result"]
+    grown = client.post(f"/v1/pools/{parent}/examples", json={"examples": ADDED}).json()["id"]
+    reply = client.post("/v1/selections", json=request(grown, params={}))
+    assert reply.status_code == 200 and reply.json()["status"] == "succeeded", reply.text
+    result = reply.json()["result"]
+    assert first["strategy"]["searched"], "the tiny model's gate let the search through"
+    assert result["notes"]["warm_start"]["new_demos"] == len(ADDED)
+    assert result["passes"]["backward"] == 0
+
+
 def test_a_longer_demo_widens_the_slots_and_the_anchor_is_computed_again(client):
     parent = client.post("/v1/pools", json={"examples": PARENT}).json()["id"]
     first = select(client, request(parent))  # the job of the test above, when it ran
@@ -159,3 +173,29 @@ def test_a_warm_start_that_does_not_fit_the_pool_names_the_field(warm, method, f
     with pytest.raises(InputError) as error:
         resume(warm, pool, 2, method)
     assert error.value.field == field
+
+
+@pytest.mark.parametrize("winner", ["hybrid", "topk-embed", "set"])
+def test_auto_resumes_from_the_searched_set_whatever_prompt_the_parent_returned(tiny, winner, monkeypatch):
+    """Under the default strategy (auto) the parent's check may return the hybrid (``selected`` holds only the
+    searched set's head) or a retrieval (``selected`` empty): the grown pool's search resumes from the whole searched
+    set and the parent's anchor, as the API resumes it (app/growth.py: WarmStart.of on the parent's result)."""
+    from iclsel.models.cache import MemoryCache
+    from iclsel.models.engine import Engine, SelectionRequest
+    from test_strategy import wins
+
+    wins(monkeypatch, winner)
+    pool = [Example(d["id"], d["input"], d["output"]) for d in PARENT + ADDED]
+    queries = [Example(f"q{i}", q["input"], q["output"]) for i, q in enumerate(QUERIES[:8])]  # under the gate's 16
+    engine = Engine(tiny, cache=MemoryCache())
+    params = {"rounds": 1, "validation": 6}
+    parent = engine.select(SelectionRequest(pool[:len(PARENT)], queries, k=3, seed=1, params=params))
+    searched = parent["strategy"]["searched"]
+    assert parent["strategy"]["chosen"] == winner and len(searched) == 3
+    warm = WarmStart.of("parent-job", len(PARENT), parent)
+    assert warm.selected == searched and warm.anchor == parent["notes"]["anchor"]
+    grown = engine.select(SelectionRequest(pool, queries, k=3, seed=1, params=params, warm_start=warm.to_dict()))
+    assert grown["notes"]["warm_start"] == {"job": "parent-job", "new_demos": len(ADDED)}
+    assert grown["passes"]["backward"] == 0  # the parent's anchor gradient, from the cache
+    came_in = set(grown["strategy"]["searched"]) - set(searched)
+    assert came_in <= {d["id"] for d in ADDED}
