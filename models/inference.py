@@ -376,10 +376,6 @@ class ModelRunner:
         token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         return self.text_embeddings([ids or [self.pad_id] for ids in token_lists], layer)
 
-    def embedding_cost(self, rows: int, layer: int | None = None) -> float:
-        """Full forward passes that ``rows`` embeddings stand for: a pass stopped after ``layer`` is that share."""
-        return rows if layer is None else rows * layer / self.n_layers
-
     @torch.no_grad()
     def text_embeddings(self, token_lists: list[list[int]], layer: int | None = None) -> torch.Tensor:
         """Mean-pooled hidden state [N, d] of each token list (no prefix): the last, or after decoder layer
@@ -388,21 +384,16 @@ class ModelRunner:
         order given. A pass stopped early counts as its share of the layers (PassCounter.partial_forward)."""
         if layer is not None and not 1 <= layer < self.n_layers:  # the last: layer None, after the final norm
             raise ValueError(f"layer must be between 1 and {self.n_layers - 1}, not {layer}")
-        share = 1.0 if layer is None else layer / self.n_layers
-        self.counter.reserve(self.counter.partial_cost(self.embedding_cost(len(token_lists), layer))
-                             if layer is not None else len(token_lists))
+        share = 1.0 if layer is None else layer / self.n_layers  # of a forward pass, per row
+        self.counter.reserve(self.counter.partial_cost(len(token_lists) * share))
         by_length = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         parts = []
         for start in range(0, len(by_length), self.batch_size):
             self.checkpoint()
             ids, mask = self._pad([token_lists[i] for i in by_length[start:start + self.batch_size]])
             hidden = self._hidden(ids, mask, layer)  # [B, L, d]
-            if layer is None:
-                self.counter.forward += ids.shape[0]
-                self.counter.tokens_forward += int(mask.sum())
-            else:
-                self.counter.add_partial(ids.shape[0] * share)
-                self.counter.tokens_forward += _ceil(int(mask.sum()) * share)
+            self.counter.add_partial(ids.shape[0] * share)
+            self.counter.tokens_forward += _ceil(int(mask.sum()) * share)
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
             parts.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu())  # [B, d]
         sorted_embeddings = torch.cat(parts)  # [N, d], rows in by_length's order

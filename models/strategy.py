@@ -279,9 +279,8 @@ class Strategies:
         self.diagnostic = PassCounter()  # the returned prompts run exactly on the queries (evaluate_selected)
         self.lookups = Stats()  # auto's own cache hits and misses (prompt scores, embeddings)
         # auto's topk-embed and hybrid embed at the model's auto_layer; the topk-embed strategy at the last layer
-        self.layer = engine.model.auto_layer if params.strategy == "auto" else None
         self.neighbours = Neighbours(engine, request.pool, self.selecting, checkpoint, self.lookups,
-                                     params.vote_order, self.layer)
+                                     params.vote_order, engine.model.auto_layer if params.strategy == "auto" else None)
         self.timings: dict[str, float] = {}
 
     def select(self, strategy: str) -> dict:
@@ -472,12 +471,13 @@ class Strategies:
 
     def _layer_of(self, by: str) -> dict:
         """retrieved's ``layer``: the decoder layer a topk-embed answer was embedded at (null: the last)."""
-        return {"layer": self.layer} if by == "topk-embed" else {}
+        return {"layer": self.neighbours.layer} if by == "topk-embed" else {}
 
     def _embeddings(self, texts: int) -> Work:
-        """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at self.layer: that
-        share of the layers)."""
-        share = 1.0 if self.layer is None else self.layer / self.engine.model.n_layers
+        """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at the neighbours'
+        layer: that share of the layers)."""
+        layer = self.neighbours.layer
+        share = 1.0 if layer is None else layer / self.engine.model.n_layers
         return embeddings(texts, self.engine.batch_size, share)
 
     def _final(self, per_query: bool, known: int = 0) -> Work:
