@@ -21,7 +21,8 @@ held-out demos, so the report gives each one's interval and the chosen minus the
 They stand for the queries as far as the pool resembles them.
 
 The gate (params.gate, with at least MIN_GATE_QUERIES queries) comes first: the search's start (its label-balanced
-first set, run through the search's own cached exact runs) and the per-query retrievals run on the queries themselves
+first set, run through the search's own cached exact runs; a cold search's, also where the search resumes a grown
+pool's parent, whose set was fitted to the queries) and the per-query retrievals run on the queries themselves
 (params.gate_queries of them at most, drawn at random), which neither is fitted to; when the better retrieval answers
 a params.gate share of those queries more than the start, the search could not close the gap often enough to pay for
 itself (bench/experiments/README.md), and auto returns it.
@@ -328,7 +329,9 @@ class Strategies:
         self.progress("gate", 0, 1)
         request = self.request
         queries = [request.queries[i] for i in self._gate_query_rows]
-        start = self._search_request(reserved).model_copy(update={"queries": queries})
+        # the start a cold search draws, also where the search resumes a grown pool's parent (warm_start): the
+        # parent's set was fitted to these queries, and the gate compares prompts that none of them was fitted to
+        start = self._search_request(reserved).model_copy(update={"queries": queries, "warm_start": None})
         scores = self.engine.start_scores(start, self.selecting, self.checkpoint)
         checks = [Check.of("start", scores, torch.tensor(self.gold[self._gate_query_rows]))]
         for name in self._gate_retrievals:

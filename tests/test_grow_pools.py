@@ -136,9 +136,10 @@ def test_selection_on_a_grown_pool_reuses_the_parent_anchor(servers, client):
           f"timings {result['timings']} vs {cold['timings']}")
 
 
-def test_a_grown_pool_under_the_default_strategy_resumes_the_parents_search(client):
+def test_a_grown_pool_under_the_default_strategy_resumes_the_parents_search(servers, client):
     """The default request (params.strategy auto: the gate, the search, the check) on a grown pool resumes the
-    search of the parent's selection, whichever prompt that returned, and succeeds."""
+    search of the parent's selection, whichever prompt that returned, and succeeds; its gate decides as on a fresh
+    server (a cold search's start against the retrievals: the parent's set was fitted to the queries)."""
     parent = client.post("/v1/pools", json={"examples": PARENT}).json()["id"]
     first = select(client, request(parent, params={}))["result"]
     grown = client.post(f"/v1/pools/{parent}/examples", json={"examples": ADDED}).json()["id"]
@@ -148,6 +149,11 @@ def test_a_grown_pool_under_the_default_strategy_resumes_the_parents_search(clie
     assert first["strategy"]["searched"], "the tiny model's gate let the search through"
     assert result["notes"]["warm_start"]["new_demos"] == len(ADDED)
     assert result["passes"]["backward"] == 0
+    with servers[1].client() as other:
+        assert other.post("/v1/pools", json={"examples": PARENT + ADDED}).json()["id"] == grown
+        cold = select(other, request(grown, params={}))["result"]
+    assert "warm_start" not in cold["notes"]
+    assert result["strategy"]["gate"] == cold["strategy"]["gate"]
 
 
 def test_a_longer_demo_widens_the_slots_and_the_anchor_is_computed_again(client):
