@@ -7,8 +7,11 @@ Runs, on one loaded model: the gradient selection on the parent pool; the same s
 pool resumed from it (models/warm.py: as the HTTP API does for a pool grown with POST
 /v1/pools/{id}/examples), with the parent's cache; and the same selection on the grown pool cold (a
 fresh cache, no parent), --repeats times. Prints passes, cache hits, seconds and the exact loss of each,
-and the warm/cold ratios (seconds: the fastest of the repeats). The anchor is reused only when the slot width stays, so the longest of the pool's
-demos (in characters) is placed in the parent part; the script reports whether the width stayed.
+the prompt each returned (`strategy`), and the warm/cold ratios (seconds: the fastest of the repeats). The anchor
+is reused only when the slot width stays, so the longest of the pool's demos (in characters) is placed in the
+parent part; the script reports whether the width stayed. The request is the default one unless --params says
+otherwise: where the parent's gate or check returns per-query retrieval there is no searched set to resume
+(`resumed` false), and the grown pool's selection gains only the parent's cache (its pool embeddings).
 Writes --out (JSON) when given.
 """
 
@@ -39,6 +42,7 @@ def figures(result: dict) -> dict:
             "backward": result["passes"]["backward"], "cache": result["cache"],
             "seconds": result["timings"]["total"], "exact_loss": result["exact"]["loss"],
             "selected": [demo["id"] for demo in result["selected"]],
+            "strategy": {key: (result.get("strategy") or {}).get(key) for key in ("chosen", "by")},
             "notes": {key: result["notes"].get(key) for key in ("moves", "batches", "budget_exhausted", "warm_start")}}
 
 
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=16)
     parser.add_argument("--model", default="default", help="'tiny' for the tiny random test model")
     parser.add_argument("--repeats", type=int, default=1, help="runs of the three selections (seconds: the fastest)")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help="the request's params as JSON, e.g. '{\"strategy\": \"set\"}' (default: none)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -71,19 +77,22 @@ def main(argv: list[str] | None = None) -> int:
 
     def request(pool, warm=None):
         return SelectionRequest(pool=pool, queries=split.select, k=spec.k, template=spec.template, separator=SEPARATOR,
-                                options=options, seed=args.seed, warm_start=warm)
+                                options=options, seed=args.seed, params=args.params,
+                                warm_start=None if warm is None else warm.to_dict())
 
     runs = []
     for _ in range(args.repeats):  # interleaved, each on fresh caches, so that machine load hits all three alike
         engine = Engine(model, cache=MemoryCache())
         parent = engine.select(request(demos[:args.pool]))
-        warm = engine.select(request(demos, WarmStart.of("parent", args.pool, parent)))
+        resumed = WarmStart.of("parent", args.pool, parent)  # None where the parent returned no searched set
+        warm = engine.select(request(demos, resumed))
         cold = Engine(model, cache=MemoryCache()).select(request(demos))
-        runs.append({"parent": figures(parent), "warm": figures(warm), "cold": figures(cold)})
+        runs.append({"resumed": resumed is not None, "parent": figures(parent), "warm": figures(warm),
+                     "cold": figures(cold)})
     width = {name: engine.layout(pool, split.select, spec.k, options, spec.template, SEPARATOR).width
              for name, pool in (("parent", demos[:args.pool]), ("grown", demos))}
     fastest = {name: min(run[name]["seconds"] for run in runs) for name in ("parent", "warm", "cold")}
-    report = {"dataset": args.dataset, "seed": args.seed, "pool": args.pool, "grow": args.grow,
+    report = {"dataset": args.dataset, "seed": args.seed, "params": args.params, "pool": args.pool, "grow": args.grow,
               "queries": args.queries, "k": spec.k, "model": parent["model"]["name"], "frame_width": width,
               **runs[0], "fastest_seconds": fastest, "seconds_per_run": [
                   {name: run[name]["seconds"] for name in ("parent", "warm", "cold")} for run in runs],

@@ -375,3 +375,22 @@ def test_scale_scores_the_prompt_auto_returns(tmp_path, monkeypatch, winner):
     assert len(record["selected"]) == {"set": 2, "topk-embed": 0, "hybrid": 1}[winner]  # shared demos
     # every held-out query was scored with k = 2 demos (shared or its own), the returned prompt last
     assert prompts[-1] == [2] * 10 and all(p == [2] * 10 for p in prompts)
+
+
+def test_grow_pool_resumes_the_parents_search(tmp_path, monkeypatch):
+    """bench.grow_pool on the tiny model with the set strategy: the grown pool's selection resumes the parent's
+    (its anchor a cache hit: no backward pass) and spends fewer passes than the same selection cold."""
+    from bench import grow_pool
+
+    rows = [{"id": f"{label}{i}", "input": f"review {i} was {label}" + " long" * (i % 3), "output": label}
+            for label in ("negative", "positive") for i in range(40)]
+    bench_data.write_jsonl(tmp_path / "imdb.jsonl", rows)
+    monkeypatch.setattr(grow_pool.bench_data, "ensure", lambda dataset: tmp_path / "imdb.jsonl")
+    out = tmp_path / "grow.json"
+    grow_pool.main(["--model", "tiny", "--dataset", "imdb", "--seed", "11", "--pool", "14", "--grow", "4",
+                    "--queries", "16", "--params", '{"strategy": "set"}', "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["resumed"] and report["warm"]["notes"]["warm_start"]["new_demos"] == 4
+    assert report["warm"]["strategy"]["chosen"] == report["cold"]["strategy"]["chosen"] == "set"
+    assert report["warm"]["backward"] == 0 < report["cold"]["backward"]
+    assert report["warm"]["forward_equivalent"] < report["cold"]["forward_equivalent"]
