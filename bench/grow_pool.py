@@ -8,10 +8,11 @@ pool resumed from it (models/warm.py: as the HTTP API does for a pool grown with
 /v1/pools/{id}/examples), with the parent's cache; and the same selection on the grown pool cold (a
 fresh cache, no parent), --repeats times. Prints passes, cache hits, seconds and the exact loss of each,
 the prompt each returned (`strategy`), and the warm/cold ratios (seconds: the fastest of the repeats). The anchor
-is reused only when the slot width stays, so the longest of the pool's demos (in characters) is placed in the
-parent part; the script reports whether the width stayed. The request is the default one unless --params says
-otherwise: where the parent's gate or check returns per-query retrieval there is no searched set to resume
-(`resumed` false), and the grown pool's selection gains only the parent's cache (its pool embeddings).
+is reused only when the slot width stays, so the longest of the pool's demos (in the prompt's tokens, as the
+layout counts them) is placed in the parent part; the script reports whether the width stayed. The request is the
+default one unless --params says otherwise: where the parent's gate returns per-query retrieval there is no
+searched set to resume (`resumed` false), and the grown pool's selection gains only the parent's cache (its pool
+embeddings).
 Writes --out (JSON) when given.
 """
 
@@ -63,10 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     spec = DATASET_SPECS[args.dataset]
     examples = load_examples(bench_data.ensure(args.dataset))
     split = make_split(examples, args.seed, Sizes(pool=args.pool + args.grow, select=args.queries, test=0))
-    demos = list(split.pool)
-    longest = max(range(len(demos)), key=lambda i: len(demos[i].input))
-    if longest >= args.pool:  # the widest demo goes into the parent part, so the slot width stays
-        demos[longest], demos[args.pool - 1] = demos[args.pool - 1], demos[longest]
     if args.model == "tiny":
         from iclsel.models.tiny import build_tiny_model
 
@@ -74,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = load_model(args.model)
     options = label_options(examples)
+    demos = list(split.pool)
+    lengths = Engine(model).layout(demos, split.select, spec.k, options, spec.template, SEPARATOR).demo_lengths
+    longest = int(lengths.argmax())
+    if longest >= args.pool:  # the widest demo (in the prompt's tokens) goes into the parent part: the width stays
+        demos[longest], demos[args.pool - 1] = demos[args.pool - 1], demos[longest]
 
     def request(pool, warm=None):
         return SelectionRequest(pool=pool, queries=split.select, k=spec.k, template=spec.template, separator=SEPARATOR,
