@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -40,6 +40,17 @@ def append_record(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
+
+
+def append_new(path: Path, records: Iterable[dict]) -> None:
+    """Append to ``path`` each of ``records`` whose (dataset, seed, method) it does not hold yet (a rerun of a
+    script copies nothing twice)."""
+    held = {(r["dataset"], r["seed"], r["method"]) for r in read_records(path)}
+    for record in records:
+        key = (record["dataset"], record["seed"], record["method"])
+        if key not in held:
+            append_record(path, record)
+            held.add(key)
 
 
 def default_config(record: dict) -> bool:

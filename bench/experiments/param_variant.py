@@ -25,7 +25,7 @@ import argparse
 from pathlib import Path
 
 from ..quality import BENCH_DIR
-from .dev import JOURNAL, append_record, read_records
+from .dev import JOURNAL, append_new, read_records
 from .quarter_budget import DEFAULT, RESULTS as QUARTER_BUDGET, VARIANT as GATED_ARM, print_table
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "param_variant.jsonl"
@@ -46,17 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="engine hashes shown to give the same records (a default split rerun by each, query for "
                              "query): the arms may come from any of them")
     args = parser.parse_args(argv)
-    held = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
     shipped = default_arm(read_records(QUARTER_BUDGET))
-    for path in args.runs:
-        for record in read_records(path):
-            split = (record["dataset"], record["seed"])
-            if not record["method"].startswith(f"{DEFAULT}-") or split not in shipped:
-                continue
-            for kept in (shipped[split], record):
-                if (*split, kept["method"]) not in held:
-                    append_record(RESULTS, kept)
-                    held.add((*split, kept["method"]))
+    variants = [r for path in args.runs for r in read_records(path) if r["method"].startswith(f"{DEFAULT}-")]
+    append_new(RESULTS, (kept for record in variants if (record["dataset"], record["seed"]) in shipped
+                         for kept in (shipped[(record["dataset"], record["seed"])], record)))
     exact = {r["dataset"]: r["passes"] for r in read_records(args.journal) if r["method"] == "exact"}
     records = read_records(RESULTS)
     for variant in sorted({r["method"] for r in records} - {DEFAULT}):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..quality import BENCH_DIR
-from .dev import (JOURNAL, append_record, by_dataset, default_config, mean_accuracy, paired_difference,
+from .dev import (JOURNAL, append_new, by_dataset, default_config, mean_accuracy, paired_difference,
                   read_records, seed_kind)
 
 RESULTS = BENCH_DIR / "experiments" / "results" / "quarter_budget.jsonl"
@@ -40,25 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-batch-runs", type=Path, nargs="*", default=[],
                         help="quality journals holding the one-batch engine's `gradient` runs (test seeds)")
     args = parser.parse_args(argv)
-    held = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
     journal = read_records(args.journal)
     shipped = {(r["dataset"], r["seed"]): r for r in journal if r["method"] == DEFAULT and default_config(r)}
-
-    def keep(record: dict) -> None:
-        key = (record["dataset"], record["seed"], record["method"])
-        if key not in held:
-            append_record(RESULTS, record)
-            held.add(key)
-
-    for path in args.runs:
-        for record in read_records(path):
-            if record["method"] in (DEFAULT, VARIANT):
-                keep(record)
-    for path in args.one_batch_runs:
-        for record in read_records(path):
-            if record["method"] == DEFAULT:
-                keep(shipped[(record["dataset"], record["seed"])])
-                keep({**record, "method": ONE_BATCH})
+    append_new(RESULTS, (record for path in args.runs for record in read_records(path)
+                         if record["method"] in (DEFAULT, VARIANT)))
+    append_new(RESULTS, (kept for path in args.one_batch_runs for record in read_records(path)
+                         if record["method"] == DEFAULT
+                         for kept in (shipped[(record["dataset"], record["seed"])], {**record, "method": ONE_BATCH})))
     exact = {r["dataset"]: r["passes"] for r in journal if r["method"] == "exact"}
     records = read_records(RESULTS)
     print_table([r for r in records if seed_kind(r["seed"]) == "dev"], exact, VARIANT)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..quality import BENCH_DIR
-from .dev import (JOURNAL, append_record, journal_records, mean_accuracy, paired_difference, read_records,
+from .dev import (JOURNAL, append_new, journal_records, mean_accuracy, paired_difference, read_records,
                   strategy_tests)
 from .hybrid_candidate import RETIRED, by_split, replay
 
@@ -39,12 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="quality journals holding the variant's runs")
     parser.add_argument("--journal", type=Path, default=JOURNAL)
     args = parser.parse_args(argv)
-    kept = {(r["dataset"], r["seed"], r["method"]) for r in read_records(RESULTS)}
-    for path in args.runs:
-        for record in read_records(path):
-            if record["seed"] >= 10 and (record["dataset"], record["seed"], record["method"]) not in kept:
-                append_record(RESULTS, record)
-                kept.add((record["dataset"], record["seed"], record["method"]))
+    append_new(RESULTS, (record for path in args.runs for record in read_records(path) if record["seed"] >= 10))
     print_table(read_records(RESULTS), journal_records(args.journal))
     return 0
 
