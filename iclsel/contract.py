@@ -165,6 +165,9 @@ class Params(BaseModel):
     filler: SkipJsonSchema[Any] = None  # retired, likewise
     retrieve: int = Field(0, description="with r from 1 to k-1: only k - r demos are chosen for the whole query "
                                          "set; every prompt continues with its query's r nearest pool demos")
+    retrieve_by: str = Field("topk-embed", description="with retrieve: how the neighbours are found, topk-embed "
+                                                      "(the model's mean-pooled last hidden state), topk-sentence "
+                                                      "(the sentence-embedding model) or bm25 (words)")
     evaluate_selected: bool = Field(True, description="run the chosen set exactly on the queries (`exact`)")
     max_slot_tokens: Any = Field(None, description="refuse pool demos longer than this many tokens, separator "
                                                    "included")
@@ -188,6 +191,11 @@ class Params(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int) or (k is not None and not 0 <= value < k):
             raise _fail(f"must be an integer from 0 to k-1 = {'k' if k is None else k - 1}, got {value!r}")
         return value
+
+    @field_validator("retrieve_by", mode="before")
+    @classmethod
+    def _retrieval(cls, value):
+        return _converted(str, allowed=RETRIEVALS)(value)
 
     @field_validator("evaluate_selected", mode="before")
     @classmethod

@@ -137,9 +137,11 @@ class _Prepared:
 
 @dataclass
 class _Neighbours:
-    similarity: np.ndarray  # [queries + targets, n] embedding cosine, -inf where a pool query meets itself
+    similarity: np.ndarray  # [queries + targets, n] by params.retrieve_by, -inf where a pool query meets itself
     context: list[list[Example]]  # per scored query row, its nearest demos (best last)
     seconds: float
+    by: str  # params.retrieve_by
+    slots: int  # params.retrieve
 
 
 def _retrieved(neighbours: _Neighbours, selected: list[int], n_scored: int, n_queries: int,
@@ -221,7 +223,7 @@ class Engine:
         request, scored, layout, runner, params = (prepared.request, prepared.scored, prepared.layout,
                                                    prepared.runner, prepared.params)
         retrieve = params.retrieve
-        neighbours = self._neighbours(request, scored, runner, retrieve) if retrieve else None
+        neighbours = self._neighbours(request, scored, runner, retrieve, params.retrieve_by) if retrieve else None
         if neighbours is not None:
             layout = self.layout(request.pool, scored.examples, request.k - retrieve, request.options,
                                  request.template, request.separator, params.max_slot_tokens,
@@ -253,7 +255,7 @@ class Engine:
                 diagnostics = diagnose(choice.checks, layout.gold, [d.id for d in request.pool])
         ctx.stats.record("total", time.perf_counter() - started)
         progress("done", 1, 1)
-        result = self._result(request, ctx, choice, retrieved, retrieve, exact_outcome, diagnostics, selection_passes)
+        result = self._result(request, ctx, choice, retrieved, neighbours, exact_outcome, diagnostics, selection_passes)
         if request.max_passes is not None:
             result["budget"] = {"max_passes": request.max_passes, "spent": runner.counter.forward_equivalent,
                                 "budget_exhausted": bool(choice.notes.get("budget_exhausted", False))}
@@ -286,7 +288,8 @@ class Engine:
         prepared = self._prepare(request, lambda: None)
         ctx = self._context(prepared, prepared.layout, prepared.runner, _no_progress)
         request = prepared.request
-        embed_rows = (len(request.pool) + len(prepared.scored.examples) + len(request.targets)) if prepared.retrieve else 0
+        embed_rows = ((len(request.pool) + len(prepared.scored.examples) + len(request.targets))
+                      if prepared.retrieve and prepared.params.retrieve_by == "topk-embed" else 0)  # the others: no pass
         prepared.runner.counter.limit = None  # the calibration is not the job's
         return plan(ctx, METHODS[request.method], prepared.params, request.max_passes, embed_rows)
 
@@ -333,19 +336,20 @@ class Engine:
         return request, scored, layout
 
     def _neighbours(self, request: SelectionRequest, scored: "_ScoredQueries", runner: ModelRunner,
-                    retrieve: int) -> "_Neighbours":
+                    retrieve: int, by: str) -> "_Neighbours":
         """params.retrieve: k - retrieve shared slots are searched; each query row carries its own ``retrieve``
-        nearest demos between the shared demos and the query (a pool query never retrieves itself)."""
+        nearest demos by ``by`` (params.retrieve_by) between the shared demos and the query (a pool query never
+        retrieves itself)."""
         embed_started = time.perf_counter()
         similarity = Neighbours(self, request.pool, runner.counter, runner.checkpoint).similarity(
-            [q.input for q in scored.examples] + request.targets, "topk-embed")  # [rows + targets, n]
+            [q.input for q in scored.examples] + request.targets, by)  # [rows + targets, n]
         seconds = time.perf_counter() - embed_started
         for row, demo in enumerate(scored.query_demo):
             if demo >= 0:
                 similarity[row, demo] = -np.inf
         context = [[request.pool[i] for i in top_k_ascending(row, retrieve)]
                    for row in similarity[:len(scored.examples)]]
-        return _Neighbours(similarity, context, seconds)
+        return _Neighbours(similarity, context, seconds, by, retrieve)
 
     def _evaluate_selected(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, params: Params,
                            checkpoint):
@@ -367,7 +371,7 @@ class Engine:
                 choice.selected, list(range(len(request.queries))))
             return summarize(scores, final.gold)
 
-    def _result(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, retrieve: int,
+    def _result(self, request: SelectionRequest, ctx: SelectionContext, choice, retrieved, neighbours,
                 exact_outcome, diagnostics, selection_passes) -> dict:
         """The CONTRACT's result dict."""
         layout = ctx.layout
@@ -384,7 +388,7 @@ class Engine:
             "prompt": {"text": layout.prefix_text(choice.selected), "token_ids": layout.prefix_ids(choice.selected),
                        "query_template": layout.template.split("{output}")[0].rstrip()},
             "retrieved": None if retrieved is None else {
-                "slots": retrieve, "by": "topk-embed",
+                "slots": neighbours.slots, "by": neighbours.by,
                 "queries": [[request.pool[i].id for i in ids] for ids in retrieved[:len(request.queries)]],
                 "targets": [[request.pool[i].id for i in ids] for ids in retrieved[len(request.queries):]]},
             "scores": {demo.id: float(score) for demo, score in zip(request.pool, choice.scores)},

@@ -74,6 +74,12 @@ class PassCounter:
                 "sentence_texts": self.sentence_texts}
 
 
+def layer_share(layer: int | None, n_layers: int) -> float:
+    """The share of a forward pass a row costs when the model stops after decoder layer ``layer`` of ``n_layers``
+    (None: the last hidden state, a whole pass): what an early-stopped embedding is charged and priced at."""
+    return 1.0 if layer is None else layer / n_layers
+
+
 def _ceil(passes: float) -> int:
     return math.ceil(passes - 1e-9)  # 30 rows at 8/30 are 8 passes, not 9 by a rounding error
 
@@ -384,7 +390,7 @@ class ModelRunner:
         order given. A pass stopped early counts as its share of the layers (PassCounter.partial_forward)."""
         if layer is not None and not 1 <= layer < self.n_layers:  # the last: layer None, after the final norm
             raise ValueError(f"layer must be between 1 and {self.n_layers - 1}, not {layer}")
-        share = 1.0 if layer is None else layer / self.n_layers  # of a forward pass, per row
+        share = layer_share(layer, self.n_layers)  # of a forward pass, per row
         self.counter.reserve(self.counter.partial_cost(len(token_lists) * share))
         by_length = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
         parts = []

@@ -45,7 +45,7 @@ from .cache import content_key, through
 from .context import stratified_rows
 from .data import Example, InputError
 from .defaults import DEFAULT_SEPARATOR, DEFAULT_TEMPLATE
-from .inference import ModelRunner, PassCounter
+from .inference import ModelRunner, PassCounter, layer_share
 from .layout import resolve_options
 from .ledger import Stats
 from .outcome import query_losses, summarize
@@ -479,9 +479,7 @@ class Strategies:
     def _embeddings(self, texts: int) -> Work:
         """The language model's embeddings of ``texts`` texts, in the engine's batches (stopped at the neighbours'
         layer: that share of the layers)."""
-        layer = self.neighbours.layer
-        share = 1.0 if layer is None else layer / self.engine.model.n_layers
-        return embeddings(texts, self.engine.batch_size, share)
+        return embeddings(texts, self.engine.batch_size, layer_share(self.neighbours.layer, self.engine.model.n_layers))
 
     def _final(self, per_query: bool, known: int = 0) -> Work:
         """The returned prompts' exact run on the queries (params.evaluate_selected): one prefix for a set, a model

@@ -88,6 +88,7 @@ def test_params_parse_as_the_methods_always_read_them():
     assert GradientParams.parse({}).anchor_mode == "mean-loss"
     assert GradientParams.parse({"evaluator": "exact"}).anchor_mode == "label-groups"
     for params, field in (({"rounds": "many"}, "params.rounds"), ({"retrieve": 4}, "params.retrieve"),
+                          ({"retrieve": 2, "retrieve_by": "minilm"}, "params.retrieve_by"),
                           ({"filler": "x"}, "params.filler"), ({"objective": "errors", "evaluator": "exact",
                                                                "anchor_mode": "mean-loss"}, "params.objective")):
         with pytest.raises(InputError) as raised:

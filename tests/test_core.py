@@ -7,11 +7,12 @@ from iclsel.models.cache import MemoryCache
 from iclsel.models.context import ModelAccess, SelectionContext, SelectionProblem
 from iclsel.models.data import Example, InputError
 from iclsel.models.engine import Engine, SelectionRequest
-from iclsel.models.inference import ModelRunner, PassBudgetExhausted
+from iclsel.models.inference import ModelRunner, PassBudgetExhausted, PassCounter
 from iclsel.models.layout import build_layout
 from iclsel.models.loading import load_model
 from iclsel.models.outcome import query_losses
 from iclsel.models.methods import METHODS as SELECTORS
+from iclsel.models.strategy import Neighbours
 
 from linear_model import LinearLM
 
@@ -379,25 +380,31 @@ def test_selection_returns_and_scores_the_prompt_evaluate_scores(tiny, data):
             engine.select(SelectionRequest(pool, queries, k=3, method="random", params={retired: "pool"}))
 
 
-@pytest.mark.parametrize("method", ["gradient", "random"])
-def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(tiny, data, method):
+@pytest.mark.parametrize("method,by", [("gradient", "topk-embed"), ("random", "topk-embed"),
+                                       ("gradient", "topk-sentence"), ("random", "bm25")])
+def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(tiny, data, method, by):
     """params.retrieve = r: k - r shared demos, then each query's (and target's) r nearest pool demos outside
-    them, best last; result["exact"] is the outcome evaluate() gives those very prompts."""
+    them by params.retrieve_by, best last; result["exact"] is the outcome evaluate() gives those very prompts."""
     pool, queries = data
     engine = Engine(tiny, cache=MemoryCache())
     targets = ["good fun film", "boring plot"]
     result = engine.select(SelectionRequest(pool, queries, k=3, method=method, seed=1, targets=targets,
-                                            params={"strategy": "set", "retrieve": 2, "rounds": 1, "candidates": 2}))
+                                            params={"strategy": "set", "retrieve": 2, "retrieve_by": by,
+                                                    "rounds": 1, "candidates": 2}))
     shared = [d["id"] for d in result["selected"]]
     retrieved = result["retrieved"]
-    assert len(shared) == 1 and retrieved["slots"] == 2
+    assert len(shared) == 1 and retrieved["slots"] == 2 and retrieved["by"] == by
     assert len(retrieved["queries"]) == len(queries) and len(retrieved["targets"]) == len(targets)
     for ids in retrieved["queries"] + retrieved["targets"]:
         assert len(ids) == 2 and not set(ids) & set(shared)
-    # the nearest neighbours by the engine's embedding retrieval, excluding the shared demo
-    outside = [d for d in pool if d.id not in shared]
-    expected = engine.retrieve_per_query(outside, [Example("t", t, "positive") for t in targets], 2, "topk-embed")
-    assert retrieved["targets"] == [[d.id for d in demos] for demos in expected]
+    # the nearest neighbours among the whole pool (BM25 weighs words by it) by the retrieval, the shared demo excluded
+    expected = Neighbours(engine, pool, PassCounter()).nearest(targets, by, 2,
+                                                               exclude=[i for i, d in enumerate(pool) if d.id in shared])
+    assert retrieved["targets"] == [[pool[i].id for i in ids] for ids in expected]
+    texts = len(pool) + len(queries) + len(targets)  # what the neighbours embed: the model's rows or the sentence model's
+    assert result["passes"]["sentence_texts"] == (texts if by == "topk-sentence" else 0)
+    if method == "random":  # its only model rows: the embeddings (topk-embed) and the exact run on the queries
+        assert result["passes"]["forward"] == len(queries) + (texts if by == "topk-embed" else 0)
     by_id = {d.id: d for d in pool}
     context = [[by_id[i] for i in ids] for ids in retrieved["queries"]]
     scored = engine.evaluate([by_id[i] for i in shared], queries, context=context)
@@ -410,6 +417,9 @@ def test_retrieve_fills_slots_per_query_and_reports_the_prompts_evaluate_scores(
     for bad in (3, -1, True, "2"):
         with pytest.raises(InputError, match="params.retrieve"):
             engine.select(SelectionRequest(pool, queries, k=3, method=method, params={"strategy": "set", "retrieve": bad}))
+    with pytest.raises(InputError, match="params.retrieve_by"):
+        engine.select(SelectionRequest(pool, queries, k=3, method=method,
+                                       params={"strategy": "set", "retrieve": 2, "retrieve_by": "minilm"}))
     with pytest.raises(InputError, match="targets"):
         engine.select(SelectionRequest(pool, queries, k=3, method=method, targets=[1, 2]))
 
