@@ -28,7 +28,7 @@ Also (for benchmarks and exact checks):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -53,7 +53,7 @@ from .retrieval import top_k_ascending
 from .runs import CacheKeys
 from .methods import METHODS
 from .selectors import search_params
-from .strategy import PER_QUERY, Neighbours, Strategies, strategy_for
+from .strategy import PER_QUERY, SENTENCE, Neighbours, Strategies, sentence_seconds, strategy_for
 from .tasks import AnchorTask
 from .warm import WarmStart, resume
 
@@ -288,10 +288,15 @@ class Engine:
         prepared = self._prepare(request, lambda: None)
         ctx = self._context(prepared, prepared.layout, prepared.runner, _no_progress)
         request = prepared.request
-        embed_rows = ((len(request.pool) + len(prepared.scored.examples) + len(request.targets))
-                      if prepared.retrieve and prepared.params.retrieve_by == "topk-embed" else 0)  # the others: no pass
+        texts = (len(request.pool) + len(prepared.scored.examples) + len(request.targets)) if prepared.retrieve else 0
+        by = prepared.params.retrieve_by  # the language model's embeddings are passes; the sentence model's, seconds
         prepared.runner.counter.limit = None  # the calibration is not the job's
-        return plan(ctx, METHODS[request.method], prepared.params, request.max_passes, embed_rows)
+        priced = plan(ctx, METHODS[request.method], prepared.params, request.max_passes,
+                      texts if by == "topk-embed" else 0)
+        if by != SENTENCE:
+            return priced
+        return replace(priced, estimated_seconds=round(priced.estimated_seconds
+                                                       + sentence_seconds(self, request.pool, texts), 3))
 
     def _prepare(self, request: SelectionRequest, checkpoint) -> "_Prepared":
         """Validate, keep the candidate demos, lay the prompts out and make the runner (max_passes on its counter)."""

@@ -240,6 +240,20 @@ class Neighbours:
         return nearest
 
 
+def sentence_seconds(engine: Any, pool: list[Example], texts: float) -> float:
+    """Seconds the sentence model takes for ``texts`` texts (not passes of the language model), at its rate on up
+    to SENTENCE_CALIBRATION of the pool's inputs (the faster of two runs: the first also warms up)."""
+    if texts == 0:
+        return 0.0
+    sample = [demo.input for demo in pool[:SENTENCE_CALIBRATION]]
+    best = math.inf
+    for _ in range(2):
+        started = time.perf_counter()
+        engine.sentences.embed(sample)
+        best = min(best, time.perf_counter() - started)
+    return texts * best / len(sample)
+
+
 def strategy_for(request, params: Params) -> tuple[str, str | None]:
     """(the strategy a request runs, why: None for a method without strategies). Auto validates only what
     per-query retrieval can also honour; otherwise it runs the set search and says why."""
@@ -490,17 +504,7 @@ class Strategies:
         return Work(queries * self._rows_per_query, queries if per_query else 1)
 
     def _sentence_seconds(self, texts: float) -> float:
-        """Seconds the sentence model takes for ``texts`` texts (not passes of the language model), at its rate on up
-        to SENTENCE_CALIBRATION of the pool's inputs (the faster of two runs: the first also warms up)."""
-        if texts == 0:
-            return 0.0
-        sample = [demo.input for demo in self.request.pool[:SENTENCE_CALIBRATION]]
-        best = math.inf
-        for _ in range(2):
-            started = time.perf_counter()
-            self.engine.sentences.embed(sample)
-            best = min(best, time.perf_counter() - started)
-        return texts * best / len(sample)
+        return sentence_seconds(self.engine, self.request.pool, texts)
 
     def _search_request(self, reserved: int):
         """The set search's request, within the passes left (module docstring)."""

@@ -62,6 +62,8 @@ def test_a_max_passes_too_small_to_start_names_the_field(tiny, data, method):
     ("random", {}), ("gradient", {"max_passes": 400}), ("gradient", {"params": {"evaluator": "exact"}}),
     ("gradient", {"params": {"strategy": "auto", "budget": 2000}}),
     ("gradient", {"params": {"strategy": "topk-embed"}}),
+    ("gradient", {"params": {"strategy": "set", "retrieve": 1, "rounds": 1}}),
+    ("gradient", {"params": {"strategy": "set", "retrieve": 1, "retrieve_by": "bm25", "rounds": 1}}),
 ])
 def test_the_plan_brackets_the_real_passes_within_2x(tiny, data, method, extra):
     pool, queries = data

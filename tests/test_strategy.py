@@ -401,7 +401,7 @@ class SlowEncoder:
 def test_a_dry_run_prices_the_sentence_models_texts(tiny, data, monkeypatch):
     """The sentence model's texts are not passes of the language model, but they take time: a plan times the model
     on pool inputs and adds their seconds (topk-sentence: the pool, queries and targets; auto with its check: the
-    pool, and half of the rest, as for the passes)."""
+    pool, and half of the rest, as for the passes; params.retrieve by it: the pool, queries and targets)."""
     pool, queries = data
     encoder = SlowEncoder()
     engine = Engine(tiny, cache=MemoryCache(), sentence_model=SentenceModel(encoder, "slow", "slow"))
@@ -429,6 +429,13 @@ def test_a_dry_run_prices_the_sentence_models_texts(tiny, data, monkeypatch):
     assert encoder.texts > 0 and five.estimated_passes > three.estimated_passes  # and the checks' rows
     assert priced[-1][0] == (len(pool) + texts) / 2 and priced[-1][1] >= priced[-1][0] * SlowEncoder.DELAY
     assert five.estimated_seconds >= round(priced[-1][1], 3)  # added to the language model's seconds
+    # params.retrieve by the sentence model: its texts in seconds, none in passes (as by words, BM25)
+    encoder.texts = 0
+    by_sentence = plan(strategy="set", retrieve=1, retrieve_by="topk-sentence")
+    by_words = plan(strategy="set", retrieve=1, retrieve_by="bm25")
+    by_model = plan(strategy="set", retrieve=1, retrieve_by="topk-embed")
+    assert encoder.texts > 0 and by_sentence.estimated_seconds >= texts * SlowEncoder.DELAY
+    assert by_sentence.passes_high == by_words.passes_high == by_model.passes_high - texts
 
 
 def test_a_dry_run_prices_each_per_query_prompt_as_a_model_call(tiny, data, monkeypatch):

@@ -58,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(records: list[dict], exact: dict[str, int], variant_name: str,
-                equivalent: frozenset[str] = frozenset()) -> None:
-    """The arms paired per split; their engines must be the same, or both among ``equivalent`` (engine hashes shown
-    to give the same records)."""
-    print(f"| dataset | seeds | default | {variant_name} | difference [95% CI] | changed picks | "
-          "passes / exact's (default, variant) |\n|---|---|---|---|---|---|---|")
+                equivalent: frozenset[str] = frozenset(), baseline: str = DEFAULT) -> None:
+    """The arms paired per split, ``variant_name`` against ``baseline`` (the default unless named); their engines
+    must be the same, or both among ``equivalent`` (engine hashes shown to give the same records)."""
+    name = "default" if baseline == DEFAULT else baseline
+    print(f"| dataset | seeds | {name} | {variant_name} | difference [95% CI] | changed picks | "
+          f"passes / exact's ({name}, variant) |\n|---|---|---|---|---|---|---|")
     arms = {(r["dataset"], r["seed"], r["method"]): r for r in records}
-    for dataset, rows in by_dataset([r for r in records if r["method"] == DEFAULT]):
+    for dataset, rows in by_dataset([r for r in records if r["method"] == baseline]):
         pairs = [(d, arms[(dataset, d["seed"], variant_name)]) for d in rows
                  if (dataset, d["seed"], variant_name) in arms]
         for default, variant in pairs:  # the one-batch arm's engine differs from the shipped one in its search
@@ -89,8 +90,9 @@ def print_table(records: list[dict], exact: dict[str, int], variant_name: str,
 
 def pick(record: dict) -> str:
     """The prompt a record returned: strategy.chosen, and with params.retrieve the neighbours after the set."""
-    retrieve = (record.get("params") or {}).get("retrieve")
-    return record["strategy"]["chosen"] + (f" + {retrieve} retrieved" if retrieve else "")
+    params = record.get("params") or {}
+    by = f" by {params['retrieve_by']}" if "retrieve_by" in params else ""
+    return record["strategy"]["chosen"] + (f" + {params['retrieve']} retrieved{by}" if params.get("retrieve") else "")
 
 
 if __name__ == "__main__":
