@@ -130,18 +130,24 @@ def test_bad_requests_get_422_naming_the_field(client, change, field):
     assert error["field"] == field and field.split("[")[0].split(".")[0] in error["message"]
 
 
-def test_retrieve_returns_each_targets_own_neighbours(client):
+@pytest.mark.parametrize("by", [None, "topk-sentence"])
+def test_retrieve_returns_each_targets_own_neighbours(client, by):
     targets = ["a fine story", "dull acting"]
-    reply = client.post("/v1/selections", json=selection(k=3, targets=targets, params={"retrieve": 2}, wait_s=60))
+    params = {"retrieve": 2, **({"retrieve_by": by} if by else {})}
+    reply = client.post("/v1/selections", json=selection(k=3, targets=targets, params=params, wait_s=60))
     assert reply.status_code == 200, reply.text
     result = reply.json()["result"]
     shared = {d["id"] for d in result["selected"]}
     assert len(shared) == 1 and result["retrieved"]["slots"] == 2
+    assert result["retrieved"]["by"] == (by or "topk-embed")
+    assert result["passes"]["sentence_texts"] == (len(POOL) + len(QUERIES) + len(targets) if by else 0)
     assert len(result["retrieved"]["queries"]) == len(QUERIES) and len(result["retrieved"]["targets"]) == len(targets)
     for ids in result["retrieved"]["queries"] + result["retrieved"]["targets"]:
         assert len(ids) == 2 and not shared & set(ids) and set(ids) <= {d["id"] for d in POOL}
     bad = client.post("/v1/selections", json=selection(params={"retrieve": 2}, wait_s=60))  # k=2: at most 1
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "params.retrieve"
+    bad = client.post("/v1/selections", json=selection(k=3, params={**params, "retrieve_by": "words"}, wait_s=60))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "params.retrieve_by"
 
 
 def test_engine_input_errors_are_422_too(client):
