@@ -10,7 +10,7 @@
 continues with its query's r nearest other pool demos by the model's own last hidden state. `moves` same-label: the
 search swaps a demo only for one of the same label (auto's gate and check as they ship). `retrieve_by`
 topk-sentence: `retrieve`'s neighbours by the sentence model; `--against gradient-r2` compares it with `retrieve` by
-the language model's embedding instead of the default.
+the language model's embedding instead of the default (with `--variants gradient-r2s`).
 
 The script copies the variants' records (methods named `gradient-...`) into
 bench/experiments/results/param_variant.jsonl beside the shipped default's records of the same dev splits, taken from
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                              "query): the arms may come from any of them")
     parser.add_argument("--against", metavar="METHOD", default=DEFAULT,
                         help="compare each variant with this one's records (e.g. gradient-r2) instead of the default")
+    parser.add_argument("--variants", nargs="*", metavar="METHOD", help="the variants to show (default: every one)")
     args = parser.parse_args(argv)
     shipped = default_arm(read_records(QUARTER_BUDGET))
     variants = [r for path in args.runs for r in read_records(path) if r["method"].startswith(f"{DEFAULT}-")]
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                          for kept in (shipped[(record["dataset"], record["seed"])], record)))
     exact = {r["dataset"]: r["passes"] for r in read_records(args.journal) if r["method"] == "exact"}
     records = read_records(RESULTS)
-    for variant in sorted({r["method"] for r in records} - {DEFAULT, args.against}):
+    for variant in args.variants or sorted({r["method"] for r in records} - {DEFAULT, args.against}):
         print(f"\n{variant}:\n")
         print_table([r for r in records if r["method"] in (args.against, variant)], exact, variant,
                     frozenset(args.equivalent_engines), args.against)
