@@ -15,11 +15,10 @@ resampled).
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 
-from iclsel.models.strategy import SENTENCE, SENTENCE_MARGIN
+from iclsel.models.strategy import SENTENCE, Check, clear_win
 
 from ..quality import BENCH_DIR
 from .dev import mean_accuracy, paired_difference, read_records
@@ -29,9 +28,11 @@ ARMS = {"topk-embed": "gradient-r2", SENTENCE: "gradient-r2s"}  # the retrieval 
 
 
 def choose(correct: dict[str, list[bool]]) -> str:
-    """The retrieval the proposal takes: topk-sentence only by auto's margin over topk-embed on the queries."""
-    lead = sum(correct[SENTENCE]) - sum(correct["topk-embed"])
-    return SENTENCE if lead >= math.ceil(SENTENCE_MARGIN * len(correct[SENTENCE]) - 1e-9) else "topk-embed"
+    """The retrieval the proposal takes: topk-sentence only by auto's margin over topk-embed on the queries (the
+    engine's rule, strategy.clear_win, on the recorded answers)."""
+    embed, sentence = (Check(name, np.array(correct[name], float), np.zeros(len(correct[name])))
+                       for name in ("topk-embed", SENTENCE))
+    return SENTENCE if clear_win(sentence, embed) else "topk-embed"
 
 
 def main(argv: list[str] | None = None) -> int:
