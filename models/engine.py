@@ -144,14 +144,13 @@ class _Neighbours:
     slots: int  # params.retrieve
 
 
-def _retrieved(neighbours: _Neighbours, selected: list[int], n_scored: int, n_queries: int,
-               retrieve: int) -> list[list[int]]:
-    """The prompts returned: each query's and target's ``retrieve`` nearest demos outside the shared ones (the
+def _retrieved(neighbours: _Neighbours, selected: list[int], n_scored: int, n_queries: int) -> list[list[int]]:
+    """The prompts returned: each query's and target's ``neighbours.slots`` nearest demos outside the shared ones (the
     search's rows kept theirs fixed, so a row whose neighbour joined the shared slots held it twice)."""
     outside = neighbours.similarity.copy()
     outside[:, selected] = -np.inf
     rows = list(range(n_queries)) + list(range(n_scored, len(outside)))
-    return [top_k_ascending(outside[row], retrieve) for row in rows]
+    return [top_k_ascending(outside[row], neighbours.slots) for row in rows]
 
 
 def _shown(demos, context) -> list[Example]:
@@ -243,7 +242,7 @@ class Engine:
         ctx.ledger.reserve_final(0)
         selection_passes = runner.counter.forward_equivalent - ctx.ledger.diagnostic_passes
         retrieved = None if neighbours is None else _retrieved(neighbours, choice.selected, len(scored.examples),
-                                                                 len(request.queries), retrieve)
+                                                                 len(request.queries))
         try:
             exact_outcome = self._evaluate_selected(request, ctx, choice, retrieved, params, checkpoint)
         except PassBudgetExhausted:  # only where a method spent what was kept back for it
